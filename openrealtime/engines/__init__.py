@@ -1,0 +1,1 @@
+"""Model backends behind small interfaces (see `base.py`)."""

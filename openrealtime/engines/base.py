@@ -1,0 +1,131 @@
+"""The narrow interfaces between the session engine and model backends.
+
+All methods here are *blocking* and are called from worker threads by the session engine
+(the media event loop never waits on a model). Audio crossing these interfaces is numpy
+`float32` mono in [-1, 1] at the rate each interface names. Implementations:
+`engines/local/` (embedded, offline, CPU) and `engines/openai_compat/` (HTTP to a user's servers).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+# ---- voice activity ------------------------------------------------------------------------
+class VadStream(Protocol):
+    """Per-session VAD state. Feed consecutive frames of `frame_samples` at `sample_rate`."""
+
+    def probability(self, frame: np.ndarray) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class VoiceActivityDetector(Protocol):
+    sample_rate: int  # 16000
+    frame_samples: int  # 512 (32 ms)
+
+    def new_stream(self) -> VadStream: ...
+
+
+# ---- speech to text -------------------------------------------------------------------------
+@dataclass
+class Transcript:
+    text: str
+    language: str | None = None
+    audio_seconds: float = 0.0
+    input_tokens: int = 0  # audio tokens billed (we report audio_seconds * 10, documented)
+    output_tokens: int = 0  # text tokens produced
+    logprobs: list[dict[str, Any]] | None = None
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    sample_rate: int  # 16000
+
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None) -> Transcript: ...
+
+
+# ---- language model -------------------------------------------------------------------------
+@dataclass
+class ChatRequest:
+    """An OpenAI chat-completions style request.
+
+    `messages`: [{"role": "system"|"user"|"assistant"|"tool", "content": str | [parts],
+    "tool_calls": [...], "tool_call_id": str}], parts as in chat completions
+    ({"type": "text", "text"}, {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}).
+    `tools`: chat-completions tools ([{"type": "function", "function": {name, description, parameters}}]).
+    `tool_choice`: "auto" | "none" | "required" | {"type": "function", "function": {"name": ...}}.
+    """
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = "auto"
+    max_tokens: int | None = None
+    temperature: float = 0.7
+    session_key: str | None = None  # lets a backend keep per-session prompt caches warm
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class ToolCallDelta:
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""  # a fragment of the JSON arguments
+
+
+@dataclass
+class Finished:
+    reason: str  # "stop" | "length" | "tool_calls" | "cancelled"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    image_tokens: int = 0
+
+
+LlmEvent = TextDelta | ToolCallDelta | Finished
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    supports_images: bool
+
+    def stream_chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[LlmEvent]:
+        """Yield deltas; the last event is always `Finished`. Stop promptly when `cancel` is set."""
+        ...
+
+
+# ---- text to speech -------------------------------------------------------------------------
+@runtime_checkable
+class TextToSpeech(Protocol):
+    sample_rate: int  # rate of the chunks it yields
+
+    def synthesize(self, text: str, *, voice: str, speed: float, cancel: threading.Event) -> Iterator[np.ndarray]:
+        """Yield float32 mono chunks for `text` (one sentence or clause) as soon as they exist."""
+        ...
+
+
+# ---- the bundle the session engine uses -----------------------------------------------------
+@dataclass
+class ModelStack:
+    vad: VoiceActivityDetector
+    stt: SpeechToText
+    llm: LanguageModel
+    tts: TextToSpeech
+    description: dict[str, str] = field(default_factory=dict)  # stage -> human-readable backend
+
+    def close(self) -> None:
+        for part in (self.vad, self.stt, self.llm, self.tts):
+            closer = getattr(part, "close", None)
+            if callable(closer):
+                closer()
