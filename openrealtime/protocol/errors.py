@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -44,24 +45,142 @@ class ProtocolError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def pydantic_error_to_protocol(exc: Exception, *, prefix: str = "", event_id: str | None = None) -> ProtocolError:
-    """Turn a pydantic ValidationError into a ProtocolError naming the first bad field."""
+# pydantic error types -> (OpenAI code, expected-kind wording)
+_TYPE_ERRORS = {
+    "string_type": "a string", "int_type": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "bool_type": "a boolean", "dict_type": "an object", "model_type": "an object",
+    "model_attributes_type": "an object", "list_type": "an array", "tuple_type": "an array",
+    "none_required": "null",
+}
+_BOUNDS = {
+    "greater_than_equal": ("below minimum", ">=", "ge"), "greater_than": ("below minimum", ">", "gt"),
+    "less_than_equal": ("above maximum", "<=", "le"), "less_than": ("above maximum", "<", "lt"),
+}
+_OPENAI_CODES = frozenset({"invalid_value", "invalid_type", "unknown_parameter", "missing_required_parameter"})
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return "an object"
+
+
+def _quoted_list(expected: str) -> str:
+    """`"'a', 'b' or 'c'"` (pydantic) -> `"'a', 'b', and 'c'"` (OpenAI)."""
+    parts = [p.strip() for p in re.split(r", | or ", expected) if p.strip()]
+    if len(parts) <= 2:
+        return " and ".join(parts)
+    return ", ".join(parts[:-1]) + ", and " + parts[-1]
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any, *, keep_last: bool) -> list[str]:
+    """Drop union tags / member labels from a pydantic location by walking the input data."""
+    out: list[str] = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and isinstance(part, str) and part in cur and part not in (
+                cur.get("type"), cur.get("role")):
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(str(part))
+            cur = cur[part]
+        elif keep_last and i == len(loc) - 1:
+            out.append(str(part))
+    return out
+
+
+def _rank(err: dict[str, Any]) -> int:
+    """Prefer value errors over type errors among the members of a smart union."""
+    kind = err.get("type", "")
+    if kind in _TYPE_ERRORS:
+        return 2
+    if kind in ("literal_error", "enum"):
+        return 1
+    return 0
+
+
+def _describe(err: dict[str, Any], param: str | None) -> tuple[str, str, str | None]:
+    """Return (code, message, param) for one pydantic error dict."""
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    name = param or "value"
+    if kind == "extra_forbidden":
+        return "unknown_parameter", f"Unknown parameter: '{name}'.", param
+    if kind == "missing":
+        return "missing_required_parameter", f"Missing required parameter: '{name}'.", param
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = str(ctx.get("discriminator", "'type'")).strip("'")
+        param = f"{param}.{field}" if param else field
+        if kind == "union_tag_not_found":
+            return "missing_required_parameter", f"Missing required parameter: '{param}'.", param
+        return ("invalid_value", f"Invalid value: '{ctx.get('tag')}'. Supported values are: "
+                f"{_quoted_list(str(ctx.get('expected_tags', '')))}.", param)
+    if kind in _TYPE_ERRORS:
+        return ("invalid_type", f"Invalid type for '{name}': expected {_TYPE_ERRORS[kind]}, "
+                f"but got {_json_kind(value)} instead.", param)
+    if kind in ("literal_error", "enum"):
+        expected = _quoted_list(str(ctx.get("expected", "")))
+        if value is None or isinstance(value, (dict, list)):
+            return ("invalid_type", f"Invalid type for '{name}': expected one of {expected}, "
+                    f"but got {_json_kind(value)} instead.", param)
+        return "invalid_value", f"Invalid value: '{value}'. Supported values are: {expected}.", param
+    if kind in _BOUNDS:
+        what, op, key = _BOUNDS[kind]
+        num = "integer" if isinstance(value, int) else "decimal"
+        return ("invalid_value", f"Invalid '{name}': {num} {what} value. Expected a value {op} {ctx.get(key)}, "
+                f"but got {value} instead.", param)
+    if kind in ("string_too_long", "string_too_short", "too_long", "too_short"):
+        noun = "string" if kind.startswith("string") else ("array" if isinstance(value, list) else "object")
+        a_noun = ("an " if noun[0] in "ao" else "a ") + noun
+        bound = "maximum" if kind.endswith("long") else "minimum"
+        limit = ctx.get("max_length" if bound == "maximum" else "min_length")
+        size = len(value) if isinstance(value, (str, list, dict)) else ctx.get("actual_length")
+        return ("invalid_value", f"Invalid '{name}': {noun} too {kind.rsplit('_', 1)[1]}. Expected {a_noun} with "
+                f"{bound} length {limit}, but got {a_noun} with length {size} instead.", param)
+    if kind == "string_pattern_mismatch":
+        return ("invalid_value", f"Invalid '{name}': string does not match pattern. Expected a string that "
+                f"matches the pattern '{ctx.get('pattern')}'.", param)
+    if kind in _OPENAI_CODES:  # raised by our own validators as PydanticCustomError(code, message)
+        return kind, f"Invalid '{name}': {err.get('msg', '')}", param
+    return "invalid_value", f"Invalid value for '{name}': {err.get('msg', 'invalid value')}.", param
+
+
+def pydantic_error_to_protocol(
+    exc: Exception, *, prefix: str = "", event_id: str | None = None, data: Any = None
+) -> ProtocolError:
+    """Turn a pydantic ValidationError into a ProtocolError naming the first bad field.
+
+    `data` is the validated input (the object under `prefix`); with it, union tags and member
+    labels are removed from the location so `param` is the client's own dotted path
+    (e.g. `item.content.0.type`). Codes: unknown_parameter, missing_required_parameter,
+    invalid_type, invalid_value.
+    """
     errors = getattr(exc, "errors", None)
-    if callable(errors):
-        errs = errors()
-        if errs:
-            first = errs[0]
-            loc = ".".join(str(p) for p in first.get("loc", ()) if not isinstance(p, int) or True)
-            param = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or None)
-            kind = first.get("type", "")
-            code = "unknown_parameter" if kind == "extra_forbidden" else (
-                "missing_required_parameter" if kind == "missing" else "invalid_value")
-            msg = first.get("msg", "invalid value")
-            if kind == "extra_forbidden":
-                msg = f"Unknown parameter: '{param}'."
-            elif kind == "missing":
-                msg = f"Missing required parameter: '{param}'."
-            else:
-                msg = f"Invalid value for '{param}': {msg}."
-            return ProtocolError(msg, code=code, param=param, event_id=event_id)
-    return ProtocolError(str(exc), code="invalid_value", param=prefix or None, event_id=event_id)
+    errs = errors(include_url=False) if callable(errors) else None
+    if not errs:
+        return ProtocolError(str(exc), code="invalid_value", param=prefix or None, event_id=event_id)
+
+    def param_of(err: dict[str, Any]) -> str | None:
+        loc = tuple(err.get("loc", ()))
+        parts = (_clean_loc(loc, data, keep_last=err.get("type") in ("missing", "extra_forbidden"))
+                 if data is not None else [str(p) for p in loc])
+        path = ".".join(([prefix] if prefix else []) + parts)
+        return path or None
+
+    first_param = param_of(errs[0])
+    candidates = [e for e in errs if param_of(e) == first_param] if len(errs) > 1 else errs
+    best = min(candidates, key=_rank)
+    code, message, param = _describe(best, first_param)
+    return ProtocolError(message, code=code, param=param, event_id=event_id)

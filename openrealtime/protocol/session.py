@@ -249,7 +249,7 @@ def parse_session_config(data: Any, *, param: str = "session") -> RealtimeSessio
     try:
         return model.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
-        raise pydantic_error_to_protocol(exc, prefix=param) from None
+        raise pydantic_error_to_protocol(exc, prefix=param, data=data) from None
 
 
 def apply_session_update(
@@ -285,3 +285,14 @@ def session_object(
     if isinstance(config, RealtimeSessionConfig):
         return RealtimeSessionObject(**data, id=id, expires_at=expires_at)
     return TranscriptionSessionObject(**data, id=id, expires_at=expires_at)
+
+
+def override_session(
+    base: RealtimeSessionConfig | TranscriptionSessionConfig, request: Any, *, param: str = "session"
+) -> RealtimeSessionConfig | TranscriptionSessionConfig:
+    """A stored session (client secret) overridden by a connection's own `session` request."""
+    if request is None:
+        return base
+    if not isinstance(request, dict):
+        raise ProtocolError(f"Invalid type for '{param}': expected an object.", code="invalid_type", param=param)
+    return parse_session_config(_merge(base.model_dump(mode="json"), request), param=param)

@@ -1,0 +1,1 @@
+"""HTTP signaling: FastAPI routes, auth, OpenAI-shaped errors."""

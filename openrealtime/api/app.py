@@ -1,0 +1,62 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ..config import Settings
+from .calls import router as calls_router
+from .client_secrets import router as secrets_router
+from .errors import install_error_handlers
+from .state import ServerState
+
+log = logging.getLogger("openrealtime.server")
+
+
+async def _load_models(state: ServerState) -> None:
+    """Load and warm the model stack in a worker thread, then mark the server ready."""
+    settings = state.settings
+    if settings.engine == "local":
+        from ..engines.stack import load_model_stack
+
+        def progress(stage: str, message: str) -> None:
+            log.info("models stage=%s %s", stage, message)
+
+        state.models = await asyncio.to_thread(load_model_stack, settings.profile, progress=progress)
+    state.ready = True
+    log.info("ready engine=%s advertise=%s", settings.engine, ",".join(a for _, a in state.ice.addresses))
+
+
+def create_app(settings: Settings, *, state: ServerState | None = None) -> FastAPI:
+    state = state or ServerState.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loader = asyncio.create_task(_load_models(state))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            await state.calls.close_all()
+            if state.models is not None:
+                state.models.close()
+
+    app = FastAPI(title="openrealtime", version="0.1.0", lifespan=lifespan)
+    app.state.server = state
+    install_error_handlers(app)
+    app.include_router(calls_router)
+    app.include_router(secrets_router)
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> Any:
+        if not state.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,56 @@
+"""Bearer authentication for /v1 routes: server API keys and ephemeral `ek_` secrets."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from .errors import ApiError
+from .secrets_store import ClientSecret, SecretStore
+
+
+@dataclass
+class Principal:
+    kind: str  # "api_key" | "ephemeral"
+    secret: ClientSecret | None = None
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class Authenticator:
+    def __init__(self, api_keys: list[str], store: SecretStore) -> None:
+        self.api_keys = [k.encode() for k in api_keys]
+        self.store = store
+
+    def check_token(self, token: str | None, *, allow_ephemeral: bool) -> Principal:
+        if token is None:
+            raise _unauthorized("You didn't provide an API key. Send 'Authorization: Bearer YOUR_KEY'.")
+        if token.startswith("ek_"):
+            if not allow_ephemeral:
+                raise _unauthorized("Ephemeral client secrets can't be used for this route; use an API key.")
+            secret = self.store.get(token)
+            if secret is None:
+                raise _unauthorized("The ephemeral client secret is unknown or expired. Mint a new one with "
+                                    "POST /v1/realtime/client_secrets.")
+            return Principal("ephemeral", secret)
+        if not self.api_keys:  # no keys configured: loopback or --insecure-no-auth
+            return Principal("api_key")
+        candidate = token.encode()
+        if any(hmac.compare_digest(candidate, key) for key in self.api_keys):
+            return Principal("api_key")
+        raise _unauthorized("Incorrect API key provided.")
+
+    def __call__(self, request: Request, *, allow_ephemeral: bool = False) -> Principal:
+        return self.check_token(bearer_token(request), allow_ephemeral=allow_ephemeral)

@@ -1,0 +1,80 @@
+"""WebRTC signaling: POST /v1/realtime/calls (offer → answer) and call control."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .. import ids
+from ..media.call import CallOptions, RealtimeCall
+from ..protocol.errors import ProtocolError
+from ..protocol.session import override_session, parse_session_config
+from ..session.engine import SessionEngine, SessionLimits
+from .body import parse_offer_body, read_body
+from .errors import ApiError
+from .state import ServerState
+
+log = logging.getLogger("openrealtime.api")
+router = APIRouter()
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+@router.post("/v1/realtime/calls", status_code=201, response_class=Response)
+async def create_call(request: Request) -> Response:
+    state = _state(request)
+    principal = state.auth(request, allow_ephemeral=True)
+    if not state.ready:
+        raise ApiError(503, "The server is still loading its models; retry in a few seconds (GET /healthz).",
+                       code="server_not_ready", type="server_error", headers={"Retry-After": "2"})
+    body = await read_body(request, state.settings.max_body_bytes)
+    offer = parse_offer_body(request.headers.get("content-type", ""), body)
+    try:
+        if principal.secret is not None:
+            config = override_session(principal.secret.session, offer.session)
+        else:
+            config = parse_session_config(offer.session)
+        model = request.query_params.get("model")
+        if model and offer.session is None and principal.secret is None and hasattr(config, "model"):
+            config = config.model_copy(update={"model": model})
+    except ProtocolError as exc:
+        raise ApiError.from_protocol(exc) from None
+    if state.calls.full():
+        raise ApiError(429, f"This server is at its limit of {state.settings.max_calls} concurrent calls; "
+                            "retry later or raise --max-calls.", code="too_many_calls", type="rate_limit_exceeded")
+    settings = state.settings
+    call_id = ids.rtc_call_id()
+    client = request.client.host if request.client else "-"
+
+    def engine_factory(transport):
+        return SessionEngine(transport, config, mode=settings.engine, models=state.models,
+                             limits=SessionLimits(max_duration_s=settings.max_call_duration_s),
+                             echo_delay_s=settings.echo_delay_s)
+
+    call = RealtimeCall(call_id, CallOptions(ice=state.ice, connect_timeout_s=settings.connect_timeout_s,
+                                             max_duration_s=settings.max_call_duration_s),
+                        engine_factory, on_ended=state.calls.discard, client=client)
+    try:
+        answer = await call.answer(offer.sdp)
+    except ProtocolError as exc:
+        await call.hangup("invalid_offer")
+        raise ApiError.from_protocol(exc) from None
+    state.calls.add(call)
+    return Response(content=answer, status_code=201, media_type="application/sdp",
+                    headers={"Location": f"/v1/realtime/calls/{call_id}"})
+
+
+@router.post("/v1/realtime/calls/{call_id}/hangup")
+async def hangup_call(call_id: str, request: Request) -> Response:
+    state = _state(request)
+    state.auth(request)
+    call = state.calls.get(call_id)
+    if call is None:
+        raise ApiError(404, f"Call '{call_id}' not found (it may have ended already).", code="call_not_found",
+                       param="call_id")
+    await call.hangup("hangup")
+    return Response(status_code=200)

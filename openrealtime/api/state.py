@@ -1,0 +1,33 @@
+"""Everything the routes share: settings, live calls, secrets, auth, model stack."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Settings
+from ..media.ice import IceSettings, default_advertise_ips
+from ..media.registry import CallRegistry
+from .auth import Authenticator
+from .secrets_store import MemorySecretStore, SecretStore
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    store: SecretStore
+    auth: Authenticator
+    calls: CallRegistry
+    ice: IceSettings
+    models: Any = None  # engines.base.ModelStack once loaded (local engine)
+    ready: bool = False
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(cls, settings: Settings, store: SecretStore | None = None) -> "ServerState":
+        store = store or MemorySecretStore()
+        advertise = settings.advertise_ips or default_advertise_ips(settings.host)
+        ice = IceSettings(addresses=tuple((ip, ip) for ip in advertise))
+        return cls(settings=settings, store=store, auth=Authenticator(settings.api_keys, store),
+                   calls=CallRegistry(settings.max_calls), ice=ice)

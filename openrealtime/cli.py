@@ -1,0 +1,94 @@
+"""`openrealtime` command line: serve (more subcommands arrive with their issues)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import Settings
+
+_ENV = "OPENREALTIME_"
+
+
+def _env(name: str, default=None):
+    return os.environ.get(_ENV + name, default)
+
+
+def _env_list(name: str) -> list[str]:
+    value = _env(name, "")
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _env_bool(name: str) -> bool:
+    return str(_env(name, "")).lower() in ("1", "true", "yes", "on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openrealtime", description="OpenAI Realtime API compatible voice server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="HTTP bind address (OPENREALTIME_HOST)")
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")), help="HTTP port (OPENREALTIME_PORT)")
+    serve.add_argument("--api-key", dest="api_keys", action="append", default=None,
+                       help="accepted bearer key, repeatable (OPENREALTIME_API_KEYS=k1,k2)")
+    serve.add_argument("--advertise-ip", dest="advertise_ips", action="append", default=None,
+                       help="IP put in ICE candidates, repeatable (OPENREALTIME_ADVERTISE_IPS); "
+                            "default: 127.0.0.1 on a loopback bind, else this host's addresses")
+    serve.add_argument("--engine", choices=["local", "echo"], default=_env("ENGINE", "local"),
+                       help="local: offline models; echo: plays the caller's audio back (OPENREALTIME_ENGINE)")
+    serve.add_argument("--profile", choices=["default", "fast", "test"], default=_env("PROFILE", "default"),
+                       help="local model profile (OPENREALTIME_PROFILE)")
+    serve.add_argument("--insecure-no-auth", action="store_true", default=_env_bool("INSECURE_NO_AUTH"),
+                       help="allow a public bind without API keys (OPENREALTIME_INSECURE_NO_AUTH=1)")
+    serve.add_argument("--connect-timeout", type=float, default=float(_env("CONNECT_TIMEOUT", "15")),
+                       help="seconds a call may take to connect (OPENREALTIME_CONNECT_TIMEOUT)")
+    serve.add_argument("--max-call-duration", type=float, default=float(_env("MAX_CALL_DURATION", "3600")),
+                       help="seconds before a call is ended (OPENREALTIME_MAX_CALL_DURATION)")
+    serve.add_argument("--max-calls", type=int, default=int(_env("MAX_CALLS", "64")),
+                       help="concurrent calls (OPENREALTIME_MAX_CALLS)")
+    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
+                       choices=["debug", "info", "warning", "error"], help="(OPENREALTIME_LOG_LEVEL)")
+    serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"],
+                       help="(OPENREALTIME_LOG_FORMAT)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        host=args.host,
+        port=args.port,
+        api_keys=args.api_keys if args.api_keys is not None else _env_list("API_KEYS"),
+        advertise_ips=args.advertise_ips if args.advertise_ips is not None else _env_list("ADVERTISE_IPS"),
+        engine=args.engine,
+        profile=args.profile,
+        insecure_no_auth=args.insecure_no_auth,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        connect_timeout_s=args.connect_timeout,
+        max_call_duration_s=args.max_call_duration,
+        max_calls=args.max_calls,
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .api.app import create_app
+    from .observability.logs import setup_logging
+
+    settings.check()
+    setup_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    print(f"openrealtime: http://{settings.host}:{settings.port}/  (engine={settings.engine})", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        serve(settings_from_args(args))
+
+
+if __name__ == "__main__":
+    main()

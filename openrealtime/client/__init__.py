@@ -1,0 +1,1 @@
+"""A small aiortc-based Realtime client (used by tests, benchmarks and `openrealtime` tools)."""

@@ -1,0 +1,39 @@
+"""Server settings: CLI flags, each with an `OPENREALTIME_*` environment equivalent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = field(default_factory=list)
+    advertise_ips: list[str] = field(default_factory=list)  # empty: derived from host
+    engine: str = "local"  # "local" | "echo"
+    profile: str = "default"  # local model profile: default | fast | test
+    insecure_no_auth: bool = False
+    log_level: str = "info"
+    log_format: str = "text"  # text | json
+    connect_timeout_s: float = 15.0
+    max_call_duration_s: float = 60 * 60
+    max_calls: int = 64
+    echo_delay_s: float = 0.3
+    max_body_bytes: int = 1024 * 1024
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    def check(self) -> None:
+        """Refuse unsafe or impossible combinations with a message that says what to do."""
+        if not self.api_keys and not self.is_loopback and not self.insecure_no_auth:
+            raise SystemExit(
+                f"refusing to serve on {self.host} without an API key: pass --api-key KEY "
+                "(or OPENREALTIME_API_KEYS=key1,key2), or --insecure-no-auth if this network is trusted"
+            )
+        if self.engine not in ("local", "echo"):
+            raise SystemExit(f"--engine must be 'local' or 'echo', not {self.engine!r}")
+        if self.profile not in ("default", "fast", "test"):
+            raise SystemExit(f"--profile must be default, fast or test, not {self.profile!r}")

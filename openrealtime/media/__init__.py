@@ -1,0 +1,1 @@
+"""WebRTC media edge: SDP policy, ICE, audio in/out, the `oai-events` data channel."""

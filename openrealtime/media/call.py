@@ -1,0 +1,185 @@
+"""One WebRTC call: a single BUNDLEd RTCPeerConnection bound to one session engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcsctptransport import LOCAL_MAX_MESSAGE_SIZE
+
+from ..protocol.errors import ProtocolError
+from ..session.engine import SessionEngine
+from .audio_in import InboundAudio
+from .audio_out import OutboundAudioTrack
+from .datachannel import EVENTS_LABEL, DataChannelTransport
+from .ice import IceSettings, server_ice
+from .sdp_policy import codec_preferences, finalize_answer, install_codec_policy, validate_offer
+
+log = logging.getLogger("openrealtime.call")
+
+EngineFactory = Callable[[DataChannelTransport], SessionEngine]
+
+
+@dataclass
+class CallOptions:
+    ice: IceSettings
+    connect_timeout_s: float = 15.0
+    max_duration_s: float = 3600.0
+
+
+@dataclass
+class CallStats:
+    created: float = field(default_factory=time.monotonic)
+    connected_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+
+class RealtimeCall:
+    def __init__(self, call_id: str, options: CallOptions, engine_factory: EngineFactory,
+                 on_ended: Callable[["RealtimeCall"], None] | None = None, client: str = "-") -> None:
+        install_codec_policy()
+        self.id = call_id
+        self.options = options
+        self.client = client
+        self.stats = CallStats()
+        self.state = "new"
+        self._on_ended = on_ended
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.audio_out = OutboundAudioTrack()
+        self.transport = DataChannelTransport(self.audio_out, self._transport_closed, LOCAL_MAX_MESSAGE_SIZE)
+        self.engine = engine_factory(self.transport)
+        self.audio_out.set_listener(self.engine.on_playout)
+        self.inbound: InboundAudio | None = None
+        self._sinks: list[asyncio.Task] = []
+        self._timers: list[asyncio.TimerHandle] = []
+        self._closing: asyncio.Task | None = None
+        self.closed = asyncio.Event()
+
+    # ---- signaling -------------------------------------------------------------------------
+    async def answer(self, offer_sdp: str) -> str:
+        summary = validate_offer(offer_sdp)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_state)
+        try:
+            # aiortc creates ICE agents both in addTransceiver and in setRemoteDescription
+            with server_ice(self.options.ice):
+                self._precreate_transceivers(summary.media)
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except ProtocolError:
+            raise
+        except (ValueError, KeyError, IndexError, AssertionError) as exc:
+            await self.pc.close()
+            raise ProtocolError(f"The SDP offer was rejected: {exc}", code="invalid_offer", param="sdp") from None
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(self.options.connect_timeout_s, self._connect_deadline))
+        self._timers.append(loop.call_later(self.options.max_duration_s, self._duration_deadline))
+        self._set_state("connecting")
+        return finalize_answer(self.pc.localDescription.sdp)
+
+    def _precreate_transceivers(self, media: list[tuple[str, str]]) -> None:
+        """Create our transceivers before SRD so codec preferences (no RTX) apply."""
+        seen: set[str] = set()
+        for kind, _direction in media:
+            if kind not in ("audio", "video") or kind in seen:
+                continue
+            seen.add(kind)
+            if kind == "audio":
+                transceiver = self.pc.addTransceiver(self.audio_out, direction="sendrecv")
+            else:
+                transceiver = self.pc.addTransceiver("video", direction="recvonly")
+            transceiver.setCodecPreferences(codec_preferences(kind))
+
+    # ---- media & channel -------------------------------------------------------------------
+    def _on_datachannel(self, channel) -> None:
+        if channel.label != EVENTS_LABEL:
+            log.info("call=%s ignoring data channel %r", self.id, channel.label)
+            return
+        self.transport.attach(channel, self.engine.handle_message, self.engine.send_error)
+        self.engine.start()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self.inbound is None:
+            self.inbound = InboundAudio(track, self.engine.feed_audio)
+            self.inbound.start()
+        else:
+            self._sinks.append(asyncio.create_task(_drain(track)))
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and self.stats.connected_at is None:
+            self.stats.connected_at = time.monotonic()
+            self._set_state("connected")
+            self._cancel_timer(0)
+        elif state in ("failed", "closed"):
+            self.hangup("ice_failed" if state == "failed" else "peer_closed")
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def _connect_deadline(self) -> None:
+        if self.stats.connected_at is None:
+            self.hangup("connect_timeout")
+
+    def _duration_deadline(self) -> None:
+        self.engine.expire()
+
+    def _transport_closed(self, reason: str) -> None:
+        # give the last event a moment on the wire before tearing down
+        asyncio.get_running_loop().call_later(0.2, self.hangup, reason)
+
+    def hangup(self, reason: str = "hangup") -> asyncio.Task:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(reason))
+        return self._closing
+
+    async def _close(self, reason: str) -> None:
+        self.stats.end_reason = reason
+        for t in self._timers:
+            t.cancel()
+        self.engine.close(reason)
+        if self.inbound is not None:
+            await self.inbound.stop()
+        for task in self._sinks:
+            task.cancel()
+        try:
+            await asyncio.wait_for(self.pc.close(), timeout=5)
+        except Exception:
+            log.exception("call=%s error while closing the peer connection", self.id)
+        self.stats.ended_at = time.monotonic()
+        self._set_state("closed")
+        self.closed.set()
+        if self._on_ended is not None:
+            self._on_ended(self)
+
+    def _cancel_timer(self, index: int) -> None:
+        if index < len(self._timers):
+            self._timers[index].cancel()
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        extra = ""
+        if state == "connected":
+            extra = f" setup_ms={(self.stats.connected_at - self.stats.created) * 1000:.0f}"
+        elif state == "closed":
+            extra = f" reason={self.stats.end_reason} duration_s={self.duration_s:.1f}"
+        log.info("call=%s client=%s state=%s%s", self.id, self.client, state, extra)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.stats.ended_at or time.monotonic()) - self.stats.created
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    """Consume a track we do not use yet so aiortc's receive queue never grows."""
+    try:
+        while True:
+            await track.recv()
+    except (MediaStreamError, asyncio.CancelledError):
+        return

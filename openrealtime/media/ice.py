@@ -1,0 +1,139 @@
+"""Server-side ICE for aiortc: our own `aioice.Connection` subclass, injected by name.
+
+aiortc builds its ICE agent with `aiortc.rtcicetransport.Connection(...)`, a module global
+looked up at call time. `install_ice_factory()` replaces it with a factory that returns a
+`ServerIceConnection` while a call is being set up (a context variable carries the call's
+ICE settings) and a stock `aioice.Connection` otherwise (aiortc clients in the same
+process, e.g. tests and benchmarks, are unaffected).
+
+`ServerIceConnection`:
+* uses a long unique ufrag (`ICE_UFRAG_LEN` chars, with an optional routing prefix);
+* never contacts STUN/TURN servers; gathers host candidates only for the configured
+  (bind address → advertised address) pairs;
+* returns `ConnectionClosed` from `get_event()` after close instead of `None` (aiortc's
+  monitor loop spins forever on `None`).
+
+The shared-port mux (one UDP port / one TCP port for every call) plugs in here by
+overriding `gather_candidates`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import secrets
+import socket
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import aioice
+from aioice import Candidate
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import ConnectionClosed, StunProtocol
+from aiortc import rtcicetransport
+
+ICE_UFRAG_LEN = 24
+_UFRAG_ALPHABET = string.ascii_letters + string.digits
+SOCKET_BUFFER_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class IceSettings:
+    """Where a call's host candidates live: pairs of (bind address, advertised address)."""
+
+    addresses: tuple[tuple[str, str], ...]
+    ufrag_prefix: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+_current: contextvars.ContextVar[IceSettings | None] = contextvars.ContextVar("openrealtime_ice", default=None)
+_stock_connection = aioice.Connection
+
+
+def new_ufrag(prefix: str = "") -> str:
+    body = "".join(secrets.choice(_UFRAG_ALPHABET) for _ in range(ICE_UFRAG_LEN - len(prefix)))
+    return prefix + body
+
+
+class ServerIceConnection(aioice.Connection):
+    """Controlled-role full ICE agent with host candidates on the configured addresses."""
+
+    def __init__(self, settings: IceSettings, **kwargs) -> None:
+        for key in ("stun_server", "turn_server", "turn_username", "turn_password", "turn_ssl", "turn_transport"):
+            kwargs.pop(key, None)
+        kwargs["local_username"] = new_ufrag(settings.ufrag_prefix)
+        super().__init__(**kwargs)
+        self.settings = settings
+
+    async def gather_candidates(self) -> None:
+        if self._local_candidates_start:
+            return
+        self._local_candidates_start = True
+        loop = asyncio.get_running_loop()
+        for component in self._components:
+            for bind_ip, advertise_ip in self.settings.addresses:
+                try:
+                    transport, protocol = await loop.create_datagram_endpoint(
+                        lambda: StunProtocol(self), local_addr=(bind_ip, 0)
+                    )
+                except OSError as exc:
+                    raise OSError(f"cannot bind a UDP socket on {bind_ip}: {exc}") from exc
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+                port = transport.get_extra_info("sockname")[1]
+                protocol.local_candidate = Candidate(
+                    foundation=candidate_foundation("host", "udp", advertise_ip),
+                    component=component,
+                    transport="udp",
+                    priority=candidate_priority(component, "host"),
+                    host=advertise_ip,
+                    port=port,
+                    type="host",
+                )
+                self._protocols.append(protocol)
+                self._local_candidates.append(protocol.local_candidate)
+        self._local_candidates_end = True
+
+    async def add_remote_candidate(self, remote_candidate: Candidate | None) -> None:
+        # Browsers trickle `tcptype active` candidates (port 9): nothing can be checked there.
+        if remote_candidate is not None and remote_candidate.transport.lower() == "tcp":
+            return
+        await super().add_remote_candidate(remote_candidate)
+
+    async def get_event(self):  # type: ignore[override]
+        event = await super().get_event()
+        return ConnectionClosed() if event is None else event
+
+
+def _factory(*args, **kwargs):
+    settings = _current.get()
+    if settings is None:
+        return _stock_connection(*args, **kwargs)
+    cls = settings.extra.get("connection_class", ServerIceConnection)
+    return cls(settings, *args, **kwargs)
+
+
+def install_ice_factory() -> None:
+    rtcicetransport.Connection = _factory  # type: ignore[assignment]
+
+
+@contextmanager
+def server_ice(settings: IceSettings) -> Iterator[None]:
+    """Within this block, aiortc ICE agents are created as `ServerIceConnection`s."""
+    install_ice_factory()
+    token = _current.set(settings)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def default_advertise_ips(host: str) -> list[str]:
+    """127.0.0.1 when the HTTP server is bound to loopback, else this host's addresses."""
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        return ["127.0.0.1"]
+    addresses = [a for a in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) if not a.startswith("127.")]
+    return addresses or ["127.0.0.1"]

@@ -1,0 +1,133 @@
+"""The SDP answer policy (the seed's table), applied to aiortc.
+
+* audio: Opus 48000/2 `minptime=10;useinbandfec=1` (offer's payload type), then PCMU, PCMA.
+  No G722, RED, CN, DTX.
+* video: H.264 only (42001f, 42e01f, 4d001f, 64001f; packetization-mode=1), no RTX, no
+  simulcast, rtcp-fb `nack` + `nack pli`.
+* header extensions: only what is implemented (`sdes:mid`). ssrc-audio-level is not
+  negotiated (it costs ~180 µs per outgoing frame in aiortc for nothing a server needs).
+* BUNDLE is required; `a=end-of-candidates` is never sent (trickle stays open, like OpenAI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiortc import codecs as _codecs
+from aiortc import sdp as _sdp
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+)
+
+from ..protocol.errors import ProtocolError
+
+H264_PROFILES = ("42001f", "42e01f", "4d001f", "64001f")
+MID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:mid"
+
+_installed = False
+
+
+def _opus() -> RTCRtpCodecParameters:
+    return RTCRtpCodecParameters(
+        mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111,
+        parameters={"minptime": 10, "useinbandfec": 1},
+    )
+
+
+def _h264(profile: str, pt: int) -> RTCRtpCodecParameters:
+    return RTCRtpCodecParameters(
+        mimeType="video/H264", clockRate=90000, payloadType=pt,
+        rtcpFeedback=[RTCRtcpFeedback(type="nack"), RTCRtcpFeedback(type="nack", parameter="pli")],
+        parameters={"level-asymmetry-allowed": "1", "packetization-mode": "1", "profile-level-id": profile},
+    )
+
+
+def install_codec_policy() -> None:
+    """Edit aiortc's codec tables in place (its modules hold references to these objects)."""
+    global _installed
+    if _installed:
+        return
+    _codecs.CODECS["audio"][:] = [_opus(), _codecs.PCMU_CODEC, _codecs.PCMA_CODEC]
+    _codecs.CODECS["video"][:] = [_h264(p, 102 + i) for i, p in enumerate(H264_PROFILES)]
+    _codecs.HEADER_EXTENSIONS["audio"][:] = [RTCRtpHeaderExtensionParameters(id=1, uri=MID_EXTENSION)]
+    _codecs.HEADER_EXTENSIONS["video"][:] = [RTCRtpHeaderExtensionParameters(id=1, uri=MID_EXTENSION)]
+    _installed = True
+
+
+def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
+    """Preferences for a pre-created transceiver: our table, without RTX."""
+    install_codec_policy()
+    return [
+        RTCRtpCodecCapability(mimeType=c.mimeType, clockRate=c.clockRate, channels=c.channels, parameters=c.parameters)
+        for c in _codecs.CODECS[kind]
+    ]
+
+
+# ---- offer validation -----------------------------------------------------------------------
+@dataclass
+class OfferSummary:
+    media: list[tuple[str, str]] = field(default_factory=list)  # (kind, direction) in m-line order
+    has_audio: bool = False
+    has_video: bool = False
+    has_datachannel: bool = False
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError(message, code="invalid_offer", param="sdp")
+
+
+def validate_offer(text: str) -> OfferSummary:
+    """Check an SDP offer before it reaches aiortc; raise ProtocolError(400) with the reason."""
+    if not text or not text.strip():
+        raise _invalid("The SDP offer is empty. Send the text of RTCPeerConnection.localDescription.sdp.")
+    if not text.lstrip().startswith("v=0"):
+        raise _invalid("Invalid SDP offer: it must start with 'v=0'.")
+    try:
+        desc = _sdp.SessionDescription.parse(text)
+    except Exception as exc:  # aiortc raises ValueError/KeyError/IndexError on bad lines
+        raise _invalid(f"Invalid SDP offer: could not parse it ({type(exc).__name__}: {exc}).") from None
+    if desc.type not in (None, "offer") and desc.type:
+        pass
+    summary = OfferSummary()
+    if not desc.media:
+        raise _invalid("Invalid SDP offer: it has no media sections (m= lines).")
+    bundle = next((g for g in desc.group if g.semantic == "BUNDLE"), None)
+    active = [m for m in desc.media if m.port != 0]
+    if bundle is None:
+        raise _invalid("Invalid SDP offer: BUNDLE is required (a=group:BUNDLE with every m= section). "
+                       "Create the RTCPeerConnection with bundlePolicy 'max-bundle' or 'balanced'.")
+    missing = [m.rtp.muxId for m in active if m.rtp.muxId not in bundle.items]
+    if missing:
+        raise _invalid(f"Invalid SDP offer: m= sections {missing} are not in the BUNDLE group.")
+    for m in desc.media:
+        summary.media.append((m.kind, m.direction or "sendrecv"))
+        if m.port == 0:
+            continue
+        ice = m.ice
+        if not (ice and ice.usernameFragment and ice.password):
+            raise _invalid(f"Invalid SDP offer: m={m.kind} has no a=ice-ufrag / a=ice-pwd.")
+        if not (m.dtls and m.dtls.fingerprints):
+            raise _invalid(f"Invalid SDP offer: m={m.kind} has no a=fingerprint (DTLS-SRTP is required).")
+        if m.kind in ("audio", "video"):
+            if not m.rtcp_mux:
+                raise _invalid(f"Invalid SDP offer: m={m.kind} lacks a=rtcp-mux, which is required.")
+            if m.kind == "audio":
+                summary.has_audio = True
+            else:
+                summary.has_video = True
+        elif m.kind == "application":
+            summary.has_datachannel = True
+    if not summary.has_audio:
+        raise _invalid("Invalid SDP offer: an audio m= section is required (add a microphone track or "
+                       "pc.addTransceiver('audio')).")
+    return summary
+
+
+# ---- answer post-processing -----------------------------------------------------------------
+def finalize_answer(text: str) -> str:
+    """Drop `a=end-of-candidates`, use CRLF line endings and terminate the last line."""
+    lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln and ln != "a=end-of-candidates"]
+    return "\r\n".join(lines) + "\r\n"

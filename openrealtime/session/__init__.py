@@ -1,0 +1,1 @@
+"""Transport-agnostic Realtime session engine."""

@@ -1,0 +1,50 @@
+"""The narrow interface between a transport (WebRTC call, WebSocket) and the session engine.
+
+The engine never touches sockets, tracks or data channels: it sends server events through
+`Transport.send()` and, on WebRTC, writes its spoken audio to `Transport.audio_out`, a
+clock-paced player it can clear instantly. On WebSocket `audio_out` is None and the engine
+sends `response.output_audio.delta` events instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass
+class ClearedAudio:
+    """What clearing the output interrupted."""
+
+    response_id: str
+    item_id: str
+    played_ms: int
+    dropped_ms: int
+
+
+class OutputAudio(Protocol):
+    """Server-paced audio playout (WebRTC). PCM is canonical: s16le mono 24 kHz."""
+
+    def write(self, pcm: bytes, *, response_id: str, item_id: str) -> None: ...
+
+    def end_response(self, response_id: str, item_id: str | None = None) -> None: ...
+
+    def clear(self) -> ClearedAudio | None: ...
+
+    def played_ms(self, item_id: str) -> int: ...
+
+    @property
+    def is_playing(self) -> bool: ...
+
+
+class Transport(Protocol):
+    kind: str  # "webrtc" | "websocket"
+    audio_out: OutputAudio | None
+
+    def send(self, event: Any) -> None:
+        """Deliver one server event (a protocol model or a JSON-able dict)."""
+        ...
+
+    def close(self, reason: str) -> None:
+        """End the connection (after the engine's last event has been sent)."""
+        ...
