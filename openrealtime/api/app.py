@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from ..config import Settings
@@ -50,6 +51,9 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
     app = FastAPI(title="openrealtime", version="0.1.0", lifespan=lifespan)
     app.state.server = state
     install_error_handlers(app)
+    # Browsers call the API directly with ephemeral keys, like api.openai.com allows.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+                       expose_headers=["Location"])
     app.include_router(calls_router)
     app.include_router(secrets_router)
 

@@ -85,8 +85,14 @@ class SessionEngine:
 
         try:
             event = parse_client_event(raw, max_bytes=self.limits.max_event_bytes)
+        except ProtocolError as exc:
+            self.send_error(exc)
+            return
+        try:
             self._dispatch(event)
         except ProtocolError as exc:
+            if exc.event_id is None:
+                exc.event_id = getattr(event, "event_id", None)
             self.send_error(exc)
 
     def feed_audio(self, pcm: bytes) -> None:

@@ -1,0 +1,53 @@
+"""Headless Debian Chromium driven by Playwright (no browser download), with fake media."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+PAGE = Path(__file__).parent / "seed_demo.html"
+
+
+def make_speech_wav(path: Path, text: str, pad_s: float = 30.0) -> Path:
+    """Spoken `text` at 48 kHz mono, padded with silence (the fake mic loops the file)."""
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(path), "pad", "0.5", str(pad_s)],
+                   check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    if not shutil.which("espeak-ng") or not shutil.which("sox"):
+        pytest.fail("espeak-ng and sox are required (apt-get install espeak-ng sox); .ci/run installs them")
+    return make_speech_wav(tmp_path_factory.mktemp("audio") / "question.wav", "What is the capital of France?")
+
+
+@pytest.fixture
+async def browser_page(tmp_path, speech_wav):
+    from playwright.async_api import async_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
+    args = [
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={speech_wav}",
+        "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+    ]
+    async with async_playwright() as p:
+        context = await p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=args)
+        page = context.pages[0] if context.pages else await context.new_page()
+        page.on("console", lambda msg: print("[browser]", msg.text))
+        yield page
+        await context.close()
+
+
+async def open_seed_page(page, base_url: str) -> None:
+    """Load the seed demo from the server's origin (same-origin fetch, like a hosted demo)."""
+    await page.goto(base_url + "/healthz")
+    await page.set_content(PAGE.read_text())
