@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--advertise-ip", dest="advertise_ips", action="append", default=None,
                        help="IP put in ICE candidates, repeatable (OPENREALTIME_ADVERTISE_IPS); "
                             "default: 127.0.0.1 on a loopback bind, else this host's addresses")
+    serve.add_argument("--bind-ip", dest="bind_ips", action="append", default=None,
+                       help="local IP the ICE ports listen on, repeatable: one for all advertised IPs or one "
+                            "per --advertise-ip, e.g. a private IP behind 1:1 NAT (OPENREALTIME_BIND_IPS); "
+                            "default: each advertised IP if local, else 0.0.0.0")
+    serve.add_argument("--udp-port", type=int, default=int(_env("UDP_PORT", "3478")),
+                       help="the single ICE UDP port shared by all calls (OPENREALTIME_UDP_PORT)")
+    serve.add_argument("--tcp-port", type=int, default=int(_env("TCP_PORT", "443")),
+                       help="the single ICE-TCP port shared by all calls; 0 disables ICE-TCP (OPENREALTIME_TCP_PORT)")
     serve.add_argument("--engine", choices=["local", "echo"], default=_env("ENGINE", "local"),
                        help="local: offline models; echo: plays the caller's audio back (OPENREALTIME_ENGINE)")
     serve.add_argument("--profile", choices=["default", "fast", "test"], default=_env("PROFILE", "default"),
@@ -60,6 +68,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         port=args.port,
         api_keys=args.api_keys if args.api_keys is not None else _env_list("API_KEYS"),
         advertise_ips=args.advertise_ips if args.advertise_ips is not None else _env_list("ADVERTISE_IPS"),
+        bind_ips=args.bind_ips if args.bind_ips is not None else _env_list("BIND_IPS"),
+        udp_port=args.udp_port,
+        tcp_port=args.tcp_port,
         engine=args.engine,
         profile=args.profile,
         insecure_no_auth=args.insecure_no_auth,

@@ -11,6 +11,9 @@ class Settings:
     port: int = 8000
     api_keys: list[str] = field(default_factory=list)
     advertise_ips: list[str] = field(default_factory=list)  # empty: derived from host
+    bind_ips: list[str] = field(default_factory=list)  # ICE sockets; empty: advertised IP if local, else 0.0.0.0
+    udp_port: int = 3478  # the one ICE UDP port for every call (0: any free port)
+    tcp_port: int = 443  # the one ICE-TCP (passive) port for every call (0: ICE-TCP off)
     engine: str = "local"  # "local" | "echo"
     profile: str = "default"  # local model profile: default | fast | test
     insecure_no_auth: bool = False

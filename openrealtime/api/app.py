@@ -39,12 +39,20 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if state.mux is not None:
+            try:
+                await state.mux.start()  # the shared ICE ports, before anything can be answered
+            except OSError as exc:
+                log.error("%s", exc)
+                raise
         loader = asyncio.create_task(_load_models(state))
         try:
             yield
         finally:
             loader.cancel()
             await state.calls.close_all()
+            if state.mux is not None:
+                await state.mux.close()
             if state.models is not None:
                 state.models.close()
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import Settings
 from ..media.ice import IceSettings, default_advertise_ips
+from ..media.ice_mux import MuxSet, address_pairs
 from ..media.registry import CallRegistry
 from .auth import Authenticator
 from .secrets_store import MemorySecretStore, SecretStore
@@ -20,6 +21,7 @@ class ServerState:
     auth: Authenticator
     calls: CallRegistry
     ice: IceSettings
+    mux: MuxSet | None = None  # the shared ICE UDP/TCP ports; started by the app's lifespan
     models: Any = None  # engines.base.ModelStack once loaded (local engine)
     ready: bool = False
     started_at: float = field(default_factory=time.time)
@@ -28,6 +30,11 @@ class ServerState:
     def build(cls, settings: Settings, store: SecretStore | None = None) -> "ServerState":
         store = store or MemorySecretStore()
         advertise = settings.advertise_ips or default_advertise_ips(settings.host)
-        ice = IceSettings(addresses=tuple((ip, ip) for ip in advertise))
+        try:
+            pairs = address_pairs(settings.bind_ips, advertise)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        mux = MuxSet(pairs, udp_port=settings.udp_port, tcp_port=settings.tcp_port or None)
+        ice = IceSettings(addresses=pairs, mux=mux)
         return cls(settings=settings, store=store, auth=Authenticator(settings.api_keys, store),
-                   calls=CallRegistry(settings.max_calls), ice=ice)
+                   calls=CallRegistry(settings.max_calls), ice=ice, mux=mux)

@@ -139,7 +139,7 @@ class OutboundAudioTrack(MediaStreamTrack):
             elif -delay > _RESYNC_S:
                 self.late_frames += 1
                 self._start = now - self._pts / SAMPLE_RATE
-        payload = self._next_payload()
+        payload = self.next_frame()
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(payload)
         frame.pts = self._pts
@@ -148,7 +148,8 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.frames_sent += 1
         return frame
 
-    def _next_payload(self) -> bytes:
+    def next_frame(self) -> bytes:
+        """The next 20 ms of PCM to send (silence when idle); drives the playout events."""
         if not self._queue:
             if self._current is not None and self._current in self._ended:
                 done = self._current

@@ -20,6 +20,7 @@ from .audio_out import OutboundAudioTrack
 from .datachannel import EVENTS_LABEL, DataChannelTransport
 from .ice import IceSettings, server_ice
 from .sdp_policy import codec_preferences, finalize_answer, install_codec_policy, validate_offer
+from .video import VideoSampler
 
 log = logging.getLogger("openrealtime.call")
 
@@ -55,8 +56,8 @@ class RealtimeCall:
         self.audio_out = OutboundAudioTrack()
         self.transport = DataChannelTransport(self.audio_out, self._transport_closed, LOCAL_MAX_MESSAGE_SIZE)
         self.engine = engine_factory(self.transport)
-        self.audio_out.set_listener(self.engine.on_playout)
         self.inbound: InboundAudio | None = None
+        self.video: VideoSampler | None = None
         self._sinks: list[asyncio.Task] = []
         self._timers: list[asyncio.TimerHandle] = []
         self._closing: asyncio.Task | None = None
@@ -110,6 +111,9 @@ class RealtimeCall:
         if track.kind == "audio" and self.inbound is None:
             self.inbound = InboundAudio(track, self.engine.feed_audio)
             self.inbound.start()
+        elif track.kind == "video" and self.video is None:
+            self.video = VideoSampler.for_track(self.pc, track)
+            self._sinks.append(self.video.start())
         else:
             self._sinks.append(asyncio.create_task(_drain(track)))
 

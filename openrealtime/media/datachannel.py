@@ -12,6 +12,7 @@ from aiortc import RTCDataChannel
 from pydantic import BaseModel
 
 from ..protocol.errors import ProtocolError
+from ..protocol.server_events import to_json
 from ..session.transport import OutputAudio
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ MAX_PENDING_EVENTS = 1000
 
 def encode_event(event: Any) -> str:
     if isinstance(event, BaseModel):
-        return event.model_dump_json()
+        return to_json(event)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 

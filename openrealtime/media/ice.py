@@ -13,8 +13,15 @@ process, e.g. tests and benchmarks, are unaffected).
 * returns `ConnectionClosed` from `get_event()` after close instead of `None` (aiortc's
   monitor loop spins forever on `None`).
 
-The shared-port mux (one UDP port / one TCP port for every call) plugs in here by
-overriding `gather_candidates`.
+With `IceSettings.mux` (a started `ice_mux.MuxSet`, the server's normal mode) no socket is
+bound per call: `gather_candidates` attaches virtual protocols to the shared UDP / ICE-TCP ports
+and advertises exactly `udp 2130706431 <ip> <udp_port> typ host` and
+`tcp 1671430143 <ip> <tcp_port> typ host tcptype passive` per advertised IP (UDP first, no RTCP
+component). Without a mux (unit tests, embedding) each call binds its own ephemeral UDP socket.
+
+ICE role: full ICE in the controlled role (aiortc answers; browsers are controlling and
+nominate). aioice then also runs RFC 7675 consent checks towards the peer every ~5 s and closes
+the Connection after 6 consecutive failures (~30 s), which aiortc reports as failure.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import ConnectionClosed, StunProtocol
 from aiortc import rtcicetransport
 
-ICE_UFRAG_LEN = 24
+from .ice_mux import MuxSet
+
+ICE_UFRAG_LEN = 24  # total length; at least ICE_UFRAG_MIN_RANDOM random characters after the prefix
+ICE_UFRAG_MIN_RANDOM = 16
 _UFRAG_ALPHABET = string.ascii_letters + string.digits
 SOCKET_BUFFER_BYTES = 1 << 20
 
@@ -46,15 +56,23 @@ class IceSettings:
     addresses: tuple[tuple[str, str], ...]
     ufrag_prefix: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # shared UDP/TCP ports (its own addresses and ports apply); None: a UDP socket per call
+    mux: MuxSet | None = field(default=None, compare=False, hash=False)
 
 
 _current: contextvars.ContextVar[IceSettings | None] = contextvars.ContextVar("openrealtime_ice", default=None)
 _stock_connection = aioice.Connection
 
 
-def new_ufrag(prefix: str = "") -> str:
-    body = "".join(secrets.choice(_UFRAG_ALPHABET) for _ in range(ICE_UFRAG_LEN - len(prefix)))
-    return prefix + body
+def new_ufrag(prefix: str = "", taken=None) -> str:
+    """A random ufrag: `prefix` (routing metadata, [A-Za-z0-9+/]) then >= 16 random characters."""
+    if any(c not in _UFRAG_ALPHABET + "+/" for c in prefix):
+        raise ValueError(f"invalid ICE ufrag prefix {prefix!r}")
+    length = max(ICE_UFRAG_MIN_RANDOM, ICE_UFRAG_LEN - len(prefix))
+    while True:
+        ufrag = prefix + "".join(secrets.choice(_UFRAG_ALPHABET) for _ in range(length))
+        if taken is None or not taken(ufrag):
+            return ufrag
 
 
 class ServerIceConnection(aioice.Connection):
@@ -63,7 +81,8 @@ class ServerIceConnection(aioice.Connection):
     def __init__(self, settings: IceSettings, **kwargs) -> None:
         for key in ("stun_server", "turn_server", "turn_username", "turn_password", "turn_ssl", "turn_transport"):
             kwargs.pop(key, None)
-        kwargs["local_username"] = new_ufrag(settings.ufrag_prefix)
+        mux = settings.mux
+        kwargs["local_username"] = new_ufrag(settings.ufrag_prefix, mux.has_ufrag if mux is not None else None)
         super().__init__(**kwargs)
         self.settings = settings
 
@@ -71,6 +90,13 @@ class ServerIceConnection(aioice.Connection):
         if self._local_candidates_start:
             return
         self._local_candidates_start = True
+        mux = self.settings.mux
+        if mux is not None:
+            protocols, candidates = mux.attach(self, component=min(self._components))
+            self._protocols += protocols
+            self._local_candidates += candidates
+            self._local_candidates_end = True
+            return
         loop = asyncio.get_running_loop()
         for component in self._components:
             for bind_ip, advertise_ip in self.settings.addresses:
@@ -102,6 +128,13 @@ class ServerIceConnection(aioice.Connection):
         if remote_candidate is not None and remote_candidate.transport.lower() == "tcp":
             return
         await super().add_remote_candidate(remote_candidate)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.settings.mux is not None:
+                self.settings.mux.detach(self)
 
     async def get_event(self):  # type: ignore[override]
         event = await super().get_event()

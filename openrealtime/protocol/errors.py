@@ -45,12 +45,12 @@ class ProtocolError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-# pydantic error types -> (OpenAI code, expected-kind wording)
+# pydantic type-error kinds -> the expected JSON kind, in OpenAI's wording
 _TYPE_ERRORS = {
     "string_type": "a string", "int_type": "an integer", "int_from_float": "an integer",
     "float_type": "a number", "bool_type": "a boolean", "dict_type": "an object", "model_type": "an object",
     "model_attributes_type": "an object", "list_type": "an array", "tuple_type": "an array",
-    "none_required": "null",
+    "none_required": "null", "int_parsing": "an integer", "float_parsing": "a number", "bool_parsing": "a boolean",
 }
 _BOUNDS = {
     "greater_than_equal": ("below minimum", ">=", "ge"), "greater_than": ("below minimum", ">", "gt"),
@@ -59,7 +59,7 @@ _BOUNDS = {
 _OPENAI_CODES = frozenset({"invalid_value", "invalid_type", "unknown_parameter", "missing_required_parameter"})
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -75,7 +75,7 @@ def _json_kind(value: Any) -> str:
     return "an object"
 
 
-def _quoted_list(expected: str) -> str:
+def quoted_list(expected: str) -> str:
     """`"'a', 'b' or 'c'"` (pydantic) -> `"'a', 'b', and 'c'"` (OpenAI)."""
     parts = [p.strip() for p in re.split(r", | or ", expected) if p.strip()]
     if len(parts) <= 2:
@@ -126,15 +126,15 @@ def _describe(err: dict[str, Any], param: str | None) -> tuple[str, str, str | N
         if kind == "union_tag_not_found":
             return "missing_required_parameter", f"Missing required parameter: '{param}'.", param
         return ("invalid_value", f"Invalid value: '{ctx.get('tag')}'. Supported values are: "
-                f"{_quoted_list(str(ctx.get('expected_tags', '')))}.", param)
+                f"{quoted_list(str(ctx.get('expected_tags', '')))}.", param)
     if kind in _TYPE_ERRORS:
         return ("invalid_type", f"Invalid type for '{name}': expected {_TYPE_ERRORS[kind]}, "
-                f"but got {_json_kind(value)} instead.", param)
+                f"but got {json_kind(value)} instead.", param)
     if kind in ("literal_error", "enum"):
-        expected = _quoted_list(str(ctx.get("expected", "")))
+        expected = quoted_list(str(ctx.get("expected", "")))
         if value is None or isinstance(value, (dict, list)):
             return ("invalid_type", f"Invalid type for '{name}': expected one of {expected}, "
-                    f"but got {_json_kind(value)} instead.", param)
+                    f"but got {json_kind(value)} instead.", param)
         return "invalid_value", f"Invalid value: '{value}'. Supported values are: {expected}.", param
     if kind in _BOUNDS:
         what, op, key = _BOUNDS[kind]
@@ -168,7 +168,7 @@ def pydantic_error_to_protocol(
     invalid_type, invalid_value.
     """
     errors = getattr(exc, "errors", None)
-    errs = errors(include_url=False) if callable(errors) else None
+    errs = errors() if callable(errors) else None  # pydantic's or FastAPI's RequestValidationError
     if not errs:
         return ProtocolError(str(exc), code="invalid_value", param=prefix or None, event_id=event_id)
 

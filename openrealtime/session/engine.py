@@ -1,29 +1,63 @@
-"""The Realtime session engine (transport-agnostic, sans-IO where possible).
+"""The Realtime session engine (transport-agnostic).
 
-Inputs: raw client events (`handle_message`), canonical input audio (`feed_audio`) and
-playout notifications (`on_playout`). Outputs: server events and output audio through the
-`Transport`. Model inference never runs on the caller's thread.
+Inputs: raw client events (`handle_message`), canonical input audio (`feed_audio`: PCM16
+mono 24 kHz) and playout notifications (`on_playout`). Outputs: server events and speech,
+through the `Transport`. Models run in worker threads (`workers`), never on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import av
+import numpy as np
+
 from .. import ids
+from ..engines.base import ChatRequest, ModelStack
+from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
+from ..protocol import client_events as ce
+from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
+from ..protocol.items import (
+    AnyItem,
+    AssistantMessageItem,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    InputAudioContent,
+    InputImageContent,
+    ItemReference,
+    MessageItem,
+    OutputAudioContent,
+    UserMessageItem,
+    prepare_client_item,
+)
+from ..protocol.parse import parse_client_event
+from ..protocol.responses import RealtimeResponse, ResponseCreateParams
 from ..protocol.session import (
+    FunctionTool,
     RealtimeSessionConfig,
     TranscriptionSessionConfig,
-    apply_session_update,
     session_object,
 )
+from . import workers
+from .audio_buffer import InputAudioBuffer
+from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
+from .conversation import Conversation, to_chat_messages, trim_to_budget
+from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun
 from .transport import Transport
+from .turn_detection import SilenceBegan, SpeechStarted, SpeechStopped, TurnDetector, VadParams
 
 log = logging.getLogger(__name__)
+
+MIN_COMMIT_MS = 100
+VAD_RATE = 16000
+CONTEXT_CHARS = 12_000  # our truncation "auto": recent context that fits the local model
 
 
 @dataclass
@@ -31,25 +65,17 @@ class SessionLimits:
     max_duration_s: float = 60 * 60
     max_event_bytes: int = 16 * 1024 * 1024
     max_input_buffer_ms: int = 15 * 60 * 1000
-    max_items: int = 4096
-    max_images: int = 64
+    max_items: int = 2000
+    max_images: int = 100
 
 
-def _event(type_: str, **fields: Any) -> dict[str, Any]:
-    return {"type": type_, "event_id": ids.event_id(), **fields}
+ImageSource = Callable[[], "dict[str, Any] | None"]  # -> {"image_url": data_url, "detail": ..., "tokens": int}
 
 
 class SessionEngine:
-    def __init__(
-        self,
-        transport: Transport,
-        config: RealtimeSessionConfig | TranscriptionSessionConfig,
-        *,
-        mode: str = "local",
-        models: Any = None,
-        limits: SessionLimits | None = None,
-        echo_delay_s: float = 0.3,
-    ) -> None:
+    def __init__(self, transport: Transport, config: RealtimeSessionConfig | TranscriptionSessionConfig, *,
+                 mode: str = "local", models: ModelStack | None = None, limits: SessionLimits | None = None,
+                 echo_delay_s: float = 0.3) -> None:
         self.transport = transport
         self.config = config
         self.mode = mode
@@ -59,30 +85,102 @@ class SessionEngine:
         self.created_at = time.time()
         self.expires_at = int(self.created_at + self.limits.max_duration_s)
         self.echo_delay_s = echo_delay_s
-        self.audio_ms_in = 0
         self.closed = False
-        self._echo_item = ids.item_id()
-        self._echo_response = ids.response_id()
+        self.conversation = Conversation(ids.conversation_id(), self.limits.max_items)
+        self.buffer = InputAudioBuffer(self.limits.max_input_buffer_ms)
+        self.turn = TurnDetector(VadParams())
+        self.voice_locked = False
+        self.images = 0
+        self.image_source: ImageSource | None = None
+        self.active: ResponseRun | None = None  # the default conversation's response
+        self.out_of_band: dict[str, ResponseRun] = {}
+        self.playing: dict[str, ResponseRun] = {}  # response id -> run whose audio may still play
+        self._pending_item_id: str | None = None
+        self._idle_anchor_ms: int | None = None
+        self._speculative: tuple[int, int, asyncio.Task] | None = None
+        self._vad_stream = models.vad.new_stream() if models is not None else None
+        self._vad_resampler = av.AudioResampler(format="flt", layout="mono", rate=VAD_RATE)
+        self._vad_pending = np.zeros(0, dtype=np.float32)
+        self._vad_clock_ms = 0.0
+        self._vad_busy = False
+        self._echo_ids = (ids.response_id(), ids.item_id())
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0}
+        self._apply_config()
+        if transport.audio_out is not None:
+            transport.audio_out.set_listener(self.on_playout)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._send(_event("session.created", session=self._session_json()))
+        self.emit(ev.SessionCreatedEvent(session=self._session_obj()))
 
     def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        for run in [r for r in (self.active, *self.out_of_band.values()) if r is not None]:
+            run.cancel_event.set()
+            if run.task is not None:
+                run.task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         self.closed = True
 
     def expire(self) -> None:
-        """Max session duration reached: tell the client, then end the connection."""
-        self._send(_event("error", error=ProtocolError(
-            "Your session hit the maximum duration of "
-            f"{int(self.limits.max_duration_s // 60)} minutes.",
-            code="session_expired", type="invalid_request_error").detail().model_dump()))
+        self.send_error(ProtocolError(
+            f"Your session hit the maximum duration of {int(self.limits.max_duration_s // 60)} minutes.",
+            code="session_expired"))
         self.transport.close("session_expired")
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def emit(self, event: Any) -> None:
+        if not self.closed:
+            self.transport.send(event)
+
+    def send_error(self, exc: ProtocolError) -> None:
+        self.emit(ev.ErrorEvent(error=exc.detail()))
+
+    def play_audio(self, pcm: bytes, run: ResponseRun, item_id: str, output_index: int) -> None:
+        """Speech for a response item: RTP playout on WebRTC, delta events on WebSocket."""
+        self.voice_locked = True
+        if run.in_conversation:
+            self.conversation.add_audio(item_id, pcm)
+        out = self.transport.audio_out
+        if out is not None:
+            self.playing[run.id] = run
+            out.write(pcm, response_id=run.id, item_id=item_id)
+            return
+        fmt = run.response.audio.output.format
+        data = pcm if fmt.type == "audio/pcm" else g711_encode(pcm, fmt.type.split("/")[1])
+        self.emit(ev.ResponseOutputAudioDeltaEvent(response_id=run.id, item_id=item_id, output_index=output_index,
+                                                   content_index=0, delta=base64.b64encode(data).decode()))
+
+    def end_audio(self, run: ResponseRun, item_id: str) -> None:
+        out = self.transport.audio_out
+        if out is not None and run.id in self.playing:
+            out.end_response(run.id, item_id)
+        elif out is None or run.id not in self.playing:
+            self._idle_anchor_ms = self.buffer.now_ms
+
+    def on_playout(self, event: str, response_id: str) -> None:
+        if event == "started":
+            self.emit(ev.OutputAudioBufferStartedEvent(response_id=response_id))
+        elif event == "stopped":
+            self.playing.pop(response_id, None)
+            self._idle_anchor_ms = self.buffer.now_ms
+            self.emit(ev.OutputAudioBufferStoppedEvent(response_id=response_id))
+
+    def response_finished(self, run: ResponseRun) -> None:
+        if self.active is run:
+            self.active = None
+        self.out_of_band.pop(run.id, None)
+        self.stats["responses"] += 1
+        if run.first_audio_at is not None:
+            log.info("session=%s response=%s status=%s first_token_s=%.3f first_audio_s=%.3f", self.id, run.id,
+                     run.response.status, (run.first_token_at or run.first_audio_at) - run.started_at,
+                     run.first_audio_at - run.started_at)
 
     # ---- inputs ------------------------------------------------------------------------------
     def handle_message(self, raw: str | bytes) -> None:
-        from ..protocol.parse import parse_client_event
-
         try:
             event = parse_client_event(raw, max_bytes=self.limits.max_event_bytes)
         except ProtocolError as exc:
@@ -92,40 +190,469 @@ class SessionEngine:
             self._dispatch(event)
         except ProtocolError as exc:
             if exc.event_id is None:
-                exc.event_id = getattr(event, "event_id", None)
+                exc.event_id = event.event_id
             self.send_error(exc)
 
     def feed_audio(self, pcm: bytes) -> None:
-        self.audio_ms_in += len(pcm) // 48
-        if self.mode == "echo" and self.transport.audio_out is not None:
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.echo_delay_s, self._echo, pcm)
+        """Microphone audio (canonical PCM) from the transport."""
+        if self.closed:
+            return
+        if self.mode == "echo":
+            self._echo(pcm)
+            return
+        self.buffer.append(pcm)
+        if self.buffer.overflowed and not self.turn.speaking:
+            pass  # VAD mode trims below; manual mode keeps the newest max_input_buffer_ms
+        if self.config.audio.input.turn_detection is not None and self._vad_stream is not None:
+            frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+            frame.planes[0].update(pcm)
+            frame.sample_rate = SAMPLE_RATE
+            for out in self._vad_resampler.resample(frame):
+                self._vad_pending = np.concatenate([self._vad_pending, out.to_ndarray().reshape(-1)])
+            self._pump_vad()
 
-    def on_playout(self, event: str, response_id: str) -> None:
-        self._send(_event(f"output_audio_buffer.{event}", response_id=response_id))
+    # ---- VAD → turns -------------------------------------------------------------------------
+    def _pump_vad(self) -> None:
+        vad = self.models.vad if self.models else None
+        if vad is None or self._vad_busy:
+            return
+        n = vad.frame_samples
+        count = len(self._vad_pending) // n
+        if count == 0:
+            return
+        frames = self._vad_pending[: count * n].reshape(count, n)
+        self._vad_pending = self._vad_pending[count * n:]
+        self._vad_busy = True
+        stream = self._vad_stream
+        task = asyncio.ensure_future(workers.run("vad", lambda: [stream.probability(f) for f in frames]))
+        task.add_done_callback(lambda t: self._vad_done(t, n))
 
-    # ---- handlers ----------------------------------------------------------------------------
+    def _vad_done(self, task: asyncio.Future, frame_samples: int) -> None:
+        self._vad_busy = False
+        if self.closed or task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("VAD failed: %s", task.exception())
+            return
+        frame_ms = frame_samples * 1000 / VAD_RATE
+        td = self.config.audio.input.turn_detection
+        for prob in task.result():
+            self._vad_clock_ms += frame_ms
+            self.stats["vad_frames"] += 1
+            if td is None:
+                break
+            for event in self.turn.feed(prob, self._vad_clock_ms, frame_ms):
+                self._on_turn_event(event)
+        if not self.turn.speaking:
+            keep_from = int(self._vad_clock_ms) - self.turn.params.prefix_padding_ms - 200
+            self.buffer.trim_before(keep_from)
+            self._check_idle_timeout()
+        self._pump_vad()
+
+    def _on_turn_event(self, event: object) -> None:
+        td = self.config.audio.input.turn_detection
+        if isinstance(event, SpeechStarted):
+            self._pending_item_id = ids.item_id()
+            self._idle_anchor_ms = None
+            self.emit(ev.InputAudioBufferSpeechStartedEvent(audio_start_ms=event.audio_start_ms,
+                                                            item_id=self._pending_item_id))
+            if td is not None and td.interrupt_response:
+                self._interrupt()
+        elif isinstance(event, SilenceBegan):
+            self._speculate(event.audio_start_ms, event.speech_end_ms)
+        elif isinstance(event, SpeechStopped):
+            item_id = self._pending_item_id or ids.item_id()
+            self._pending_item_id = None
+            self.emit(ev.InputAudioBufferSpeechStoppedEvent(audio_end_ms=event.audio_end_ms, item_id=item_id))
+            speculative = None
+            if self._speculative and self._speculative[0] == event.audio_start_ms and \
+                    self._speculative[1] == event.audio_end_ms - self.turn.params.silence_duration_ms:
+                speculative = self._speculative[2]
+            self._speculative = None
+            pcm = self.buffer.take(event.audio_start_ms, event.audio_end_ms)
+            self._commit_audio(pcm, item_id, speculative=speculative)
+            if td is not None and td.create_response and isinstance(self.config, RealtimeSessionConfig):
+                self._auto_response()
+
+    def _check_idle_timeout(self) -> None:
+        td = self.config.audio.input.turn_detection
+        timeout = getattr(td, "idle_timeout_ms", None)
+        if not timeout or self._idle_anchor_ms is None or self.active is not None or self.playing:
+            return
+        now = int(self._vad_clock_ms)
+        if now - self._idle_anchor_ms < timeout:
+            return
+        start = self._idle_anchor_ms
+        self._idle_anchor_ms = None
+        item_id = ids.item_id()
+        self.emit(ev.InputAudioBufferTimeoutTriggeredEvent(audio_start_ms=start, audio_end_ms=now, item_id=item_id))
+        self._commit_audio(self.buffer.take(start, now), item_id)
+        if isinstance(self.config, RealtimeSessionConfig):
+            self._auto_response()
+
+    def _auto_response(self) -> None:
+        if self.active is not None:
+            self.send_error(ProtocolError(
+                f"Conversation already has an active response in progress: {self.active.id}. "
+                "Turn detection could not start a new one.", code="conversation_already_has_active_response"))
+            return
+        try:
+            self._create_response(None)
+        except ProtocolError as exc:
+            self.send_error(exc)
+
+    def _speculate(self, start_ms: int, speech_end_ms: int) -> None:
+        """Transcribe during the silence hangover; reused at commit if no speech followed."""
+        if self.models is None or (self._speculative and not self._speculative[2].done()):
+            return
+        pcm = self.buffer.peek(start_ms, speech_end_ms + 100)
+        task = asyncio.ensure_future(self._asr(pcm))
+        self._speculative = (start_ms, speech_end_ms, task)
+
+    # ---- interruption --------------------------------------------------------------------------
+    def _interrupt(self) -> None:
+        """Barge-in: cancel the speaking response, flush its audio, cut the item at what was heard."""
+        run = self.active
+        interrupted = False
+        if run is not None and not run.finished:
+            run.cancel("turn_detected")
+            interrupted = True
+        cleared_item = self._clear_output()
+        if interrupted and run.message is not None and run.message.item.id != cleared_item \
+                and self.transport.audio_out is not None and run.in_conversation:
+            # generated but never (fully) played: keep only what was heard in the context
+            played = self.transport.audio_out.played_ms(run.message.item.id)
+            self.conversation.truncate_audio(run.message.item.id, played)
+            self.emit(ev.ConversationItemTruncatedEvent(item_id=run.message.item.id, content_index=0,
+                                                        audio_end_ms=played))
+        if cleared_item is not None or interrupted:
+            self.stats["barge_ins"] += 1
+
+    def _clear_output(self) -> str | None:
+        """Flush unplayed speech; emits cleared (+ truncated). Returns the interrupted item id."""
+        out = self.transport.audio_out
+        if out is None:
+            return None
+        cleared = out.clear()
+        if cleared is None:
+            return None
+        run = self.playing.pop(cleared.response_id, None)
+        self.emit(ev.OutputAudioBufferClearedEvent(response_id=cleared.response_id))
+        item = self.conversation.get(cleared.item_id)
+        if isinstance(item, AssistantMessageItem) and run is not None:
+            self.conversation.truncate_audio(cleared.item_id, cleared.played_ms)
+            self.emit(ev.ConversationItemTruncatedEvent(item_id=cleared.item_id, content_index=0,
+                                                        audio_end_ms=cleared.played_ms))
+        self._idle_anchor_ms = self.buffer.now_ms
+        return cleared.item_id
+
+    # ---- client events -----------------------------------------------------------------------
     def _dispatch(self, event: Any) -> None:
-        kind = event.type
-        if kind == "session.update":
-            raw = event.session if isinstance(event.session, dict) else event.session.model_dump(exclude_unset=True)
-            self.config = apply_session_update(self.config, raw)
-            self._send(_event("session.updated", session=self._session_json()))
-        else:
-            raise ProtocolError(f"'{kind}' is not supported by this server yet.", code="unsupported_event",
-                                param="type", event_id=getattr(event, "event_id", None))
+        handler = getattr(self, "_on_" + event.type.replace(".", "_"))
+        handler(event)
 
-    def send_error(self, exc: ProtocolError) -> None:
-        self._send(_event("error", error=exc.detail().model_dump()))
+    def _on_session_update(self, event: ce.SessionUpdateEvent) -> None:
+        self.config = event.apply(self.config, voice_locked=self.voice_locked)
+        self._apply_config()
+        self.emit(ev.SessionUpdatedEvent(session=self._session_obj()))
+
+    def _on_input_audio_buffer_append(self, event: ce.InputAudioBufferAppendEvent) -> None:
+        data = event.audio_bytes()
+        fmt = self.config.audio.input.format
+        if fmt.type == "audio/pcm":
+            if len(data) % 2:
+                raise ProtocolError("audio/pcm data must be whole 16-bit samples (an even number of bytes).",
+                                    code="invalid_value", param="audio")
+            pcm = data
+        else:
+            pcm = g711_decode(data, fmt.type.split("/")[1])
+        self.feed_audio(pcm)
+
+    def _on_input_audio_buffer_commit(self, event: ce.InputAudioBufferCommitEvent) -> None:
+        if self.buffer.duration_ms < MIN_COMMIT_MS:
+            raise ProtocolError(
+                f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms of "
+                f"audio, but buffer only has {self.buffer.duration_ms:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty")
+        item_id = self._pending_item_id or ids.item_id()
+        self._pending_item_id = None
+        self.turn.reset()
+        self._commit_audio(self.buffer.take(), item_id)
+
+    def _on_input_audio_buffer_clear(self, event: ce.InputAudioBufferClearEvent) -> None:
+        self.buffer.clear()
+        self.turn.reset()
+        self._pending_item_id = None
+        self.emit(ev.InputAudioBufferClearedEvent())
+
+    def _on_conversation_item_create(self, event: ce.ConversationItemCreateEvent) -> None:
+        if len(self.conversation) >= self.limits.max_items:
+            raise ProtocolError(f"The conversation has reached its limit of {self.limits.max_items} items; "
+                                "delete items with conversation.item.delete first.", code="conversation_item_limit")
+        item = prepare_client_item(event.item)
+        if isinstance(item, FunctionCallOutputItem) and not any(
+                isinstance(i, FunctionCallItem) and i.call_id == item.call_id for i in self.conversation.items):
+            raise ProtocolError(f"No function call with call_id '{item.call_id}' found in the conversation.",
+                                code="invalid_value", param="item.call_id")
+        images = sum(isinstance(p, InputImageContent) for p in getattr(item, "content", []) or [])
+        if self.images + images > self.limits.max_images:
+            raise ProtocolError(f"The session's limit of {self.limits.max_images} images would be exceeded.",
+                                code="image_limit", param="item.content")
+        previous = self.conversation.insert(item, event.previous_item_id)
+        self.images += images
+        self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
+        self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
+        if isinstance(item, UserMessageItem):
+            for index, part in enumerate(item.content):
+                if isinstance(part, InputAudioContent) and part.audio and part.transcript is None:
+                    pcm = base64.b64decode(part.audio)
+                    self.conversation.add_audio(item.id, pcm)
+                    part.audio = None
+                    self._start_transcription(item, pcm, content_index=index)
+
+    def _on_conversation_item_retrieve(self, event: ce.ConversationItemRetrieveEvent) -> None:
+        item = self.conversation.require(event.item_id).model_copy(deep=True)
+        self.conversation.retrieve_wire_audio(item)
+        self.emit(ev.ConversationItemRetrievedEvent(item=item))
+
+    def _on_conversation_item_delete(self, event: ce.ConversationItemDeleteEvent) -> None:
+        self.conversation.delete(event.item_id)
+        self.emit(ev.ConversationItemDeletedEvent(item_id=event.item_id))
+
+    def _on_conversation_item_truncate(self, event: ce.ConversationItemTruncateEvent) -> None:
+        item = self.conversation.require(event.item_id)
+        if not isinstance(item, AssistantMessageItem):
+            raise ProtocolError("Only assistant messages can be truncated.", code="invalid_value", param="item_id")
+        if event.content_index >= len(item.content) or not isinstance(item.content[event.content_index],
+                                                                      OutputAudioContent):
+            raise ProtocolError(f"Content part {event.content_index} of item '{item.id}' is not audio.",
+                                code="invalid_value", param="content_index")
+        length = self.conversation.audio_of(item.id).duration_ms
+        if event.audio_end_ms > length:
+            raise ProtocolError(f"audio_end_ms ({event.audio_end_ms}) is longer than the item's audio "
+                                f"({length} ms).", code="invalid_value", param="audio_end_ms")
+        out = self.transport.audio_out
+        if out is not None and any(r.message and r.message.item.id == item.id for r in self.playing.values()):
+            cleared = out.clear()
+            if cleared is not None:
+                self.playing.pop(cleared.response_id, None)
+                self.emit(ev.OutputAudioBufferClearedEvent(response_id=cleared.response_id))
+        self.conversation.truncate_audio(item.id, event.audio_end_ms)
+        self.emit(ev.ConversationItemTruncatedEvent(item_id=item.id, content_index=event.content_index,
+                                                    audio_end_ms=event.audio_end_ms))
+
+    def _on_response_create(self, event: ce.ResponseCreateEvent) -> None:
+        self._create_response(event.response)
+
+    def _on_response_cancel(self, event: ce.ResponseCancelEvent) -> None:
+        run = self.active
+        if event.response_id is not None:
+            run = self.active if self.active and self.active.id == event.response_id else \
+                self.out_of_band.get(event.response_id)
+        if run is None or run.finished:
+            raise ProtocolError("Cancellation failed: no active response found", code="response_cancel_not_active")
+        run.cancel("client_cancelled")
+
+    def _on_output_audio_buffer_clear(self, event: ce.OutputAudioBufferClearEvent) -> None:
+        if self.transport.audio_out is None:
+            raise ProtocolError("output_audio_buffer.clear is only available on WebRTC connections.",
+                                code="invalid_value", param="type")
+        self._clear_output()
+
+    # ---- commits, transcription ----------------------------------------------------------------
+    def _commit_audio(self, pcm: bytes, item_id: str, *, speculative: asyncio.Task | None = None) -> None:
+        content: list[Any] = [InputAudioContent(transcript=None)]
+        snapshot = self.image_source() if self.image_source is not None else None
+        if snapshot is not None and self.images < self.limits.max_images:
+            content.append(InputImageContent(image_url=snapshot["image_url"], detail=snapshot.get("detail", "auto")))
+            self.images += 1
+        item = UserMessageItem(id=item_id, content=content)
+        if len(self.conversation) >= self.limits.max_items:
+            oldest = self.conversation.oldest_evictable()
+            if oldest is not None:
+                self.conversation.delete(oldest.id)
+                self.emit(ev.ConversationItemDeletedEvent(item_id=oldest.id))
+        previous = self.conversation.insert(item)
+        self.conversation.add_audio(item_id, pcm)
+        self.emit(ev.InputAudioBufferCommittedEvent(previous_item_id=previous, item_id=item_id))
+        self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
+        self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
+        self._start_transcription(item, pcm, content_index=0, speculative=speculative)
+
+    def _start_transcription(self, item: UserMessageItem, pcm: bytes, *, content_index: int,
+                             speculative: asyncio.Task | None = None) -> None:
+        if self.models is None:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self.conversation.audio_of(item.id).transcript_future = future
+        task = asyncio.ensure_future(self._transcribe(item, pcm, content_index, future, speculative))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _asr(self, pcm: bytes):
+        stt = self.models.stt
+        tc = self.config.audio.input.transcription
+        language = tc.language if tc else None
+        prompt = tc.prompt if tc else None
+        audio = pcm24k_to_f32_16k(pcm)
+        return await workers.run("asr", lambda: stt.transcribe(audio, language=language, prompt=prompt))
+
+    async def _transcribe(self, item: UserMessageItem, pcm: bytes, content_index: int, future: asyncio.Future,
+                          speculative: asyncio.Task | None) -> None:
+        report = self.config.audio.input.transcription is not None
+        try:
+            result = None
+            if speculative is not None:
+                try:
+                    result = await speculative
+                except Exception:
+                    result = None
+            if result is None:
+                result = await self._asr(pcm)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            log.exception("transcription failed for %s", item.id)
+            future.set_result("")
+            if report:
+                self.emit(ev.ConversationItemInputAudioTranscriptionFailedEvent(
+                    item_id=item.id, content_index=content_index,
+                    error=ev.TranscriptionError(code="transcription_failed", message=str(exc))))
+            return
+        text = result.text.strip()
+        part = item.content[content_index]
+        if isinstance(part, InputAudioContent):
+            part.transcript = text
+        future.set_result(text)
+        if report:
+            audio_tokens = int(len(pcm) / BYTES_PER_MS * AUDIO_TOKENS_PER_SECOND / 1000)
+            self.emit(ev.ConversationItemInputAudioTranscriptionDeltaEvent(
+                item_id=item.id, content_index=content_index, delta=text))
+            self.emit(ev.ConversationItemInputAudioTranscriptionCompletedEvent(
+                item_id=item.id, content_index=content_index, transcript=text,
+                usage=ev.TranscriptionTokenUsage(
+                    input_tokens=audio_tokens, output_tokens=result.output_tokens,
+                    total_tokens=audio_tokens + result.output_tokens,
+                    input_token_details={"text_tokens": 0, "audio_tokens": audio_tokens})))
+
+    # ---- responses ---------------------------------------------------------------------------
+    def _create_response(self, params: ResponseCreateParams | None) -> None:
+        if not isinstance(self.config, RealtimeSessionConfig):
+            raise ProtocolError("Transcription sessions do not generate responses.", code="invalid_value",
+                                param="type")
+        if self.models is None:
+            raise ProtocolError("This server runs without a language model (engine 'echo'); responses are "
+                                "unavailable. Start it with --engine local.", code="model_not_available",
+                                type="server_error")
+        params = params or ResponseCreateParams()
+        oob = params.out_of_band
+        if not oob and self.active is not None:
+            raise ProtocolError(
+                f"Conversation already has an active response in progress: {self.active.id}. Wait until the "
+                "response is finished before creating a new one.", code="conversation_already_has_active_response")
+        if params.input is not None:
+            context = [self._resolve_input(i, n) for n, i in enumerate(params.input)]
+        else:
+            context = list(self.conversation.items)
+        if not oob and self.image_source is not None and params.input is None:
+            self._attach_fresh_image()
+            context = list(self.conversation.items)
+        response = RealtimeResponse.from_params(params, self.config, conversation_id=self.conversation.id)
+        pending = [a.transcript_future for i in context
+                   if (a := self.conversation.audio.get(i.id or "")) is not None and a.transcript_future is not None
+                   and not a.transcript_future.done()]
+        input_audio_ms = sum(self.conversation.audio[i.id].duration_ms for i in context
+                             if isinstance(i, UserMessageItem) and i.id in self.conversation.audio)
+        run = ResponseRun(self, response, self._chat_request(params, context), in_conversation=not oob,
+                          input_audio_ms=input_audio_ms, image_tokens=self._image_tokens(context),
+                          pending_transcripts=pending)
+        if oob:
+            self.out_of_band[run.id] = run
+        else:
+            self.active = run
+        self.emit(ev.ResponseCreatedEvent(response=response))
+        run.start()
+
+    def _resolve_input(self, item: Any, index: int) -> AnyItem:
+        if isinstance(item, ItemReference):
+            return self.conversation.require(item.id, param=f"response.input.{index}.id")
+        return prepare_client_item(item)
+
+    def _attach_fresh_image(self) -> None:
+        """On response.create while video is live, the user's latest turn gets the freshest frame."""
+        last_user = next((i for i in reversed(self.conversation.items) if isinstance(i, UserMessageItem)), None)
+        if last_user is None or any(isinstance(p, InputImageContent) for p in last_user.content):
+            return
+        snapshot = self.image_source() if self.image_source else None
+        if snapshot and self.images < self.limits.max_images:
+            last_user.content.append(InputImageContent(image_url=snapshot["image_url"],
+                                                       detail=snapshot.get("detail", "auto")))
+            self.images += 1
+
+    def _image_tokens(self, context: list[AnyItem]) -> int:
+        if self.models is None or not self.models.llm.supports_images:
+            return 0
+        from ..media.image_tokens import image_tokens_for_data_url
+
+        return sum(image_tokens_for_data_url(p.image_url, p.detail) for i in context if isinstance(i, MessageItem)
+                   for p in i.content if isinstance(p, InputImageContent))
+
+    def _chat_request(self, params: ResponseCreateParams, context: list[AnyItem]) -> Callable[[], ChatRequest]:
+        config = self.config
+        assert isinstance(config, RealtimeSessionConfig)
+        instructions = params.instructions if params.instructions is not None else config.instructions
+        tools = params.tools if params.tools is not None else config.tools
+        tool_choice = params.tool_choice if params.tool_choice is not None else config.tool_choice
+        max_tokens = params.max_output_tokens if params.max_output_tokens is not None else config.max_output_tokens
+        chat_tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
+                                                        "parameters": t.parameters or {"type": "object",
+                                                                                       "properties": {}}}}
+                      for t in tools if isinstance(t, FunctionTool)]
+        if isinstance(tool_choice, str):
+            choice: Any = tool_choice
+        elif getattr(tool_choice, "type", "") == "function":
+            choice = {"type": "function", "function": {"name": tool_choice.name}}
+        else:
+            choice = "auto"
+        with_images = bool(self.models and self.models.llm.supports_images)
+        notes = "" if with_images or not any(isinstance(p, InputImageContent) for i in context
+                                             if isinstance(i, MessageItem) for p in i.content) else \
+            " (Images the user shared are not visible to you: no vision model is configured on this server.)"
+
+        def build() -> ChatRequest:
+            transcripts = {item_id: (a.transcript_future.result() if a.transcript_future and
+                                     a.transcript_future.done() and not a.transcript_future.cancelled() else "")
+                           for item_id, a in self.conversation.audio.items()}
+            messages, _ = to_chat_messages(context, transcripts, with_images=with_images)
+            messages = trim_to_budget(messages, CONTEXT_CHARS)
+            system = {"role": "system", "content": instructions + notes}
+            return ChatRequest(messages=[system, *messages], tools=chat_tools, tool_choice=choice,
+                               max_tokens=MAX_TOKENS_WHEN_INF if max_tokens == "inf" else int(max_tokens),
+                               session_key=self.id)
+
+        return build
+
+    @property
+    def speech_speed(self) -> float:
+        return self.config.audio.output.speed if isinstance(self.config, RealtimeSessionConfig) else 1.0
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _apply_config(self) -> None:
+        td = self.config.audio.input.turn_detection
+        if td is not None:
+            self.turn.params = VadParams.from_config(td)
+        else:
+            self.turn.reset()
+
     def _echo(self, pcm: bytes) -> None:
-        if not self.closed and self.transport.audio_out is not None:
-            self.transport.audio_out.write(pcm, response_id=self._echo_response, item_id=self._echo_item)
+        out = self.transport.audio_out
+        if out is None:
+            return
+        rid, iid = self._echo_ids
+        asyncio.get_running_loop().call_later(
+            self.echo_delay_s, lambda: None if self.closed else out.write(pcm, response_id=rid, item_id=iid))
 
-    def _session_json(self) -> dict[str, Any]:
-        return session_object(self.config, id=self.id, expires_at=self.expires_at).model_dump(mode="json")
-
-    def _send(self, event: Any) -> None:
-        if not self.closed:
-            self.transport.send(event)
+    def _session_obj(self) -> Any:
+        return session_object(self.config, id=self.id, expires_at=self.expires_at)

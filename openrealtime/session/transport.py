@@ -9,6 +9,7 @@ sends `response.output_audio.delta` events instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -24,6 +25,10 @@ class ClearedAudio:
 
 class OutputAudio(Protocol):
     """Server-paced audio playout (WebRTC). PCM is canonical: s16le mono 24 kHz."""
+
+    def set_listener(self, listener: Callable[[str, str], None] | None) -> None:
+        """Called with ("started" | "stopped", response_id) as playout begins / drains."""
+        ...
 
     def write(self, pcm: bytes, *, response_id: str, item_id: str) -> None: ...
 

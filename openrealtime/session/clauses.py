@@ -1,0 +1,67 @@
+"""Split streaming LLM text into clauses for speech synthesis.
+
+The first clause is released as early as it can be spoken naturally (a comma or sentence
+end after a few words) so the first audio starts while the LLM is still writing; later
+clauses are whole sentences, or long comma-separated phrases. Markdown that would be read
+aloud (`*`, `#`, backticks, list bullets) is removed.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s)|[;:](?=\s)|\n+")
+_COMMA = re.compile(r",(?=\s)")
+_MARKDOWN = re.compile(r"[*_#`~]+|^\s*[-•]\s+|^\s*\d+\.\s+", re.MULTILINE)
+
+FIRST_MIN_WORDS = 3
+LATER_COMMA_CHARS = 60
+MAX_CLAUSE_CHARS = 220
+FIRST_MAX_CHARS = 90
+
+
+def speakable(text: str) -> str:
+    return re.sub(r"\s+", " ", _MARKDOWN.sub("", text)).strip()
+
+
+class ClauseSplitter:
+    def __init__(self) -> None:
+        self._buf = ""
+        self._emitted = 0
+
+    def push(self, delta: str) -> list[str]:
+        self._buf += delta
+        out: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            clause, self._buf = self._buf[:cut], self._buf[cut:]
+            clause = speakable(clause)
+            if clause:
+                out.append(clause)
+                self._emitted += 1
+        return out
+
+    def flush(self) -> list[str]:
+        clause, self._buf = speakable(self._buf), ""
+        return [clause] if clause else []
+
+    def _find_cut(self) -> int | None:
+        buf = self._buf
+        m = _SENTENCE_END.search(buf)
+        if m and (self._emitted or len(buf[: m.end()].split()) >= 1):
+            return m.end()
+        if self._emitted == 0:
+            for c in _COMMA.finditer(buf):
+                if len(buf[: c.end()].split()) >= FIRST_MIN_WORDS:
+                    return c.end()
+        else:
+            for c in _COMMA.finditer(buf):
+                if c.end() >= LATER_COMMA_CHARS:
+                    return c.end()
+        limit = FIRST_MAX_CHARS if self._emitted == 0 else MAX_CLAUSE_CHARS
+        if len(buf) > limit:
+            space = buf.rfind(" ", 0, limit)
+            return space if space > 0 else limit
+        return None

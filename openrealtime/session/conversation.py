@@ -1,0 +1,223 @@
+"""The default conversation: ordered items, their audio, and the context given to the LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol.errors import ProtocolError
+from ..protocol.items import (
+    AnyItem,
+    AssistantMessageItem,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    InputAudioContent,
+    InputImageContent,
+    InputTextContent,
+    MessageItem,
+    OutputAudioContent,
+    OutputTextContent,
+    SystemMessageItem,
+    UserMessageItem,
+)
+from ..media.audio_format import BYTES_PER_MS
+
+MAX_STORED_AUDIO_BYTES = 64 * 1024 * 1024  # audio kept for conversation.item.retrieve, per session
+
+
+@dataclass
+class ItemAudio:
+    """Audio attached to an item: user input or the assistant's spoken output."""
+
+    pcm: bytearray = field(default_factory=bytearray)
+    # assistant speech: (text, start_ms, end_ms) per synthesized clause, to map played time → words
+    clauses: list[tuple[str, int, int]] = field(default_factory=list)
+    transcript_future: asyncio.Future | None = None  # user audio: the ASR result (str)
+
+    @property
+    def duration_ms(self) -> int:
+        return len(self.pcm) // BYTES_PER_MS
+
+    def heard_text(self, played_ms: int) -> str:
+        """The words of the clauses played up to `played_ms` (a partly played clause is cut by length)."""
+        out: list[str] = []
+        for text, start, end in self.clauses:
+            if played_ms >= end:
+                out.append(text)
+            elif played_ms > start:
+                fraction = (played_ms - start) / max(1, end - start)
+                words = text.split()
+                out.append(" ".join(words[: int(len(words) * fraction)]))
+                break
+            else:
+                break
+        return " ".join(t for t in out if t).strip()
+
+
+class Conversation:
+    def __init__(self, conversation_id: str, max_items: int) -> None:
+        self.id = conversation_id
+        self.max_items = max_items
+        self.items: list[AnyItem] = []
+        self.audio: dict[str, ItemAudio] = {}
+        self._stored_audio = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, item_id: str) -> AnyItem | None:
+        return next((i for i in self.items if i.id == item_id), None)
+
+    def require(self, item_id: str, *, param: str = "item_id") -> AnyItem:
+        item = self.get(item_id)
+        if item is None:
+            raise ProtocolError(f"Item with item_id '{item_id}' not found in the conversation.",
+                                code="item_not_found", param=param)
+        return item
+
+    @property
+    def last_id(self) -> str | None:
+        return self.items[-1].id if self.items else None
+
+    def insert(self, item: AnyItem, previous_item_id: str | None = None) -> str | None:
+        """Insert after `previous_item_id` (None: append; "root": first). Returns the actual previous id."""
+        if self.get(item.id) is not None:  # type: ignore[arg-type]
+            raise ProtocolError(f"Item with id '{item.id}' already exists in the conversation.",
+                                code="item_already_exists", param="item.id")
+        if previous_item_id is None:
+            prev = self.last_id
+            self.items.append(item)
+        elif previous_item_id == "root":
+            prev = None
+            self.items.insert(0, item)
+        else:
+            index = next((n for n, i in enumerate(self.items) if i.id == previous_item_id), None)
+            if index is None:
+                raise ProtocolError(f"Item with item_id '{previous_item_id}' not found; previous_item_id must be "
+                                    "an existing item id or 'root'.", code="item_not_found", param="previous_item_id")
+            prev = previous_item_id
+            self.items.insert(index + 1, item)
+        return prev
+
+    def previous_of(self, item_id: str) -> str | None:
+        for n, item in enumerate(self.items):
+            if item.id == item_id:
+                return self.items[n - 1].id if n else None
+        return None
+
+    def delete(self, item_id: str) -> None:
+        item = self.require(item_id)
+        self.items.remove(item)
+        audio = self.audio.pop(item_id, None)
+        if audio is not None:
+            self._stored_audio -= len(audio.pcm)
+
+    def oldest_evictable(self) -> AnyItem | None:
+        return self.items[0] if self.items else None
+
+    # ---- audio -------------------------------------------------------------------------------
+    def audio_of(self, item_id: str) -> ItemAudio:
+        if item_id not in self.audio:
+            self.audio[item_id] = ItemAudio()
+        return self.audio[item_id]
+
+    def add_audio(self, item_id: str, pcm: bytes) -> None:
+        self.audio_of(item_id).pcm.extend(pcm)
+        self._stored_audio += len(pcm)
+        while self._stored_audio > MAX_STORED_AUDIO_BYTES:
+            victim = next((a for a in self.audio.values() if a.pcm), None)
+            if victim is None:
+                break
+            self._stored_audio -= len(victim.pcm)
+            victim.pcm = bytearray()
+
+    def truncate_audio(self, item_id: str, audio_end_ms: int) -> str:
+        """Cut an assistant item's audio at `audio_end_ms`; returns the transcript that remains."""
+        audio = self.audio_of(item_id)
+        keep = audio_end_ms * BYTES_PER_MS
+        self._stored_audio -= max(0, len(audio.pcm) - keep)
+        del audio.pcm[keep:]
+        heard = audio.heard_text(audio_end_ms)
+        item = self.get(item_id)
+        if isinstance(item, AssistantMessageItem):
+            for part in item.content:
+                if isinstance(part, OutputAudioContent):
+                    part.transcript = heard
+                elif isinstance(part, OutputTextContent):
+                    part.text = heard
+        return heard
+
+    def retrieve_wire_audio(self, item: AnyItem) -> None:
+        """Fill base64 audio into the item's audio parts (for conversation.item.retrieved)."""
+        audio = self.audio.get(item.id or "")
+        if audio is None or not audio.pcm or not isinstance(item, MessageItem):
+            return
+        encoded = base64.b64encode(bytes(audio.pcm)).decode()
+        for part in item.content:
+            if isinstance(part, (InputAudioContent, OutputAudioContent)):
+                part.audio = encoded
+
+
+# ---- LLM context ----------------------------------------------------------------------------
+def _user_text(item: UserMessageItem, transcripts: dict[str, str]) -> str:
+    parts: list[str] = []
+    for part in item.content:
+        if isinstance(part, InputTextContent):
+            parts.append(part.text)
+        elif isinstance(part, InputAudioContent):
+            parts.append(part.transcript if part.transcript is not None else transcripts.get(item.id or "", ""))
+    return " ".join(p for p in parts if p).strip()
+
+
+def to_chat_messages(items: list[AnyItem], transcripts: dict[str, str], *, with_images: bool) -> tuple[list[dict[str, Any]], int]:
+    """Chat-completions messages for the items; returns (messages, images_included)."""
+    messages: list[dict[str, Any]] = []
+    images = 0
+    for item in items:
+        if isinstance(item, SystemMessageItem):
+            messages.append({"role": "system", "content": item.text()})
+        elif isinstance(item, UserMessageItem):
+            text = _user_text(item, transcripts)
+            pics = [p for p in item.content if isinstance(p, InputImageContent)]
+            if pics and with_images:
+                content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+                for pic in pics:
+                    content.append({"type": "image_url", "image_url": {"url": pic.image_url, "detail": pic.detail}})
+                    images += 1
+                messages.append({"role": "user", "content": content})
+            elif text:
+                messages.append({"role": "user", "content": text})
+        elif isinstance(item, AssistantMessageItem):
+            text = item.text()
+            if text:
+                messages.append({"role": "assistant", "content": text})
+        elif isinstance(item, FunctionCallItem):
+            call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+            if messages and messages[-1]["role"] == "assistant" and "tool_calls" in messages[-1]:
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif isinstance(item, FunctionCallOutputItem):
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+    return messages, images
+
+
+def trim_to_budget(messages: list[dict[str, Any]], max_chars: int) -> list[dict[str, Any]]:
+    """Drop the oldest messages (never splitting a tool call from its output) to fit `max_chars`
+    — our `truncation: "auto"`."""
+    def size(m: dict[str, Any]) -> int:
+        content = m.get("content")
+        n = len(content) if isinstance(content, str) else sum(len(str(c.get("text", ""))) + 800 for c in content or [])
+        return n + sum(len(str(c)) for c in m.get("tool_calls", []))
+
+    total = sum(size(m) for m in messages)
+    start = 0
+    while total > max_chars and start < len(messages) - 1:
+        total -= size(messages[start])
+        start += 1
+        while start < len(messages) - 1 and messages[start]["role"] == "tool":
+            total -= size(messages[start])
+            start += 1
+    return messages[start:]

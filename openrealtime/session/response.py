@@ -1,0 +1,291 @@
+"""One response: LLM text streamed into clauses, clauses into speech, with the GA event
+sequence (spec §9.1) emitted in order. Cancellation finalizes synchronously so the
+interruption events keep their documented order."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import ids
+from ..engines.base import ChatRequest, Finished, TextDelta, ToolCallDelta
+from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
+from ..protocol import server_events as ev
+from ..protocol.items import AnyItem, AssistantMessageItem, FunctionCallItem, OutputAudioContent, OutputTextContent
+from ..protocol.responses import RealtimeResponse, ResponseError, ResponseUsage
+from . import workers
+from .clauses import ClauseSplitter
+
+if TYPE_CHECKING:
+    from .engine import SessionEngine
+
+log = logging.getLogger(__name__)
+
+AUDIO_TOKENS_PER_SECOND = 10  # documented usage formula for audio (input and output)
+MAX_TOKENS_WHEN_INF = 1024
+
+
+@dataclass
+class _MessageState:
+    item: AssistantMessageItem
+    output_index: int
+    text: list[str] = field(default_factory=list)
+    audio_ms: int = 0
+
+
+@dataclass
+class _CallState:
+    item: FunctionCallItem
+    output_index: int
+    arguments: list[str] = field(default_factory=list)
+
+
+class ResponseRun:
+    def __init__(self, engine: "SessionEngine", response: RealtimeResponse, build_request: Callable[[], ChatRequest], *,
+                 in_conversation: bool, input_audio_ms: int, image_tokens: int,
+                 pending_transcripts: list[asyncio.Future]) -> None:
+        self.engine = engine
+        self.response = response
+        self.build_request = build_request
+        self.request: ChatRequest | None = None
+        self.in_conversation = in_conversation
+        self.audio_mode = response.output_modalities == ["audio"]
+        self.input_audio_ms = input_audio_ms
+        self.image_tokens = image_tokens
+        self.pending_transcripts = pending_transcripts
+        self.cancel_event = threading.Event()
+        self.finished = False
+        self.message: _MessageState | None = None
+        self.calls: dict[int, _CallState] = {}
+        self.audio_out_ms = 0
+        self._tts_queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._tts_task: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None
+        self.started_at = time.monotonic()
+        self.first_audio_at: float | None = None
+        self.first_token_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.response.id
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"response-{self.id}")
+
+    # ---- main flow ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        finished: Finished | None = None
+        try:
+            if self.pending_transcripts:
+                await asyncio.gather(*self.pending_transcripts, return_exceptions=True)
+            if self.finished:
+                return
+            request = self.request = self.build_request()
+            splitter = ClauseSplitter()
+            if self.audio_mode:
+                self._tts_task = asyncio.create_task(self._speak())
+            llm = self.engine.models.llm
+            async for delta in workers.stream("llm", lambda: llm.stream_chat(request, self.cancel_event),
+                                              self.cancel_event):
+                if self.finished:
+                    return
+                if isinstance(delta, TextDelta):
+                    if self.first_token_at is None:
+                        self.first_token_at = time.monotonic()
+                    self._on_text(delta.text)
+                    if self.audio_mode:
+                        for clause in splitter.push(delta.text):
+                            self._tts_queue.put_nowait(clause)
+                elif isinstance(delta, ToolCallDelta):
+                    self._on_tool_call(delta)
+                elif isinstance(delta, Finished):
+                    finished = delta
+            if self.finished:
+                return
+            if self.audio_mode:
+                for clause in splitter.flush():
+                    self._tts_queue.put_nowait(clause)
+                self._tts_queue.put_nowait(None)
+                await self._tts_task
+            if self.finished:
+                return
+            reason = finished.reason if finished else "stop"
+            if reason == "length":
+                self.finalize("incomplete", reason="max_output_tokens", finished=finished)
+            else:
+                self.finalize("completed", finished=finished)
+        except asyncio.CancelledError:
+            self.finalize("cancelled", reason="client_cancelled", finished=finished)
+            raise
+        except Exception as exc:
+            log.exception("response %s failed", self.id)
+            self.finalize("failed", error=ResponseError(type="server_error", code="model_error"), finished=finished,
+                          message=f"The model backend failed: {exc}")
+
+    # ---- streaming pieces --------------------------------------------------------------------
+    def _open_message(self) -> _MessageState:
+        if self.message is None:
+            item = AssistantMessageItem(id=ids.item_id(), status="in_progress", content=[])
+            state = _MessageState(item, len(self.response.output))
+            self.response.output.append(item)
+            self.message = state
+            self._item_added(item, state.output_index)
+            part = ev.ResponsePart(type="audio", transcript="") if self.audio_mode else ev.ResponsePart(type="text", text="")
+            self.engine.emit(ev.ResponseContentPartAddedEvent(
+                response_id=self.id, item_id=item.id, output_index=state.output_index, content_index=0, part=part))
+        return self.message
+
+    def _on_text(self, text: str) -> None:
+        if not text:
+            return
+        msg = self._open_message()
+        msg.text.append(text)
+        cls = ev.ResponseOutputAudioTranscriptDeltaEvent if self.audio_mode else ev.ResponseOutputTextDeltaEvent
+        self.engine.emit(cls(response_id=self.id, item_id=msg.item.id, output_index=msg.output_index,
+                             content_index=0, delta=text))
+
+    def _on_tool_call(self, delta: ToolCallDelta) -> None:
+        state = self.calls.get(delta.index)
+        if state is None:
+            item = FunctionCallItem(id=ids.item_id(), status="in_progress", call_id=delta.call_id or ids.call_tool_id(),
+                                    name=delta.name or "", arguments="")
+            state = _CallState(item, len(self.response.output))
+            self.calls[delta.index] = state
+            self.response.output.append(item)
+            self._item_added(item, state.output_index)
+        if delta.name and not state.item.name:
+            state.item.name = delta.name
+        if delta.arguments:
+            state.arguments.append(delta.arguments)
+            self.engine.emit(ev.ResponseFunctionCallArgumentsDeltaEvent(
+                response_id=self.id, item_id=state.item.id, output_index=state.output_index,
+                call_id=state.item.call_id, delta=delta.arguments))
+
+    def _item_added(self, item: AnyItem, output_index: int) -> None:
+        self.engine.emit(ev.ResponseOutputItemAddedEvent(response_id=self.id, output_index=output_index, item=item))
+        if self.in_conversation:
+            previous = self.engine.conversation.insert(item)
+            self.engine.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
+
+    async def _speak(self) -> None:
+        """Synthesize clauses in order and play them as they come."""
+        tts = self.engine.models.tts
+        voice = self.response.audio.output.voice
+        voice_name = voice if isinstance(voice, str) else voice.id
+        speed = self.engine.speech_speed
+        while True:
+            clause = await self._tts_queue.get()
+            if clause is None or self.finished:
+                return
+            msg = self._open_message()
+            start_ms = msg.audio_ms
+            cancel = self.cancel_event
+            async for chunk in workers.stream(
+                    "tts", lambda c=clause: tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel),
+                    threading.Event()):
+                if self.finished:
+                    return
+                pcm = _to_pcm16(chunk, tts.sample_rate)
+                if not pcm:
+                    continue
+                if self.first_audio_at is None:
+                    self.first_audio_at = time.monotonic()
+                msg.audio_ms += len(pcm) // BYTES_PER_MS
+                self.audio_out_ms += len(pcm) // BYTES_PER_MS
+                self.engine.play_audio(pcm, self, msg.item.id, msg.output_index)
+            audio = self.engine.conversation.audio_of(msg.item.id) if self.in_conversation else None
+            if audio is not None:
+                audio.clauses.append((clause, start_ms, msg.audio_ms))
+
+    # ---- completion --------------------------------------------------------------------------
+    def cancel(self, reason: str) -> None:
+        """Stop now: emit the closing events synchronously; the model threads stop soon after."""
+        if self.finished:
+            return
+        self.finalize("cancelled", reason=reason)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def finalize(self, status: str, *, reason: str | None = None, error: ResponseError | None = None,
+                 finished: Finished | None = None, message: str | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.cancel_event.set()
+        if self._tts_task is not None and not self._tts_task.done():
+            self._tts_task.cancel()
+        item_status = "completed" if status == "completed" else "incomplete"
+        emit = self.engine.emit
+        if self.message is not None:
+            msg = self.message
+            text = "".join(msg.text)
+            item = msg.item
+            item.status = item_status
+            if self.audio_mode:
+                item.content = [OutputAudioContent(transcript=text)]
+                emit(ev.ResponseOutputAudioDoneEvent(response_id=self.id, item_id=item.id,
+                                                     output_index=msg.output_index, content_index=0))
+                emit(ev.ResponseOutputAudioTranscriptDoneEvent(response_id=self.id, item_id=item.id,
+                                                               output_index=msg.output_index, content_index=0,
+                                                               transcript=text))
+                part = ev.ResponsePart(type="audio", transcript=text)
+            else:
+                item.content = [OutputTextContent(text=text)]
+                emit(ev.ResponseOutputTextDoneEvent(response_id=self.id, item_id=item.id,
+                                                    output_index=msg.output_index, content_index=0, text=text))
+                part = ev.ResponsePart(type="text", text=text)
+            emit(ev.ResponseContentPartDoneEvent(response_id=self.id, item_id=item.id, output_index=msg.output_index,
+                                                 content_index=0, part=part))
+            self._item_done(item, msg.output_index)
+        for state in sorted(self.calls.values(), key=lambda s: s.output_index):
+            item = state.item
+            item.arguments = "".join(state.arguments)
+            item.status = item_status
+            emit(ev.ResponseFunctionCallArgumentsDoneEvent(
+                response_id=self.id, item_id=item.id, output_index=state.output_index, call_id=item.call_id,
+                name=item.name, arguments=item.arguments))
+            self._item_done(item, state.output_index)
+        self.response.finish(status, reason=reason, error=error, usage=self._usage(finished))  # type: ignore[arg-type]
+        emit(ev.ResponseDoneEvent(response=self.response))
+        if message:
+            from ..protocol.errors import ProtocolError
+
+            self.engine.send_error(ProtocolError(message, code="model_error", type="server_error"))
+        if self.message is not None and self.audio_mode:
+            self.engine.end_audio(self, self.message.item.id)
+        self.engine.response_finished(self)
+
+    def _item_done(self, item: AnyItem, output_index: int) -> None:
+        self.engine.emit(ev.ResponseOutputItemDoneEvent(response_id=self.id, output_index=output_index, item=item))
+        if self.in_conversation and self.engine.conversation.get(item.id or "") is not None:
+            self.engine.emit(ev.ConversationItemDoneEvent(
+                previous_item_id=self.engine.conversation.previous_of(item.id or ""), item=item))
+
+    def _usage(self, finished: Finished | None) -> ResponseUsage:
+        prompt = finished.input_tokens if finished else 0
+        cached = finished.cached_tokens if finished else 0
+        completion = finished.output_tokens if finished else 0
+        return ResponseUsage.from_counts(
+            input_text=prompt, input_audio=self.input_audio_ms * AUDIO_TOKENS_PER_SECOND // 1000,
+            input_image=self.image_tokens, cached_text=min(cached, prompt),
+            output_text=completion, output_audio=self.audio_out_ms * AUDIO_TOKENS_PER_SECOND // 1000)
+
+
+def _to_pcm16(chunk: Any, rate: int) -> bytes:
+    audio = np.asarray(chunk, dtype=np.float32).reshape(-1)
+    if rate != SAMPLE_RATE and audio.size:
+        n_out = int(round(audio.size * SAMPLE_RATE / rate))
+        audio = np.interp(np.linspace(0, audio.size - 1, n_out), np.arange(audio.size), audio).astype(np.float32)
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def b64(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode()

@@ -1,0 +1,137 @@
+"""Scripted stand-ins for models and transports, for sans-network engine tests only.
+
+A user never runs these: the real local models are exercised by tests/models and the
+end-to-end tests. Here they make every event sequence deterministic and fast.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from openrealtime.engines.base import ChatRequest, Finished, ModelStack, TextDelta, ToolCallDelta, Transcript
+from openrealtime.media.audio_format import FRAME_BYTES
+from openrealtime.media.audio_out import OutboundAudioTrack
+from openrealtime.protocol.server_events import to_json
+
+
+class EnergyVad:
+    """Probability from frame energy: loud → speech."""
+
+    sample_rate = 16000
+    frame_samples = 512
+
+    class _Stream:
+        def probability(self, frame: np.ndarray) -> float:
+            return 0.95 if float(np.sqrt(np.mean(np.square(frame)))) > 0.02 else 0.02
+
+        def reset(self) -> None:
+            pass
+
+    def new_stream(self):
+        return self._Stream()
+
+
+class ScriptedStt:
+    sample_rate = 16000
+
+    def __init__(self, text: str = "What is the capital of France?") -> None:
+        self.text = text
+        self.calls = 0
+
+    def transcribe(self, audio, *, language=None, prompt=None) -> Transcript:
+        self.calls += 1
+        return Transcript(text=self.text, audio_seconds=len(audio) / 16000, output_tokens=len(self.text.split()))
+
+
+class ScriptedLlm:
+    """Replies with the next script entry: a string (text) or a dict (a tool call)."""
+
+    supports_images = False
+
+    def __init__(self, *script: Any, delay: float = 0.0) -> None:
+        self.script = list(script) or ["Paris is the capital of France."]
+        self.delay = delay
+        self.requests: list[ChatRequest] = []
+
+    def stream_chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[Any]:
+        self.requests.append(request)
+        reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(reply, dict):
+            yield ToolCallDelta(index=0, call_id="call_test123", name=reply["name"], arguments="")
+            args = reply["arguments"]
+            for i in range(0, len(args), 8):
+                yield ToolCallDelta(index=0, arguments=args[i:i + 8])
+            yield Finished("tool_calls", input_tokens=40, output_tokens=12)
+            return
+        words = reply.split(" ")
+        for n, word in enumerate(words):
+            if cancel.is_set():
+                yield Finished("cancelled", input_tokens=30, output_tokens=n)
+                return
+            if self.delay:
+                time.sleep(self.delay)
+            yield TextDelta(word if n == 0 else " " + word)
+        yield Finished("stop", input_tokens=30, cached_tokens=20, output_tokens=len(words))
+
+
+class ToneTts:
+    """60 ms of tone per word at 24 kHz."""
+
+    sample_rate = 24000
+
+    def synthesize(self, text: str, *, voice: str, speed: float, cancel: threading.Event):
+        n = int(0.06 * 24000 * max(1, len(text.split())))
+        yield (0.3 * np.sin(np.arange(n) * 2 * np.pi * 220 / 24000)).astype(np.float32)
+
+
+def fake_stack(llm: ScriptedLlm | None = None, stt: ScriptedStt | None = None) -> ModelStack:
+    return ModelStack(vad=EnergyVad(), stt=stt or ScriptedStt(), llm=llm or ScriptedLlm(), tts=ToneTts())
+
+
+class RecordingTransport:
+    """Collects server events (as JSON dicts, exactly as they'd go on the wire) and plays audio on demand."""
+
+    kind = "webrtc"
+
+    def __init__(self, webrtc: bool = True) -> None:
+        import json
+
+        self._json = json
+        self.events: list[dict[str, Any]] = []
+        self.audio_out = OutboundAudioTrack() if webrtc else None
+        self.closed_reason: str | None = None
+
+    def send(self, event: Any) -> None:
+        self.events.append(self._json.loads(to_json(event)))
+
+    def close(self, reason: str) -> None:
+        self.closed_reason = reason
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def of(self, type_: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == type_]
+
+    def play(self, frames: int) -> int:
+        """Play `frames` × 20 ms of output; returns how many carried audio."""
+        voiced = 0
+        for _ in range(frames):
+            if self.audio_out.next_frame() != bytes(FRAME_BYTES):
+                voiced += 1
+        return voiced
+
+
+def speech(ms: int, amplitude: float = 0.3) -> bytes:
+    """Loud noise at 24 kHz: the EnergyVad calls it speech."""
+    rng = np.random.default_rng(ms)
+    return (rng.uniform(-amplitude, amplitude, 24 * ms) * 32767).astype("<i2").tobytes()
+
+
+def silence(ms: int) -> bytes:
+    return bytes(48 * ms)
