@@ -15,3 +15,15 @@ def assert_openai_error(resp: httpx.Response, status: int, code: str | None = No
     if param is not None:
         assert body["error"]["param"] == param, body
     return body["error"]
+
+
+def server_settings(**overrides):
+    """Server settings for an in-process test server: free HTTP, UDP and TCP (ICE) ports."""
+    import socket
+
+    from openrealtime.api.embedded import free_port
+    from openrealtime.config import Settings
+
+    values = {"port": 0, "udp_port": free_port(kind=socket.SOCK_DGRAM), "tcp_port": free_port()}
+    values.update(overrides)
+    return Settings(**values)

@@ -23,7 +23,7 @@ log = logging.getLogger("openrealtime.server")
 async def _load_models(state: ServerState) -> None:
     """Load and warm the model stack in a worker thread, then mark the server ready."""
     settings = state.settings
-    if settings.engine == "local":
+    if settings.engine == "local" and state.models is None:
         from ..engines.stack import load_model_stack
 
         def progress(stage: str, message: str) -> None:

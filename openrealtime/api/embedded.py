@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -40,10 +41,13 @@ class EmbeddedServer:
 
 
 @asynccontextmanager
-async def embedded_server(settings: Settings, *, wait_ready: bool = True) -> AsyncIterator[EmbeddedServer]:
+async def embedded_server(settings: Settings, *, wait_ready: bool = True,
+                          models: Any = None) -> AsyncIterator[EmbeddedServer]:
+    """`models`: an already loaded ModelStack to share between servers (tests load it once)."""
     if not settings.port:
         settings.port = free_port(settings.host)
     state = ServerState.build(settings)
+    state.models = models
     app = create_app(settings, state=state)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                                            log_level="warning", lifespan="on"))

@@ -328,9 +328,13 @@ def ensure_assembled(asset: SplitAsset, progress: ByteProgress | None = None, *,
                 progress(0, total)
             started = time.monotonic()
             _marker_path(asset).unlink(missing_ok=True)
+            got = None
             if verify and asset.path.is_file() and asset.path.stat().st_size == asset.size:
                 got = hash_file(asset.path, on_bytes)
-            else:
+                if got != asset.sha256:
+                    done = 0  # start the progress bar over for the rebuild
+                    log.warning("%s at %s is corrupt (sha256 %s); rebuilding it", asset.purpose, asset.path, got)
+            if got != asset.sha256:
                 log.info("assembling %s from %d parts into %s", asset.purpose, len(sources), asset.path)
                 got = _copy_hashed(sources, asset.path, on_bytes)
             if got != asset.sha256:

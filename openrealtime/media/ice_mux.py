@@ -145,8 +145,9 @@ def _bind_error(exc: OSError, proto: str, ip: str, port: int) -> MuxBindError:
         msg = (
             f"cannot listen on {proto} {ip}:{port} for ICE: permission denied (ports below 1024 need "
             f"privileges). Fix one of: pass a port >= 1024 with {flag}; or let Python bind low ports: "
-            "sudo setcap 'cap_net_bind_service=+ep' $(readlink -f $(which python3)); or forward "
-            f"{port} to a high port with your firewall and listen there"
+            "sudo setcap 'cap_net_bind_service=+ep' $(readlink -f $(which python3)) (or sudo sysctl "
+            f"net.ipv4.ip_unprivileged_port_start={port}); or forward {port} to a high port with your "
+            "firewall and listen there"
         )
         if proto == "TCP":
             msg += "; or pass --tcp-port 0 to disable ICE-TCP"
@@ -620,6 +621,9 @@ class MuxSet:
                             sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_BYTES)
                         except OSError:
                             pass
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < SOCKET_BUFFER_BYTES:
+                        log.info("ice mux: the UDP receive buffer is capped below %d bytes; raise "
+                                 "net.core.rmem_max / wmem_max for many concurrent calls", SOCKET_BUFFER_BYTES)
                 endpoint.port = transport.get_extra_info("sockname")[1]
                 self.udp.append(endpoint)
             if self.tcp_port_requested is not None:

@@ -10,9 +10,11 @@ e.g. 1080p at 1 fps). :class:`VideoSampler` is that gateway for one call:
   frame), scaled by the OpenAI detail rule (:mod:`.image_tokens`) and re-encoded at lower JPEG
   quality step by step until it fits ``max_bytes``; the result is cached per (frame, detail, cap);
 * keyframe recovery: aiortc itself sends PLI on a jitter-buffer reset and on a decoder error.
-  The sampler additionally sends a PLI as soon as the first packet of the stream is seen with no
-  picture yet, and whenever packets flow but no frame was decoded for ``stall_pli_s`` (2 s),
-  at most once per ``stall_pli_s``.
+  The sampler additionally sends one PLI as soon as the first packet of the stream is seen, and
+  a PLI whenever packets flow but no frame was decoded for ``stall_pli_s`` (2 s), at most once
+  per ``stall_pli_s``. It checks every ``check_interval_s`` (0.25 s) with the receiver's public
+  ``getSynchronizationSources()`` (last-packet time per SSRC) and sends with aiortc's
+  ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``.
 
 Encoding uses PyAV only (``VideoFrame.reformat`` to ``yuvj420p`` + the FFmpeg ``mjpeg`` encoder
 with a fixed quantiser via ``qmin = qmax``); Pillow is not needed.
@@ -43,6 +45,8 @@ QUALITY_STEPS = (3, 5, 8, 12, 18, 24, 31)
 # if even the worst quality does not fit the cap, shrink by this factor and retry (last resort)
 SHRINK_FACTOR = 0.75
 MIN_SIDE_PX = 16
+# packets count as flowing if the last one arrived within this window
+FLOWING_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -261,13 +265,13 @@ class VideoSampler:
         if st.first_packet_at is None:
             st.first_packet_at = now
         if not self._start_pli_done:
-            # start: ask for a keyframe straight away unless a picture already came out
+            # start: one keyframe request as soon as the stream is seen (cheap insurance: the
+            # first IDR may have been lost or sent before we were ready; one extra keyframe)
             self._start_pli_done = True
-            if st.frames_decoded == 0:
-                log.debug("video start PLI ssrc=%d", ssrc)
-                await self.request_keyframe(ssrc)
+            log.debug("video start PLI ssrc=%d", ssrc)
+            await self.request_keyframe(ssrc)
             return
-        flowing = packet_age < max(1.0, self.check_interval_s * 2)
+        flowing = packet_age < FLOWING_S
         last_picture = self._frame_mono if st.frames_decoded else st.first_packet_at
         if flowing and now - last_picture >= self.stall_pli_s and now - self._last_pli >= self.stall_pli_s:
             log.info("video stall: no decodable frame for %.1f s while packets flow; PLI ssrc=%d",

@@ -305,7 +305,7 @@ class SessionEngine:
         """Transcribe during the silence hangover; reused at commit if no speech followed."""
         if self.models is None or (self._speculative and not self._speculative[2].done()):
             return
-        pcm = self.buffer.peek(start_ms, speech_end_ms + 100)
+        pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
         task = asyncio.ensure_future(self._asr(pcm))
         self._speculative = (start_ms, speech_end_ms, task)
 

@@ -14,7 +14,7 @@ from ..protocol.session import SemanticVad, ServerVad
 
 MIN_SPEECH_MS = 64  # speech shorter than this (clicks, pops) does not start a turn
 HYSTERESIS = 0.15  # speech continues while prob >= threshold - HYSTERESIS
-SPECULATE_AFTER_MS = 120  # silence after which a speculative transcription may start
+SPECULATE_AFTER_MS = 200  # silence after which a speculative transcription may start
 
 SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
 

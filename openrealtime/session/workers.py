@@ -51,16 +51,19 @@ async def stream(stage: str, make: Callable[[], Iterator[T]], cancel: threading.
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
     future = loop.run_in_executor(pool(stage), pump)
+    drained = False
     try:
         while True:
             item = await queue.get()
             if item is _DONE:
+                drained = True
                 break
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        cancel.set()
+        if not drained:  # the consumer stopped early: tell the producer to stop too
+            cancel.set()
         if not future.done():
             # let the worker notice the cancel; don't block the loop waiting for it
             future.add_done_callback(lambda f: f.exception())

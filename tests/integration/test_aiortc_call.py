@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from openrealtime.client.rtc import RealtimeRtcClient
+from tests.helpers import server_settings
 
 
 @pytest.mark.parametrize("encoding", ["multipart", "sdp", "json"])
@@ -115,9 +116,8 @@ async def test_echo_audio_and_hangup(echo_server):
 
 async def test_connect_timeout_reaps_call():
     from openrealtime.api.embedded import embedded_server
-    from openrealtime.config import Settings
 
-    async with embedded_server(Settings(port=0, engine="echo", connect_timeout_s=0.5)) as server:
+    async with embedded_server(server_settings(engine="echo", connect_timeout_s=0.5)) as server:
         client = RealtimeRtcClient(server.url)
         await client.pc.setLocalDescription(await client.pc.createOffer())
         async with httpx.AsyncClient() as http:  # POST the offer but never apply the answer
@@ -132,9 +132,8 @@ async def test_connect_timeout_reaps_call():
 
 async def test_max_duration_ends_call_with_error():
     from openrealtime.api.embedded import embedded_server
-    from openrealtime.config import Settings
 
-    async with embedded_server(Settings(port=0, engine="echo", max_call_duration_s=1.5)) as server:
+    async with embedded_server(server_settings(engine="echo", max_call_duration_s=1.5)) as server:
         client = RealtimeRtcClient(server.url)
         await client.connect()
         await client.next_event("session.created")

@@ -10,6 +10,7 @@ import pytest
 from openrealtime.api.embedded import embedded_server
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.config import Settings
+from tests.helpers import server_settings
 from tests.helpers import assert_openai_error
 
 OFFER = (Path(__file__).parent.parent / "fixtures" / "chromium-156-offer.sdp").read_text()
@@ -87,7 +88,7 @@ async def test_body_errors(echo_server, live_call):
 
 
 async def test_auth_with_keys():
-    async with embedded_server(Settings(port=0, engine="echo", api_keys=["sk-right"])) as server:
+    async with embedded_server(server_settings(engine="echo", api_keys=["sk-right"])) as server:
         async with httpx.AsyncClient(timeout=10) as http:
             url = server.url + "/v1/realtime/calls"
             r = await http.post(url, content=OFFER, headers={"Content-Type": "application/sdp"})

@@ -12,7 +12,8 @@ tool results are rendered as `<tool_call>` / `<tool_response>` text. Output is p
 
 tool_choice:
 * "auto" — tools offered, the model decides. If its only output is a call to a tool that was not
-  offered (or an unparsable call), the reply is generated once more without tools.
+  offered, an unparsable call, or a repeat of a call whose result is already in the conversation
+  (small models loop), the reply is generated once more without tools.
 * "none" — tools are not rendered at all (the model cannot see them); a stray call is dropped.
 * "required" — tools offered and the assistant turn is *pre-filled* with `<tool_call>\n{"name":`,
   so the model must pick a tool (more reliable than instructing); with a single tool this is the
@@ -51,15 +52,16 @@ import numpy as np
 
 from ... import ids
 from .. import assets
-from ..base import ChatRequest, Finished, LlmEvent
+from ..base import ChatRequest, Finished, LlmEvent, ToolCallDelta
 from .toolcalls import OPEN, ToolCallStreamParser, tool_names, tools_system_block
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful voice assistant. Your replies are spoken aloud, so answer briefly in plain "
-    "conversational sentences, without markdown, lists or code unless asked."
+    "You are a helpful voice assistant. Your replies are spoken aloud: keep them short, "
+    "conversational and free of markdown."
 )
+
 DEFAULT_MAX_TOKENS = 1024
 _LOCK_POLL_S = 0.05
 
@@ -250,6 +252,39 @@ class _Run:
     output_tokens: int = 0
     cached_tokens: int = 0
     first_token_at: float | None = None
+    emitted: bool = False  # any event delivered to the caller
+    calls: int = 0  # tool calls delivered
+    repeated: int = 0  # tool calls dropped as repeats of already-answered calls
+
+
+def _ban_tokens(token_ids: list[int]):
+    from llama_cpp import LogitsProcessorList
+
+    def processor(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        scores[token_ids] = -np.inf
+        return scores
+
+    return LogitsProcessorList([processor])
+
+
+def _canonical_args(arguments: Any) -> str:
+    obj = _arguments_obj(arguments)
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def _answered_calls(messages: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(name, canonical arguments) of the tool calls in the history that already have a result."""
+    results = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    answered = set()
+    for msg in messages:
+        for call in msg.get("tool_calls") or []:
+            fn = call.get("function", call)
+            if call.get("id") in results:
+                answered.add((fn.get("name", ""), _canonical_args(fn.get("arguments"))))
+    return answered
 
 
 def _common_prefix(a: np.ndarray | list[int], b: list[int]) -> int:
@@ -309,6 +344,8 @@ class LlamaCppLLM:
         self._bos_text = self._piece(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
         self._eos_text = self._piece(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
         self.renderer = PromptRenderer(template, bos_token=self._bos_text, eos_token=self._eos_text)
+        open_tokens = self._llm.tokenize(OPEN.encode(), add_bos=False, special=True)
+        self._tool_open_token: int | None = open_tokens[0] if len(open_tokens) == 1 else None
         self._lock = threading.Lock()
         self._snapshots = _SnapshotCache(session_snapshots, snapshot_bytes) if session_snapshots > 0 else None
         self._live_owner: str | None = None  # the session whose history the live KV cache holds
@@ -455,22 +492,27 @@ class LlamaCppLLM:
         self._switch_session(request.session_key, tokens)
         run = _Run()
         yield from self._run_once(tokens, prefill, names, request, cancel, run)
-        if (run.reason == "stop" and choice == "auto" and names and not run.parser.emitted
-                and run.parser.dropped):
-            # The model "called" a tool that does not exist (or garbled the call) and said
-            # nothing else: answer once more without tools rather than stay silent.
-            log.info("re-generating without tools after an unusable tool call")
-            retry = ChatRequest(messages=request.messages, tools=[], tool_choice="none",
-                                max_tokens=request.max_tokens, temperature=request.temperature,
-                                session_key=request.session_key)
-            tokens2, _p, _n, _c = self.build_prompt(retry)
+        if (run.reason == "stop" and choice == "auto" and names and not run.emitted
+                and (run.parser.dropped or run.repeated)):
+            # The model "called" a tool that does not exist, garbled the call or repeated one it
+            # already has the result of, and said nothing else: answer once more, with tool calls
+            # banned (same prompt, so the KV cache is reused) or, if the call tag is not a single
+            # token, with the tools left out of the prompt.
+            log.info("re-generating without tool calls after an unusable tool call")
             first = run
             run = _Run()
-            yield from self._run_once(tokens2, "", [], retry, cancel, run)
+            if self._tool_open_token is not None:
+                yield from self._run_once(tokens, "", [], request, cancel, run, ban=[self._tool_open_token])
+            else:
+                retry = ChatRequest(messages=request.messages, tools=[], tool_choice="none",
+                                    max_tokens=request.max_tokens, temperature=request.temperature,
+                                    session_key=request.session_key)
+                tokens2, _p, _n, _c = self.build_prompt(retry)
+                yield from self._run_once(tokens2, "", [], retry, cancel, run)
             run.input_tokens += first.input_tokens
             run.output_tokens += first.output_tokens
             run.cached_tokens += first.cached_tokens
-        elif choice in ("required", "named") and run.reason == "stop" and not run.parser.calls:
+        elif choice in ("required", "named") and run.reason == "stop" and not run.calls:
             log.info("tool_choice %s produced no usable call; re-prompting once", choice)
             retry = ChatRequest(messages=request.messages, tools=request.tools, tool_choice=request.tool_choice,
                                 max_tokens=request.max_tokens, temperature=0.0, session_key=request.session_key)
@@ -481,7 +523,7 @@ class LlamaCppLLM:
             run.output_tokens += first.output_tokens
             run.cached_tokens += first.cached_tokens
         reason = run.reason
-        if run.parser.calls and reason == "stop":
+        if run.calls and reason == "stop":
             reason = "tool_calls"
         elapsed = time.monotonic() - started
         ttft = (run.first_token_at - started) if run.first_token_at else elapsed
@@ -494,7 +536,7 @@ class LlamaCppLLM:
                        cached_tokens=run.cached_tokens)
 
     def _run_once(self, tokens: list[int], prefill: str, names: list[str], request: ChatRequest,
-                  cancel: threading.Event, run: _Run) -> Iterator[LlmEvent]:
+                  cancel: threading.Event, run: _Run, ban: list[int] | None = None) -> Iterator[LlmEvent]:
         """Generate for one prompt, streaming parsed events; fills `run` with the outcome."""
         live = self._llm.input_ids[: self._llm.n_tokens]
         run.input_tokens = len(tokens)
@@ -502,6 +544,21 @@ class LlamaCppLLM:
         max_new = max(1, min(request.max_tokens or DEFAULT_MAX_TOKENS, self.n_ctx - len(tokens)))
         temperature = max(0.0, float(request.temperature if request.temperature is not None else 0.7))
         parser = run.parser = ToolCallStreamParser(tools_offered=names, new_call_id=ids.call_tool_id, prefill=prefill)
+        answered = _answered_calls(request.messages)
+
+        def deliver(events: list[LlmEvent]) -> Iterator[LlmEvent]:
+            for event in events:
+                if isinstance(event, ToolCallDelta):
+                    if (event.name, _canonical_args(event.arguments)) in answered:
+                        # a small model re-issuing a call whose result it already has: a loop
+                        log.info("dropped a repeated call to %s %s", event.name, event.arguments)
+                        run.repeated += 1
+                        continue
+                    event.index = run.calls
+                    run.calls += 1
+                run.emitted = True
+                yield event
+
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         gen = self._llm.generate(
             tokens,
@@ -511,6 +568,7 @@ class LlamaCppLLM:
             min_p=0.0,
             repeat_penalty=1.05,
             reset=True,
+            logits_processor=_ban_tokens(ban) if ban else None,
         )
         run.reason = "length"
         try:
@@ -523,7 +581,7 @@ class LlamaCppLLM:
                 run.output_tokens += 1
                 text = decoder.decode(self._llm.detokenize([token], special=True))
                 if text:
-                    yield from parser.feed(text)
+                    yield from deliver(parser.feed(text))
                 if cancel.is_set():
                     run.reason = "cancelled"
                     break
@@ -534,8 +592,8 @@ class LlamaCppLLM:
         if run.reason != "cancelled":
             tail = decoder.decode(b"", final=True)
             if tail:
-                yield from parser.feed(tail)
-            yield from parser.finish()
+                yield from deliver(parser.feed(tail))
+            yield from deliver(parser.finish())
 
     def warmup(self, system_prompt: str | None = None) -> None:
         """Evaluate the default system prompt once so its KV prefix is cached (1-token reply)."""

@@ -1,0 +1,170 @@
+"""llama.cpp language model with the default Qwen2.5-Coder-1.5B: answers, tools, cancel, caching."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from openrealtime.engines.base import ChatRequest, Finished, LanguageModel, TextDelta, ToolCallDelta
+from openrealtime.engines.local.llm import LlamaCppLLM
+
+pytestmark = pytest.mark.models
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIMER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "set_timer",
+        "description": "Start a countdown timer",
+        "parameters": {"type": "object", "properties": {"minutes": {"type": "number"}}, "required": ["minutes"]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def llm() -> LlamaCppLLM:
+    model = LlamaCppLLM("qwen2.5-1.5b")
+    model.warmup()
+    return model
+
+
+def run(llm, request, cancel=None):
+    events = list(llm.stream_chat(request, cancel or threading.Event()))
+    assert isinstance(events[-1], Finished)
+    assert not any(isinstance(e, Finished) for e in events[:-1])
+    return events
+
+
+def text(events):
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def test_interface(llm):
+    assert isinstance(llm, LanguageModel)
+    assert llm.supports_images is False
+
+
+def test_answers_a_factual_question_with_usage(llm):
+    events = run(llm, ChatRequest(messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+                                  temperature=0.0))
+    assert "Paris" in text(events)
+    done = events[-1]
+    assert done.reason == "stop"
+    assert done.input_tokens > 10 and done.output_tokens >= 1
+    # warmup cached the default system prompt, so the prefix is reused
+    assert done.cached_tokens >= 20
+
+
+def test_second_turn_reuses_the_cached_prefix_and_is_fast(llm):
+    history = [{"role": "system", "content": "You are a terse geography quiz bot."},
+               {"role": "user", "content": "Name the capital of Italy in one word."}]
+    first = run(llm, ChatRequest(messages=history, temperature=0.0, max_tokens=8))
+    history += [{"role": "assistant", "content": text(first)},
+                {"role": "user", "content": "And of Spain? One word."}]
+    started = time.monotonic()
+    second = run(llm, ChatRequest(messages=history, temperature=0.0, max_tokens=8))
+    elapsed = time.monotonic() - started
+    done = second[-1]
+    assert done.cached_tokens >= first[-1].input_tokens - 2, (done, first[-1])
+    assert "Madrid" in text(second)
+    assert elapsed < 5.0
+
+
+def test_tool_call_is_streamed_as_tool_call_delta(llm):
+    events = run(llm, ChatRequest(messages=[{"role": "user", "content": "What's the weather like in Tokyo right now?"}],
+                                  tools=[WEATHER_TOOL, TIMER_TOOL], temperature=0.0))
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert calls, events
+    assert calls[0].name == "get_weather" and calls[0].call_id.startswith("call_")
+    assert "tokyo" in json.loads(calls[0].arguments)["city"].lower()
+    assert "<tool_call>" not in text(events) and "{" not in text(events)
+    assert events[-1].reason == "tool_calls"
+
+
+def test_tool_result_turn_produces_an_answer(llm):
+    messages = [
+        {"role": "user", "content": "What's the weather like in Tokyo right now?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 21, "sky": "clear"}'},
+    ]
+    events = run(llm, ChatRequest(messages=messages, tools=[WEATHER_TOOL], temperature=0.0, max_tokens=60))
+    assert "21" in text(events) and events[-1].reason == "stop"
+
+
+def test_named_tool_choice_forces_that_tool(llm):
+    events = run(llm, ChatRequest(messages=[{"role": "user", "content": "I'm flying to Oslo tomorrow."}],
+                                  tools=[WEATHER_TOOL, TIMER_TOOL],
+                                  tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                  temperature=0.0))
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [c.name for c in calls] == ["get_weather"]
+    assert "oslo" in calls[0].arguments.lower()
+
+
+def test_tool_choice_none_hides_the_tools(llm):
+    events = run(llm, ChatRequest(messages=[{"role": "user", "content": "What's the weather like in Tokyo? Reply in one sentence."}],
+                                  tools=[WEATHER_TOOL], tool_choice="none", temperature=0.0, max_tokens=40))
+    assert not any(isinstance(e, ToolCallDelta) for e in events)
+    assert text(events).strip()
+
+
+def test_cancel_stops_a_long_generation_promptly(llm):
+    cancel = threading.Event()
+    request = ChatRequest(messages=[{"role": "user", "content": "Count from 1 to 300, one number per line."}],
+                          temperature=0.0, max_tokens=800)
+    events = []
+    started = time.monotonic()
+    for event in llm.stream_chat(request, cancel):
+        events.append(event)
+        if sum(isinstance(e, TextDelta) for e in events) == 5:
+            cancel.set()
+    elapsed = time.monotonic() - started
+    done = events[-1]
+    assert done.reason == "cancelled"
+    assert done.output_tokens <= 6
+    assert elapsed < 5.0
+
+
+def test_max_tokens_ends_with_length(llm):
+    events = run(llm, ChatRequest(messages=[{"role": "user", "content": "Write a long poem about the sea."}],
+                                  temperature=0.0, max_tokens=5))
+    assert events[-1].reason == "length" and events[-1].output_tokens == 5
+
+
+def test_waiting_request_can_be_cancelled_while_another_runs(llm):
+    first_started = threading.Event()
+    results = {}
+
+    def long_one():
+        for event in llm.stream_chat(ChatRequest(messages=[{"role": "user", "content": "Tell me a long story."}],
+                                                 temperature=0.0, max_tokens=40), threading.Event()):
+            first_started.set()
+            results["first"] = event
+
+    worker = threading.Thread(target=long_one)
+    worker.start()
+    assert first_started.wait(30)
+    cancel = threading.Event()
+    cancel.set()
+    queued = list(llm.stream_chat(ChatRequest(messages=[{"role": "user", "content": "Hi"}]), cancel))
+    assert [type(e) for e in queued] == [Finished] and queued[0].reason == "cancelled"
+    worker.join(60)
+    assert results["first"].reason in ("length", "stop")
+
+
+def test_images_are_dropped_not_fatal(llm):
+    events = run(llm, ChatRequest(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "Say OK."},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}}]}], temperature=0.0, max_tokens=5))
+    assert events[-1].reason in ("stop", "length")

@@ -1,0 +1,103 @@
+"""Whisper (faster-whisper) and Piper TTS round trips, with real models and no mocks."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from openrealtime.engines.base import SpeechToText, TextToSpeech
+from openrealtime.engines.local.asr import WhisperSTT
+from openrealtime.engines.local.resample import resample
+from openrealtime.engines.local.tts import EspeakTTS, PiperTTS
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def tts() -> PiperTTS:
+    return PiperTTS()
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperSTT:
+    return WhisperSTT("base")
+
+
+def speak16k(tts, text: str) -> np.ndarray:
+    audio = np.concatenate(list(tts.synthesize(text, voice="alloy", speed=1.0, cancel=threading.Event())))
+    return resample(audio, tts.sample_rate, 16000)
+
+
+def words(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace())
+
+
+def test_interfaces(tts, whisper):
+    assert isinstance(tts, TextToSpeech) and tts.sample_rate == 24000
+    assert isinstance(whisper, SpeechToText) and whisper.sample_rate == 16000
+
+
+def test_asr_transcribes_a_question(tts, whisper):
+    audio = speak16k(tts, "What is the capital of France?")
+    result = whisper.transcribe(audio)
+    assert "capital" in words(result.text) and "france" in words(result.text), result
+    assert result.language == "en"
+    assert result.audio_seconds == pytest.approx(audio.size / 16000)
+    assert result.input_tokens == round(result.audio_seconds * 10)
+    assert result.output_tokens > 3
+
+
+def test_asr_returns_nothing_for_silence_and_tiny_clips(whisper):
+    assert whisper.transcribe(np.zeros(16000, np.float32)).text == ""
+    short = whisper.transcribe(np.zeros(800, np.float32))
+    assert short.text == "" and short.audio_seconds == pytest.approx(0.05)
+
+
+def test_tts_is_chunked_non_silent_24k_speech_that_whisper_understands(tts, whisper):
+    text = "The weather in Paris is sunny today, with a gentle breeze. Enjoy your walk along the river."
+    chunks = list(tts.synthesize(text, voice="alloy", speed=1.0, cancel=threading.Event()))
+    assert len(chunks) >= 2  # yielded per clause group, not the whole text at once
+    for chunk in chunks:
+        assert chunk.dtype == np.float32 and chunk.ndim == 1
+        assert np.abs(chunk).max() <= 1.0
+    audio = np.concatenate(chunks)
+    seconds = audio.size / tts.sample_rate
+    assert 3.0 < seconds < 10.0
+    assert np.sqrt(np.mean(audio**2)) > 0.02  # clearly not silence
+    heard = words(whisper.transcribe(resample(audio, 24000, 16000)).text)
+    for word in ("weather", "paris", "sunny", "river"):
+        assert word in heard, heard
+
+
+def test_tts_speed_changes_duration(tts):
+    normal = sum(c.size for c in tts.synthesize("One two three four five.", voice="", speed=1.0, cancel=None))
+    fast = sum(c.size for c in tts.synthesize("One two three four five.", voice="", speed=1.5, cancel=None))
+    assert fast < normal * 0.8
+
+
+def test_tts_cancel_stops_between_chunks(tts):
+    cancel = threading.Event()
+    produced = []
+    for chunk in tts.synthesize("First clause here, second clause there. Third sentence follows. And a fourth one.",
+                                voice="", speed=1.0, cancel=cancel):
+        produced.append(chunk)
+        cancel.set()
+    assert len(produced) == 1
+    cancel = threading.Event()
+    cancel.set()
+    assert list(tts.synthesize("Never spoken.", voice="", speed=1.0, cancel=cancel)) == []
+
+
+def test_tts_ignores_markup_and_empty_text(tts):
+    assert list(tts.synthesize("  ** ", voice="", speed=1.0, cancel=None)) == []
+    audio = np.concatenate(list(tts.synthesize("**Hello** `there`.", voice="", speed=1.0, cancel=None)))
+    assert audio.size > 0.3 * tts.sample_rate
+
+
+def test_espeak_fallback_voice(whisper):
+    fallback = EspeakTTS()
+    assert fallback.sample_rate == 24000
+    audio = np.concatenate(list(fallback.synthesize("Good morning, my friend.", voice="", speed=1.0, cancel=None)))
+    assert 0.8 < audio.size / 24000 < 4 and np.abs(audio).max() > 0.1
