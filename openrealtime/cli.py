@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"], help="(OPENREALTIME_LOG_LEVEL)")
     serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"],
                        help="(OPENREALTIME_LOG_FORMAT)")
+    inspect = sub.add_parser("inspect-sdp", help="the seed review's WebRTC tables for an SDP offer or answer")
+    inspect.add_argument("file", help="SDP file, or - for stdin (raw SDP or RTCSessionDescription JSON)")
+    inspect.add_argument("--json", action="store_true", help="print the full report as JSON")
+    models = sub.add_parser("models", help="list, verify or warm the local models")
+    models.add_argument("action", choices=["list", "verify", "warm"],
+                        help="list: state of each model; verify: assemble + re-hash; warm: load once")
+    models.add_argument("--profile", choices=["default", "fast", "test"], default=None,
+                        help="one profile (list/verify default: all; warm default: default)")
+    models.add_argument("--json", action="store_true", help="list: machine-readable output")
+    doctor = sub.add_parser("doctor", help="check ports, addresses, models and codecs; exit 1 on problems",
+                            description="Checks this host for `serve`; accepts every serve option "
+                                        "(--host, --udp-port, --advertise-ip, --profile, ...).")
+    doctor.add_argument("--verify-models", action="store_true", help="also re-hash every model file")
     return parser
 
 
@@ -86,19 +99,37 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .api.app import create_app
+    from .api.websocket import WS_MAX_FRAME_BYTES
     from .observability.logs import setup_logging
 
     settings.check()
     setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     print(f"openrealtime: http://{settings.host}:{settings.port}/  (engine={settings.engine})", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level,
+                ws_max_size=WS_MAX_FRAME_BYTES)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "doctor":
+        parser.error("unrecognized arguments: " + " ".join(extra))
     if args.command == "serve":
         serve(settings_from_args(args))
+    elif args.command == "inspect-sdp":
+        from .media.sdp_inspect import main_inspect
+
+        sys.exit(main_inspect(args.file, args.json))
+    elif args.command == "models":
+        from .models_cli import main_models
+
+        sys.exit(main_models(args.action, args.profile, args.json))
+    elif args.command == "doctor":
+        from .doctor import main_doctor
+
+        serve_args = parser.parse_args(["serve", *extra])  # doctor checks what `serve` would run with
+        sys.exit(main_doctor(settings_from_args(serve_args), verify_models=args.verify_models))
 
 
 if __name__ == "__main__":

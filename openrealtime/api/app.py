@@ -15,7 +15,10 @@ from ..config import Settings
 from .calls import router as calls_router
 from .client_secrets import router as secrets_router
 from .errors import install_error_handlers
+from .operator import install as install_operator
 from .state import ServerState
+from .web import router as web_router
+from .websocket import router as websocket_router
 
 log = logging.getLogger("openrealtime.server")
 
@@ -30,6 +33,7 @@ async def _load_models(state: ServerState) -> None:
             log.info("models stage=%s %s", stage, message)
 
         state.models = await asyncio.to_thread(load_model_stack, settings.profile, progress=progress)
+        state.owns_models = True
     state.ready = True
     log.info("ready engine=%s advertise=%s", settings.engine, ",".join(a for _, a in state.ice.addresses))
 
@@ -53,7 +57,7 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
             await state.calls.close_all()
             if state.mux is not None:
                 await state.mux.close()
-            if state.models is not None:
+            if state.models is not None and state.owns_models:
                 state.models.close()
 
     app = FastAPI(title="openrealtime", version="0.1.0", lifespan=lifespan)
@@ -64,6 +68,9 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
                        expose_headers=["Location"])
     app.include_router(calls_router)
     app.include_router(secrets_router)
+    app.include_router(web_router)
+    app.include_router(websocket_router)  # WS /v1/realtime (sessions, sideband), POST /v1/realtime (beta SDP)
+    install_operator(app, state)  # GET /metrics, GET /v1/realtime/calls[/{id}]
 
     @app.get("/healthz")
     async def healthz(request: Request) -> Any:

@@ -13,6 +13,7 @@ import uvicorn
 from ..config import Settings
 from .app import create_app
 from .state import ServerState
+from .websocket import WS_MAX_FRAME_BYTES
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -50,7 +51,7 @@ async def embedded_server(settings: Settings, *, wait_ready: bool = True,
     state.models = models
     app = create_app(settings, state=state)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", lifespan="on", ws_max_size=WS_MAX_FRAME_BYTES))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

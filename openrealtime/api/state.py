@@ -23,6 +23,7 @@ class ServerState:
     ice: IceSettings
     mux: MuxSet | None = None  # the shared ICE UDP/TCP ports; started by the app's lifespan
     models: Any = None  # engines.base.ModelStack once loaded (local engine)
+    owns_models: bool = False  # loaded by this server (closed on shutdown) rather than shared in
     ready: bool = False
     started_at: float = field(default_factory=time.time)
 

@@ -1,5 +1,9 @@
-"""Inbound audio: decode whatever the peer negotiated (Opus / PCMU / PCMA — aiortc's
-decoders) and resample once to the engine's canonical PCM16 mono 24 kHz."""
+"""Inbound audio: decode whatever the peer negotiated and resample once to the engine's
+canonical PCM16 mono 24 kHz.
+
+Opus goes through :class:`.opus_fec.OpusReceiveBuffer` (FEC/PLC, no prefetch), which we ask to
+decode straight at 24 kHz mono, so the resampler below is a pass-through for it; PCMU/PCMA come
+from aiortc's decoders and are resampled."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio_format import SAMPLE_RATE
+from .opus_fec import OpusReceiveStats, configure_track, track_stats
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +29,18 @@ class InboundAudio:
     def __init__(self, track: MediaStreamTrack, sink: AudioSink) -> None:
         self._track = track
         self._sink = sink
+        configure_track(track, SAMPLE_RATE)
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         self._task: asyncio.Task[None] | None = None
         self.frames = 0
         self.samples = 0
         self.voiced_frames = 0  # frames whose RMS is above -50 dBFS
         self.peak_rms = 0.0
+
+    @property
+    def opus(self) -> OpusReceiveStats | None:
+        """FEC/PLC counters of the Opus receive path (None before the first Opus packet)."""
+        return track_stats(self._track)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inbound-audio")

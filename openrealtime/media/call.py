@@ -13,6 +13,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcsctptransport import LOCAL_MAX_MESSAGE_SIZE
 
+from ..observability.logs import set_call_id
 from ..protocol.errors import ProtocolError
 from ..session.engine import SessionEngine
 from .audio_in import InboundAudio
@@ -23,6 +24,9 @@ from .sdp_policy import codec_preferences, finalize_answer, install_codec_policy
 from .video import VideoSampler
 
 log = logging.getLogger("openrealtime.call")
+
+SNAPSHOT_INTERVAL_S = 0.5
+SNAPSHOT_MAX_AGE_S = 3.0
 
 EngineFactory = Callable[[DataChannelTransport], SessionEngine]
 
@@ -46,6 +50,7 @@ class RealtimeCall:
     def __init__(self, call_id: str, options: CallOptions, engine_factory: EngineFactory,
                  on_ended: Callable[["RealtimeCall"], None] | None = None, client: str = "-") -> None:
         install_codec_policy()
+        set_call_id(call_id)  # log lines of this request and of every task the call starts carry its id
         self.id = call_id
         self.options = options
         self.client = client
@@ -58,6 +63,7 @@ class RealtimeCall:
         self.engine = engine_factory(self.transport)
         self.inbound: InboundAudio | None = None
         self.video: VideoSampler | None = None
+        self._snapshot = None
         self._sinks: list[asyncio.Task] = []
         self._timers: list[asyncio.TimerHandle] = []
         self._closing: asyncio.Task | None = None
@@ -114,8 +120,29 @@ class RealtimeCall:
         elif track.kind == "video" and self.video is None:
             self.video = VideoSampler.for_track(self.pc, track)
             self._sinks.append(self.video.start())
+            self._sinks.append(asyncio.create_task(self._refresh_snapshot()))
+            self.engine.image_source = self._fresh_image
         else:
             self._sinks.append(asyncio.create_task(_drain(track)))
+
+    async def _refresh_snapshot(self) -> None:
+        """Keep a JPEG of the latest frame ready (encoded off the loop), so a committed turn can
+        attach it without waiting: the model 'looks' at most SNAPSHOT_INTERVAL_S behind live."""
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL_S)
+            if self.video is not None and self.video.is_live:
+                try:
+                    self._snapshot = await self.video.latest_jpeg_async("auto")
+                except Exception:
+                    log.exception("call=%s could not encode a video snapshot", self.id)
+
+    def _fresh_image(self) -> dict | None:
+        snap = self._snapshot
+        if snap is None or self.video is None or not self.video.is_live:
+            return None
+        if time.time() - snap.captured_at > SNAPSHOT_MAX_AGE_S:
+            return None
+        return {"image_url": snap.data_url, "detail": "auto", "width": snap.width, "height": snap.height}
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -144,6 +171,7 @@ class RealtimeCall:
         return self._closing
 
     async def _close(self, reason: str) -> None:
+        set_call_id(self.id)  # hangup may come from another request's context
         self.stats.end_reason = reason
         for t in self._timers:
             t.cancel()

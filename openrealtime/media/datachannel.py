@@ -42,6 +42,10 @@ class DataChannelTransport:
         self.events_out = 0
         self.events_in = 0
         self.observers: list[Callable[[str], None]] = []  # extra listeners (sideband sockets, logs)
+        self.inbound_observers: list[Callable[[str | bytes], None]] = []  # each client message (monitoring)
+        # optional rewriting at the edge (beta event shapes on POST /v1/realtime calls; see protocol/beta.py)
+        self.outbound: Callable[[str], list[str]] | None = None  # GA event text -> texts for the channel
+        self.inbound: Callable[[str | bytes], str | bytes] | None = None  # client message -> GA message
 
     def attach(self, channel: RTCDataChannel, on_message: Callable[[str | bytes], None],
                on_error: Callable[[ProtocolError], None]) -> None:
@@ -50,6 +54,8 @@ class DataChannelTransport:
         @channel.on("message")
         def _message(message: str | bytes) -> None:
             self.events_in += 1
+            for observer in self.inbound_observers:
+                observer(message)
             size = len(message.encode() if isinstance(message, str) else message)
             if size > self.max_message_bytes:
                 on_error(ProtocolError(
@@ -57,6 +63,8 @@ class DataChannelTransport:
                     f"{self.max_message_bytes} bytes. Send large images over the WebSocket "
                     "sideband or downscale them.", code="message_too_large"))
                 return
+            if self.inbound is not None:
+                message = self.inbound(message)
             on_message(message)
 
         while self._pending and channel.readyState == "open":
@@ -70,11 +78,12 @@ class DataChannelTransport:
         text = encode_event(event)
         for observer in self.observers:
             observer(text)
-        if self.is_open:
-            self.events_out += 1
-            self._channel.send(text)  # type: ignore[union-attr]
-        else:
-            self._pending.append(text)
+        for out in (self.outbound(text) if self.outbound is not None else (text,)):
+            if self.is_open:
+                self.events_out += 1
+                self._channel.send(out)  # type: ignore[union-attr]
+            else:
+                self._pending.append(out)
 
     def close(self, reason: str) -> None:
         self._on_close(reason)

@@ -1,11 +1,18 @@
 """The SDP answer policy (the seed's table), applied to aiortc.
 
 * audio: Opus 48000/2 `minptime=10;useinbandfec=1` (offer's payload type), then PCMU, PCMA.
-  No G722, RED, CN, DTX.
+  No G722, RED, CN, DTX. Opus carries rtcp-fb `transport-cc`.
 * video: H.264 only (42001f, 42e01f, 4d001f, 64001f; packetization-mode=1), no RTX, no
-  simulcast, rtcp-fb `nack` + `nack pli`.
-* header extensions: only what is implemented (`sdes:mid`). ssrc-audio-level is not
-  negotiated (it costs ~180 µs per outgoing frame in aiortc for nothing a server needs).
+  simulcast, rtcp-fb `transport-cc`, `nack`, `nack pli` (no `goog-remb`, no `ccm fir`).
+* header extensions: only what is implemented: `sdes:mid`, transport-wide-cc (we send
+  transport-cc feedback and stamp our own packets, :mod:`.rtp_patches`), and for video
+  `sdes:rtp-stream-id` / `sdes:repaired-rtp-stream-id` (parsed/written by aiortc; answering them
+  negotiates no simulcast or RTX: aiortc ignores `a=rid`/`a=simulcast` and RTX is filtered by the
+  codec preferences). ssrc-audio-level and abs-send-time are not negotiated (audio-level costs
+  ~180 µs per outgoing frame in aiortc for nothing a server needs; abs-send-time would only
+  feed aiortc's REMB, which we do not advertise).
+* Opus in-band FEC is real both ways (:mod:`.opus_fec`): LBRR on in our encoder, FEC/PLC in our
+  decoder. :func:`install_codec_policy` installs those hooks together with the table edits.
 * BUNDLE is required; `a=end-of-candidates` is never sent (trickle stays open, like OpenAI).
 """
 
@@ -23,9 +30,17 @@ from aiortc.rtcrtpparameters import (
 )
 
 from ..protocol.errors import ProtocolError
+from . import rtp_patches
 
 H264_PROFILES = ("42001f", "42e01f", "4d001f", "64001f")
 MID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:mid"
+TWCC_EXTENSION = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+RID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+RRID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+# ids only matter in offers we make (aiortc test client); one id per URI across kinds (BUNDLE)
+EXTENSION_IDS = {MID_EXTENSION: 1, TWCC_EXTENSION: 3, RID_EXTENSION: 10, RRID_EXTENSION: 11}
+EXTENSIONS = {"audio": (MID_EXTENSION, TWCC_EXTENSION),
+              "video": (MID_EXTENSION, TWCC_EXTENSION, RID_EXTENSION, RRID_EXTENSION)}
 
 _installed = False
 
@@ -33,6 +48,7 @@ _installed = False
 def _opus() -> RTCRtpCodecParameters:
     return RTCRtpCodecParameters(
         mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111,
+        rtcpFeedback=[RTCRtcpFeedback(type="transport-cc")],
         parameters={"minptime": 10, "useinbandfec": 1},
     )
 
@@ -40,7 +56,8 @@ def _opus() -> RTCRtpCodecParameters:
 def _h264(profile: str, pt: int) -> RTCRtpCodecParameters:
     return RTCRtpCodecParameters(
         mimeType="video/H264", clockRate=90000, payloadType=pt,
-        rtcpFeedback=[RTCRtcpFeedback(type="nack"), RTCRtcpFeedback(type="nack", parameter="pli")],
+        rtcpFeedback=[RTCRtcpFeedback(type="transport-cc"), RTCRtcpFeedback(type="nack"),
+                      RTCRtcpFeedback(type="nack", parameter="pli")],
         parameters={"level-asymmetry-allowed": "1", "packetization-mode": "1", "profile-level-id": profile},
     )
 
@@ -50,10 +67,12 @@ def install_codec_policy() -> None:
     global _installed
     if _installed:
         return
+    rtp_patches.install()  # the implementation first: never advertise without it
     _codecs.CODECS["audio"][:] = [_opus(), _codecs.PCMU_CODEC, _codecs.PCMA_CODEC]
     _codecs.CODECS["video"][:] = [_h264(p, 102 + i) for i, p in enumerate(H264_PROFILES)]
-    _codecs.HEADER_EXTENSIONS["audio"][:] = [RTCRtpHeaderExtensionParameters(id=1, uri=MID_EXTENSION)]
-    _codecs.HEADER_EXTENSIONS["video"][:] = [RTCRtpHeaderExtensionParameters(id=1, uri=MID_EXTENSION)]
+    for kind, uris in EXTENSIONS.items():
+        _codecs.HEADER_EXTENSIONS[kind][:] = [
+            RTCRtpHeaderExtensionParameters(id=EXTENSION_IDS[uri], uri=uri) for uri in uris]
     _installed = True
 
 

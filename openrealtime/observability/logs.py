@@ -1,11 +1,36 @@
-"""Structured logging: `key=value` text lines or one JSON object per line."""
+"""Structured logging: `key=value` text lines or one JSON object per line.
+
+Every record carries the id of the call it was logged for (``record.call_id``, ``None`` outside
+a call). The id lives in a context variable: `RealtimeCall` sets it while a call is created and
+closed, and every asyncio task started from there (aiortc's ICE/DTLS/SCTP/RTP tasks, the
+session engine's tasks) inherits it, as do model-worker threads (`session.workers` runs them
+in a copy of the caller's context). A handler filter copies it onto each record, so JSON lines
+get a ``call_id`` field and text lines a ``call=...`` prefix.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import time
+
+call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("openrealtime_call_id", default=None)
+
+
+def set_call_id(call_id: str | None) -> contextvars.Token:
+    """Tag this task (and the tasks and threads it starts from now on) with `call_id`."""
+    return call_id_var.set(call_id)
+
+
+class CallIdFilter(logging.Filter):
+    """Adds ``record.call_id`` from the context of the code that logged (never drops a record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "call_id", None) is None:
+            record.call_id = call_id_var.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -14,6 +39,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "call_id": getattr(record, "call_id", None),
             "msg": record.getMessage(),
         }
         if record.exc_info:
@@ -21,12 +47,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """``time level logger [call=rtc_...] message``; the prefix is skipped if the message has it."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        call_id = getattr(record, "call_id", None)
+        if call_id and f"call={call_id}" not in line:
+            head = f"{self.formatTime(record)} {record.levelname} {record.name} "
+            if line.startswith(head):
+                return f"{head}call={call_id} {line[len(head):]}"
+        return line
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(CallIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

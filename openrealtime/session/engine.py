@@ -581,15 +581,21 @@ class SessionEngine:
         return prepare_client_item(item)
 
     def _attach_fresh_image(self) -> None:
-        """On response.create while video is live, the user's latest turn gets the freshest frame."""
+        """On response.create while video is live, the model looks: the freshest frame becomes a user
+        item (unless the latest user turn already carries one, e.g. a voice turn committed with it)."""
         last_user = next((i for i in reversed(self.conversation.items) if isinstance(i, UserMessageItem)), None)
-        if last_user is None or any(isinstance(p, InputImageContent) for p in last_user.content):
+        if last_user is not None and any(isinstance(p, InputImageContent) for p in last_user.content) \
+                and last_user is self.conversation.items[-1]:
             return
         snapshot = self.image_source() if self.image_source else None
-        if snapshot and self.images < self.limits.max_images:
-            last_user.content.append(InputImageContent(image_url=snapshot["image_url"],
-                                                       detail=snapshot.get("detail", "auto")))
-            self.images += 1
+        if not snapshot or self.images >= self.limits.max_images:
+            return
+        item = UserMessageItem(id=ids.item_id(), content=[
+            InputImageContent(image_url=snapshot["image_url"], detail=snapshot.get("detail", "auto"))])
+        previous = self.conversation.insert(item)
+        self.images += 1
+        self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
+        self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
 
     def _image_tokens(self, context: list[AnyItem]) -> int:
         if self.models is None or not self.models.llm.supports_images:

@@ -8,10 +8,14 @@ CTranslate2, llama.cpp) release the GIL while they compute.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from ..observability.metrics import observe_stage
 
 T = TypeVar("T")
 
@@ -30,8 +34,18 @@ def pool(stage: str) -> ThreadPoolExecutor:
         return _pools[stage]
 
 
+def queue_depths() -> dict[str, int]:
+    """Work submitted to each stage's pool and not yet started (for /metrics)."""
+    with _lock:
+        return {stage: p._work_queue.qsize() for stage, p in _pools.items()}
+
+
 async def run(stage: str, fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(pool(stage), fn, *args)
+    started = time.monotonic()
+    # a copy of the caller's context: the worker's log lines keep the call id
+    result = await asyncio.get_running_loop().run_in_executor(pool(stage), contextvars.copy_context().run, fn, *args)
+    observe_stage(stage, time.monotonic() - started)
+    return result
 
 
 async def stream(stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event) -> AsyncIterator[T]:
@@ -50,8 +64,10 @@ async def stream(stage: str, make: Callable[[], Iterator[T]], cancel: threading.
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    future = loop.run_in_executor(pool(stage), pump)
+    started = time.monotonic()
+    future = loop.run_in_executor(pool(stage), contextvars.copy_context().run, pump)
     drained = False
+    first = True
     try:
         while True:
             item = await queue.get()
@@ -60,6 +76,9 @@ async def stream(stage: str, make: Callable[[], Iterator[T]], cancel: threading.
                 break
             if isinstance(item, BaseException):
                 raise item
+            if first:  # llm: time to first token; tts: time to a clause's first audio (queueing included)
+                first = False
+                observe_stage(stage + "_first", time.monotonic() - started)
             yield item
     finally:
         if not drained:  # the consumer stopped early: tell the producer to stop too

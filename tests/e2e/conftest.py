@@ -1,28 +1,8 @@
-"""End-to-end fixtures: the real local model stack, loaded once per test session."""
+"""End-to-end helpers (the `model_stack` and `voice_server` fixtures live in tests/conftest.py)."""
 
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from openrealtime.api.embedded import embedded_server
-from openrealtime.config import Settings
-from tests.helpers import server_settings
-
-
-@pytest.fixture(scope="session")
-def model_stack():
-    from openrealtime.engines.stack import load_model_stack
-
-    stack = load_model_stack("default")
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-async def voice_server(model_stack):
-    async with embedded_server(server_settings(engine="local"), models=model_stack) as server:
-        yield server
 
 
 def speak_to_wav(path: Path, text: str, *, pad_after_s: float = 0.0) -> Path:

@@ -71,13 +71,12 @@ def test_second_turn_reuses_the_cached_prefix_and_is_fast(llm):
     first = run(llm, ChatRequest(messages=history, temperature=0.0, max_tokens=8))
     history += [{"role": "assistant", "content": text(first)},
                 {"role": "user", "content": "And of Spain? One word."}]
-    started = time.monotonic()
     second = run(llm, ChatRequest(messages=history, temperature=0.0, max_tokens=8))
-    elapsed = time.monotonic() - started
     done = second[-1]
+    # everything up to the first answer came from the KV cache: only the new turn was evaluated
     assert done.cached_tokens >= first[-1].input_tokens - 2, (done, first[-1])
+    assert done.input_tokens - done.cached_tokens < 30
     assert "Madrid" in text(second)
-    assert elapsed < 5.0
 
 
 def test_tool_call_is_streamed_as_tool_call_delta(llm):
@@ -98,7 +97,7 @@ def test_tool_result_turn_produces_an_answer(llm):
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 21, "sky": "clear"}'},
     ]
-    events = run(llm, ChatRequest(messages=messages, tools=[WEATHER_TOOL], temperature=0.0, max_tokens=60))
+    events = run(llm, ChatRequest(messages=messages, tools=[WEATHER_TOOL, TIMER_TOOL], temperature=0.0, max_tokens=40))
     assert "21" in text(events) and events[-1].reason == "stop"
 
 
@@ -114,7 +113,7 @@ def test_named_tool_choice_forces_that_tool(llm):
 
 def test_tool_choice_none_hides_the_tools(llm):
     events = run(llm, ChatRequest(messages=[{"role": "user", "content": "What's the weather like in Tokyo? Reply in one sentence."}],
-                                  tools=[WEATHER_TOOL], tool_choice="none", temperature=0.0, max_tokens=40))
+                                  tools=[WEATHER_TOOL, TIMER_TOOL], tool_choice="none", temperature=0.0, max_tokens=30))
     assert not any(isinstance(e, ToolCallDelta) for e in events)
     assert text(events).strip()
 
@@ -124,16 +123,17 @@ def test_cancel_stops_a_long_generation_promptly(llm):
     request = ChatRequest(messages=[{"role": "user", "content": "Count from 1 to 300, one number per line."}],
                           temperature=0.0, max_tokens=800)
     events = []
-    started = time.monotonic()
+    cancelled_at = None
     for event in llm.stream_chat(request, cancel):
         events.append(event)
-        if sum(isinstance(e, TextDelta) for e in events) == 5:
+        if cancelled_at is None and sum(isinstance(e, TextDelta) for e in events) == 5:
             cancel.set()
-    elapsed = time.monotonic() - started
+            cancelled_at = time.monotonic()
+    stop_latency = time.monotonic() - cancelled_at
     done = events[-1]
     assert done.reason == "cancelled"
-    assert done.output_tokens <= 6
-    assert elapsed < 5.0
+    assert done.output_tokens <= 6  # stopped at the next token, not at max_tokens
+    assert stop_latency < 2.0
 
 
 def test_max_tokens_ends_with_length(llm):
@@ -148,7 +148,7 @@ def test_waiting_request_can_be_cancelled_while_another_runs(llm):
 
     def long_one():
         for event in llm.stream_chat(ChatRequest(messages=[{"role": "user", "content": "Tell me a long story."}],
-                                                 temperature=0.0, max_tokens=40), threading.Event()):
+                                                 temperature=0.0, max_tokens=20), threading.Event()):
             first_started.set()
             results["first"] = event
 
@@ -168,3 +168,22 @@ def test_images_are_dropped_not_fatal(llm):
         {"type": "text", "text": "Say OK."},
         {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}}]}], temperature=0.0, max_tokens=5))
     assert events[-1].reason in ("stop", "length")
+
+
+def test_interleaved_sessions_keep_their_own_cached_history(llm):
+    histories = {
+        "sess_a": [{"role": "system", "content": "You are assistant A. The code word is apple."}],
+        "sess_b": [{"role": "system", "content": "You are assistant B. The code word is banana."}],
+    }
+    last = {}
+    for question in ("What is the code word? One word.", "Say it again, one word."):
+        for key, history in histories.items():
+            history.append({"role": "user", "content": question})
+            events = run(llm, ChatRequest(messages=history, temperature=0.0, max_tokens=6, session_key=key))
+            history.append({"role": "assistant", "content": text(events)})
+            last[key] = events[-1]
+    # on its second turn each session got its own history back from a KV snapshot
+    for key, done in last.items():
+        assert done.input_tokens - done.cached_tokens < 25, (key, done)
+    assert "apple" in histories["sess_a"][-1]["content"].lower()
+    assert "banana" in histories["sess_b"][-1]["content"].lower()

@@ -13,13 +13,18 @@ tool results are rendered as `<tool_call>` / `<tool_response>` text. Output is p
 tool_choice:
 * "auto" — tools offered, the model decides. If its only output is a call to a tool that was not
   offered, an unparsable call, or a repeat of a call whose result is already in the conversation
-  (small models loop), the reply is generated once more without tools.
+  (small models loop), the reply is generated once more with the same (cached) prompt and tool
+  calls banned by a logits processor (the `<tool_call>` token, and JSON/fence openings at the first
+  step), or with the tools left out when the tag is not a single token.
+  Tool results are shown as "<name> result: ...\nUse this result to answer the user." inside
+  Qwen's `<tool_response>`, which stops Qwen2.5-Coder-1.5B from re-issuing the call.
 * "none" — tools are not rendered at all (the model cannot see them); a stray call is dropped.
 * "required" — tools offered and the assistant turn is *pre-filled* with `<tool_call>\n{"name":`,
   so the model must pick a tool (more reliable than instructing); with a single tool this is the
   named case below. If no usable call comes out, it is re-prompted once (greedy decoding).
 * {"type": "function", "function": {"name": N}} — pre-filled up to `"arguments": `, so the model
-  only writes the arguments of N.
+  only writes the arguments of N. Named/required calls are not constrained by a grammar; a
+  malformed result is re-prompted once.
 
 Prompt caching: llama.cpp keeps the KV cache of the last evaluated sequence and
 `Llama.generate` reuses the longest common token prefix, so the system prompt (and a session's
@@ -71,7 +76,7 @@ MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct Q4_1 (plumbing tests only)",
 }
 
-# Qwen2.5's template, used when a GGUF carries no chat template of its own.
+# Plain ChatML, used when a GGUF carries no chat template of its own.
 CHATML_TEMPLATE = (
     "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
@@ -138,6 +143,13 @@ def fix_template(template: str) -> str:
     )
 
 
+def tool_result_text(name: str | None, content: str) -> str:
+    """How a tool result is shown to the model. Measured on Qwen2.5-Coder-1.5B: given the bare
+    result it often repeats the call (a loop); naming the tool and asking for an answer fixes it."""
+    label = f"{name} result" if name else "Tool result"
+    return f"{label}: {content}\nUse this result to answer the user."
+
+
 class PromptRenderer:
     """Chat messages (+tools) -> prompt text, via the GGUF chat template."""
 
@@ -165,6 +177,8 @@ class PromptRenderer:
         """OpenAI-style messages -> what chat templates expect (string content, dict arguments)."""
         out: list[dict[str, Any]] = []
         images = 0
+        call_names = {call.get("id"): (call.get("function") or call).get("name")
+                      for msg in messages for call in (msg.get("tool_calls") or [])}
         for msg in messages:
             role = msg.get("role", "user")
             if role == "developer":
@@ -187,6 +201,7 @@ class PromptRenderer:
                         + "\n</tool_call>" for c in calls)
                     out.append({"role": "assistant", "content": (text + rendered).strip()})
             elif role == "tool":
+                text = tool_result_text(call_names.get(msg.get("tool_call_id")), text)
                 if self.native_tools:
                     out.append({"role": "tool", "content": text, "tool_call_id": msg.get("tool_call_id")})
                 else:
@@ -257,16 +272,6 @@ class _Run:
     repeated: int = 0  # tool calls dropped as repeats of already-answered calls
 
 
-def _ban_tokens(token_ids: list[int]):
-    from llama_cpp import LogitsProcessorList
-
-    def processor(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        scores[token_ids] = -np.inf
-        return scores
-
-    return LogitsProcessorList([processor])
-
-
 def _canonical_args(arguments: Any) -> str:
     obj = _arguments_obj(arguments)
     try:
@@ -324,7 +329,7 @@ class LlamaCppLLM:
                 "(it builds from source, ~7 min on 2 cores; needs cmake and a C++ compiler)"
             ) from exc
         self._lib = llama_cpp
-        self.model_name = model if model_path is None else Path(model_path).name
+        self.model_name = Path(model_path or model).name if (model_path or model.endswith(".gguf")) else model
         self.model_path = Path(model_path) if model_path else resolve_model_path(model, progress)
         self.n_threads = n_threads or _cores()
         self.default_system_prompt = default_system_prompt
@@ -346,6 +351,7 @@ class LlamaCppLLM:
         self.renderer = PromptRenderer(template, bos_token=self._bos_text, eos_token=self._eos_text)
         open_tokens = self._llm.tokenize(OPEN.encode(), add_bos=False, special=True)
         self._tool_open_token: int | None = open_tokens[0] if len(open_tokens) == 1 else None
+        self._json_start_tokens: np.ndarray | None = None
         self._lock = threading.Lock()
         self._snapshots = _SnapshotCache(session_snapshots, snapshot_bytes) if session_snapshots > 0 else None
         self._live_owner: str | None = None  # the session whose history the live KV cache holds
@@ -463,6 +469,31 @@ class LlamaCppLLM:
             log.exception("could not restore a KV snapshot; evaluating the prompt in full")
             self._llm.reset()
 
+    def _no_call_processor(self):
+        """Logits processor for a retry that must answer in words: bans the tool-call tag at every
+        step and JSON / code-fence openings at the first step (with the tag banned, looping small
+        models write the same call as bare JSON instead)."""
+        from llama_cpp import LogitsProcessorList
+
+        if self._json_start_tokens is None:
+            starts = []
+            for token in range(self._llm.n_vocab()):
+                piece = self._llm.detokenize([token]).lstrip()
+                if piece[:1] in (b"{", b"`", b"[", b"<"):
+                    starts.append(token)
+            self._json_start_tokens = np.asarray(starts, dtype=np.int64)
+        always = [self._tool_open_token]
+        first_step = self._json_start_tokens
+        state: dict[str, int] = {}
+
+        def processor(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            scores[always] = -np.inf
+            if state.setdefault("start", len(input_ids)) == len(input_ids):
+                scores[first_step] = -np.inf
+            return scores
+
+        return LogitsProcessorList([processor])
+
     def forget_session(self, session_key: str) -> None:
         """Drop a finished session's KV snapshot (optional; the LRU evicts it anyway)."""
         if self._snapshots is not None:
@@ -502,7 +533,8 @@ class LlamaCppLLM:
             first = run
             run = _Run()
             if self._tool_open_token is not None:
-                yield from self._run_once(tokens, "", [], request, cancel, run, ban=[self._tool_open_token])
+                yield from self._run_once(tokens, "", names, request, cancel, run,
+                                          logits_processor=self._no_call_processor())
             else:
                 retry = ChatRequest(messages=request.messages, tools=[], tool_choice="none",
                                     max_tokens=request.max_tokens, temperature=request.temperature,
@@ -536,7 +568,7 @@ class LlamaCppLLM:
                        cached_tokens=run.cached_tokens)
 
     def _run_once(self, tokens: list[int], prefill: str, names: list[str], request: ChatRequest,
-                  cancel: threading.Event, run: _Run, ban: list[int] | None = None) -> Iterator[LlmEvent]:
+                  cancel: threading.Event, run: _Run, logits_processor: Any = None) -> Iterator[LlmEvent]:
         """Generate for one prompt, streaming parsed events; fills `run` with the outcome."""
         live = self._llm.input_ids[: self._llm.n_tokens]
         run.input_tokens = len(tokens)
@@ -568,7 +600,7 @@ class LlamaCppLLM:
             min_p=0.0,
             repeat_penalty=1.05,
             reset=True,
-            logits_processor=_ban_tokens(ban) if ban else None,
+            logits_processor=logits_processor,
         )
         run.reason = "length"
         try:
@@ -601,6 +633,9 @@ class LlamaCppLLM:
                                         {"role": "user", "content": "Hi"}], max_tokens=1, temperature=0.0)
         for _ in self.stream_chat(request, threading.Event()):
             pass
+        if self._tool_open_token is not None:
+            with self._lock:
+                self._no_call_processor()  # scans the vocabulary once (~0.5 s), not mid-reply
 
     def close(self) -> None:
         with self._lock:

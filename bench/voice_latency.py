@@ -1,0 +1,157 @@
+"""Voice-to-voice latency: end of speech in the file → first reply audio frame received.
+
+    python bench/voice_latency.py [--profiles default,fast] [--questions 6] [--silence-ms 300]
+
+For each profile, the real local stack is loaded once and served in this process; an aiortc
+client (openrealtime.client.rtc) speaks generated questions (Piper voice) into its microphone
+track and times the first voiced frame on the server's audio track. In the same run, a naive
+sequential cascade of the same models (hangover → ASR → full LLM answer → TTS of the whole
+answer) is timed on the same audio, and the ratio printed. Also prints RSS with models loaded
+and the outbound RTP frame pacing (late frames) seen while inference ran.
+
+Targets (2-core CPU): default p50 ≤ 1.2 s with silence_duration_ms 300, fast p50 ≤ 0.9 s, and
+≤ 0.6× the naive cascade. Loopback only; bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from openrealtime.api.embedded import embedded_server  # noqa: E402
+from openrealtime.client.rtc import RealtimeRtcClient  # noqa: E402
+from openrealtime.config import Settings  # noqa: E402
+from openrealtime.engines.base import ChatRequest  # noqa: E402
+from openrealtime.engines.stack import load_model_stack  # noqa: E402
+from openrealtime.session.audio_convert import resample_f32  # noqa: E402
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many days are in a week?",
+    "What color is the sky on a clear day?",
+    "What is two plus two?",
+    "Who wrote Romeo and Juliet?",
+    "What is the largest planet in our solar system?",
+    "How many legs does a spider have?",
+    "What language is spoken in Brazil?",
+]
+INSTRUCTIONS = "You are a helpful voice assistant. Answer in one short sentence."
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def synth(stack, text: str) -> np.ndarray:
+    """Piper speech at 48 kHz float32."""
+    audio = np.concatenate(list(stack.tts.synthesize(text, voice="alloy", speed=1.0, cancel=threading.Event())))
+    return resample_f32(audio, stack.tts.sample_rate, 48000)
+
+
+def speech_end_s(audio48: np.ndarray) -> float:
+    """Time of the last sample above -40 dBFS (the end of speech in the file)."""
+    loud = np.nonzero(np.abs(audio48) > 0.01)[0]
+    return (loud[-1] + 1) / 48000 if loud.size else 0.0
+
+
+async def measure_server(stack, questions: list[np.ndarray], silence_ms: int) -> tuple[list[float], dict]:
+    settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local")
+    latencies: list[float] = []
+    async with embedded_server(settings, models=stack) as server:
+        session = {"type": "realtime", "instructions": INSTRUCTIONS,
+                   "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}}}}
+        client = RealtimeRtcClient(server.url, session=session)
+        await client.connect()
+        await client.next_event("session.created")
+        await asyncio.sleep(0.5)
+        call = next(iter(server.state.calls.all()))
+        late_before = call.audio_out.late_frames
+        for audio in questions:
+            client.audio.first_voiced_at = None
+            pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+            # wait until the mic track is about to send the first frame of this question
+            start = time.monotonic() + client.mic.pending_s
+            client.mic.play(pcm)
+            speech_end = start + speech_end_s(audio)
+            done = await client.next_event("response.done", timeout=60)
+            deadline = time.monotonic() + 10
+            while client.audio.first_voiced_at is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if client.audio.first_voiced_at is not None and done["response"]["status"] == "completed":
+                latencies.append(client.audio.first_voiced_at - speech_end)
+            await client.next_event("output_audio_buffer.stopped", timeout=60)
+            await asyncio.sleep(0.3)
+        info = {"late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent}
+        await client.close()
+    return latencies, info
+
+
+def naive_cascade(stack, audio48: np.ndarray, silence_ms: int) -> float:
+    """Sequential: VAD hangover, then ASR of the utterance, the whole LLM answer, then TTS of it all."""
+    t0 = time.monotonic()
+    time.sleep(silence_ms / 1000)
+    text = stack.stt.transcribe(resample_f32(audio48, 48000, 16000)).text
+    request = ChatRequest(messages=[{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": text}],
+                          max_tokens=128)
+    answer = "".join(getattr(d, "text", "") for d in stack.llm.stream_chat(request, threading.Event()))
+    chunks = list(stack.tts.synthesize(answer, voice="alloy", speed=1.0, cancel=threading.Event()))
+    assert chunks
+    return time.monotonic() - t0
+
+
+async def run(profiles: list[str], count: int, silence_ms: int) -> None:
+    print(f"voice latency bench: {count} questions, silence_duration_ms={silence_ms}, cores={os.cpu_count()}")
+    rows = []
+    for profile in profiles:
+        t = time.monotonic()
+        stack = load_model_stack(profile)
+        load_s = time.monotonic() - t
+        questions = [synth(stack, q) for q in QUESTIONS[:count]]
+        ours, info = await measure_server(stack, questions, silence_ms)
+        naive = [naive_cascade(stack, q, silence_ms) for q in questions]
+        rows.append((profile, ours, naive, rss_mb(), load_s, info))
+        stack.close()
+    print()
+    print(f"{'profile':8} {'p50 s':>7} {'p95 s':>7} {'naive p50':>10} {'ratio':>6} {'RSS MB':>7} {'load s':>7} "
+          f"{'late frames':>11}  target")
+    for profile, ours, naive, rss, load_s, info in rows:
+        p50, p95, n50 = pct(ours, 50), pct(ours, 95), pct(naive, 50)
+        target = 1.2 if profile == "default" else 0.9
+        ok = "ok" if p50 <= target and p50 <= 0.6 * n50 else "MISSED"
+        print(f"{profile:8} {p50:7.3f} {p95:7.3f} {n50:10.3f} {p50 / n50:6.2f} {rss:7.0f} {load_s:7.1f} "
+              f"{info['late_frames']:>5}/{info['frames']:<5}  p50 ≤ {target} s and ≤ 0.6× naive: {ok}")
+        print(f"         samples: {', '.join(f'{x:.2f}' for x in ours)} | naive: {', '.join(f'{x:.2f}' for x in naive)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profiles", default="default,fast")
+    parser.add_argument("--questions", type=int, default=6)
+    parser.add_argument("--silence-ms", type=int, default=300)
+    parser.add_argument("--deadline", type=float, default=900)
+    args = parser.parse_args()
+    asyncio.run(asyncio.wait_for(run(args.profiles.split(","), args.questions, args.silence_ms), args.deadline))
+
+
+if __name__ == "__main__":
+    main()

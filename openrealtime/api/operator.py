@@ -1,0 +1,58 @@
+"""Operator routes: `GET /metrics` (Prometheus) and the live-calls admin API.
+
+`GET /v1/realtime/calls` and `GET /v1/realtime/calls/{id}` need a server API key (ephemeral
+`ek_` keys are refused). `/metrics` is open when the server has no API keys configured (a
+loopback bind) and otherwise needs one too (Prometheus: `authorization: {credentials: KEY}`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..observability.metrics import build_registry, render
+from ..observability.monitor import CallMonitor
+from .errors import ApiError
+from .state import ServerState
+
+router = APIRouter()
+
+
+def install(app: FastAPI, state: ServerState) -> None:
+    """Attach the call monitor and the metrics registry to `app` and add the routes."""
+    monitor = CallMonitor(state.calls)
+    app.state.monitor = monitor
+    app.state.metrics_registry = build_registry(state, monitor)
+    app.include_router(router)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    if state.auth.api_keys:
+        state.auth(request)
+    body, content_type = await render(request.app.state.metrics_registry, request.app.state.monitor)
+    return Response(body, media_type=content_type)
+
+
+@router.get("/v1/realtime/calls")
+async def list_calls(request: Request) -> JSONResponse:
+    state: ServerState = request.app.state.server
+    state.auth(request)
+    monitor: CallMonitor = request.app.state.monitor
+    await monitor.refresh()
+    calls = sorted(state.calls.all(), key=lambda c: c.stats.created)
+    return JSONResponse({"object": "list", "data": [monitor.describe(c) for c in calls]})
+
+
+@router.get("/v1/realtime/calls/{call_id}")
+async def get_call(call_id: str, request: Request) -> JSONResponse:
+    state: ServerState = request.app.state.server
+    state.auth(request)
+    call = state.calls.get(call_id)
+    if call is None:
+        raise ApiError(404, f"Call '{call_id}' not found (it may have ended already).", code="call_not_found",
+                       param="call_id")
+    monitor: CallMonitor = request.app.state.monitor
+    await monitor.refresh()
+    return JSONResponse(monitor.describe(call, events=True))
