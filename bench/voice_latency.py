@@ -86,6 +86,7 @@ async def measure_server(stack, questions: list[np.ndarray], silence_ms: int) ->
         await asyncio.sleep(0.5)
         call = next(iter(server.state.calls.all()))
         late_before = call.audio_out.late_frames
+        call.audio_out.reset_pacing_stats()
         for audio in questions:
             client.audio.first_voiced_at = None
             pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
@@ -101,7 +102,8 @@ async def measure_server(stack, questions: list[np.ndarray], silence_ms: int) ->
                 latencies.append(client.audio.first_voiced_at - speech_end)
             await client.next_event("output_audio_buffer.stopped", timeout=60)
             await asyncio.sleep(0.3)
-        info = {"late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent}
+        info = {"late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent,
+                "max_gap_ms": call.audio_out.max_gap_s * 1000, "gaps_over_40ms": call.audio_out.gaps_over_40ms}
         await client.close()
     return latencies, info
 
@@ -141,6 +143,8 @@ async def run(profiles: list[str], count: int, silence_ms: int) -> None:
         print(f"{profile:8} {p50:7.3f} {p95:7.3f} {n50:10.3f} {p50 / n50:6.2f} {rss:7.0f} {load_s:7.1f} "
               f"{info['late_frames']:>5}/{info['frames']:<5}  p50 ≤ {target} s and ≤ 0.6× naive: {ok}")
         print(f"         samples: {', '.join(f'{x:.2f}' for x in ours)} | naive: {', '.join(f'{x:.2f}' for x in naive)}")
+        print(f"         outbound RTP pacing while models ran: max inter-frame gap {info['max_gap_ms']:.1f} ms, "
+              f"{info['gaps_over_40ms']} gaps > 40 ms of {info['frames']} frames (target: max ≤ 40 ms)")
 
 
 def main() -> None:

@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local: offline models; echo: plays the caller's audio back (OPENREALTIME_ENGINE)")
     serve.add_argument("--profile", choices=["default", "fast", "test"], default=_env("PROFILE", "default"),
                        help="local model profile (OPENREALTIME_PROFILE)")
+    for stage, what in (("llm", "chat completions"), ("stt", "audio transcriptions"), ("tts", "audio speech")):
+        env = stage.upper()
+        serve.add_argument(f"--{stage}-url", default=_env(f"{env}_URL"),
+                           help=f"OpenAI-compatible server for {what}, e.g. http://host:8080/v1 "
+                                f"(OPENREALTIME_{env}_URL); default: the local model")
+        serve.add_argument(f"--{stage}-key", default=_env(f"{env}_KEY"), help=f"its API key (OPENREALTIME_{env}_KEY)")
+        serve.add_argument(f"--{stage}-model", default=_env(f"{env}_MODEL"),
+                           help=f"its model name (OPENREALTIME_{env}_MODEL); default: the one it serves")
+    serve.add_argument("--tts-voice", default=_env("TTS_VOICE"), help="voice for --tts-url (OPENREALTIME_TTS_VOICE)")
+    serve.add_argument("--llm-no-images", action="store_true", default=_env_bool("LLM_NO_IMAGES"),
+                       help="the --llm-url model cannot take images (OPENREALTIME_LLM_NO_IMAGES=1)")
     serve.add_argument("--insecure-no-auth", action="store_true", default=_env_bool("INSECURE_NO_AUTH"),
                        help="allow a public bind without API keys (OPENREALTIME_INSECURE_NO_AUTH=1)")
     serve.add_argument("--connect-timeout", type=float, default=float(_env("CONNECT_TIMEOUT", "15")),
@@ -76,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    remote = {f"{stage}_{field}": getattr(args, f"{stage}_{field}", None)
+              for stage in ("llm", "stt", "tts") for field in ("url", "key", "model")}
     return Settings(
+        **remote,
+        tts_voice=getattr(args, "tts_voice", None),
+        llm_images=not getattr(args, "llm_no_images", False),
         host=args.host,
         port=args.port,
         api_keys=args.api_keys if args.api_keys is not None else _env_list("API_KEYS"),

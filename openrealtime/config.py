@@ -24,6 +24,22 @@ class Settings:
     max_calls: int = 64
     echo_delay_s: float = 0.3
     max_body_bytes: int = 1024 * 1024
+    # Remote OpenAI-compatible model servers, per stage (None: the local engine of --profile)
+    llm_url: str | None = None
+    llm_key: str | None = None
+    llm_model: str | None = None
+    llm_images: bool = True
+    stt_url: str | None = None
+    stt_key: str | None = None
+    stt_model: str | None = None
+    tts_url: str | None = None
+    tts_key: str | None = None
+    tts_model: str | None = None
+    tts_voice: str | None = None
+
+    @property
+    def remote_stages(self) -> dict[str, str]:
+        return {k: v for k, v in (("llm", self.llm_url), ("stt", self.stt_url), ("tts", self.tts_url)) if v}
 
     @property
     def is_loopback(self) -> bool:

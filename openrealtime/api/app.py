@@ -27,13 +27,23 @@ async def _load_models(state: ServerState) -> None:
     """Load and warm the model stack in a worker thread, then mark the server ready."""
     settings = state.settings
     if settings.engine == "local" and state.models is None:
-        from ..engines.stack import load_model_stack
+        from ..engines.mixed import load_mixed_stack
 
         def progress(stage: str, message: str) -> None:
             log.info("models stage=%s %s", stage, message)
 
-        state.models = await asyncio.to_thread(load_model_stack, settings.profile, progress=progress)
+        state.models = await asyncio.to_thread(
+            lambda: load_mixed_stack(
+                settings.profile, progress=progress,
+                llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
+                stt_url=settings.stt_url, stt_key=settings.stt_key, stt_model=settings.stt_model,
+                tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model,
+                tts_voice=settings.tts_voice, llm_supports_images=settings.llm_images))
         state.owns_models = True
+        from ..session import workers
+
+        for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("tts", state.models.tts)):
+            workers.configure(stage, getattr(engine, "max_concurrency", 1))
     state.ready = True
     log.info("ready engine=%s advertise=%s", settings.engine, ",".join(a for _, a in state.ice.addresses))
 

@@ -106,7 +106,8 @@ def load_mixed_stack(
             model = _pick_model(endpoint, listed, default="whisper-1", hints=_STT_HINTS)
         else:
             model = _pick_model(endpoint, listed, default="tts-1", hints=_TTS_HINTS)
-        endpoints[role] = RemoteEndpoint(endpoint.base_url, api_key=endpoint.api_key, model=model, role=role)
+        endpoints[role] = RemoteEndpoint(endpoint.base_url, api_key=endpoint.api_key, model=model, role=role,
+                                         read_timeout_s=120.0 if role == "llm" else 60.0)
 
     started = time.monotonic()
     timings: dict[str, float] = {}

@@ -153,7 +153,8 @@ def load_model_stack(
         t0 = time.monotonic()
         report("tts", "loading the voice")
         tts_threads = max(1, cores // 2)  # TTS runs while the LLM is still generating
-        voice: PiperTTS | EspeakTTS = PiperTTS(threads=tts_threads) if chosen.tts == "piper" else load_tts("espeak")
+        # Piper, or the espeak-ng formant voice when the Piper voice package is missing
+        voice: PiperTTS | EspeakTTS = load_tts(chosen.tts, threads=tts_threads)
         loaded.append(voice)
         if warm:
             report("tts", "warming up")
@@ -179,5 +180,6 @@ def load_model_stack(
         "tts": voice.describe(),
         "load_seconds": f"{total:.1f}",
     }
-    report("stack", "ready in %.1f s (%s)" % (total, ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())))
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+    report("stack", f"ready in {total:.1f} s ({stages})")
     return ModelStack(vad=vad, stt=stt, llm=lm, tts=voice, description=description)

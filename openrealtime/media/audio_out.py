@@ -57,6 +57,9 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.frames_with_audio = 0
         self.late_frames = 0
+        self.max_gap_s = 0.0  # longest interval between two frames handed to the encoder
+        self.gaps_over_40ms = 0
+        self._last_out: float | None = None
 
     # ---- producer side (event loop thread) --------------------------------------------------
     def set_listener(self, listener: PlayoutListener | None) -> None:
@@ -146,7 +149,18 @@ class OutboundAudioTrack(MediaStreamTrack):
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = _TIME_BASE
         self.frames_sent += 1
+        out_at = time.monotonic()
+        if self._last_out is not None:
+            gap = out_at - self._last_out
+            self.max_gap_s = max(self.max_gap_s, gap)
+            if gap > 0.040:
+                self.gaps_over_40ms += 1
+        self._last_out = out_at
         return frame
+
+    def reset_pacing_stats(self) -> None:
+        self.max_gap_s = 0.0
+        self.gaps_over_40ms = 0
 
     def next_frame(self) -> bytes:
         """The next 20 ms of PCM to send (silence when idle); drives the playout events."""

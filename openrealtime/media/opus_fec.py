@@ -44,6 +44,7 @@ SEND_PACKET_LOSS_PERCENT = 10
 SEND_COMPLEXITY = 5
 VALID_RATES = (8000, 12000, 16000, 24000, 48000)
 MAX_FRAME_MS = 120
+LATE_RUN_RESYNC = 10  # this many "late" packets in a row means the sequence jumped back
 
 _NOTHING: tuple[bool, None] = (False, None)
 _lib: ctypes.CDLL | None = None
@@ -177,6 +178,8 @@ class OpusReceiveBuffer:
         self._last_n = SAMPLES_PER_FRAME  # output samples of the last frame
         self._held: dict[int, Any] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._ssrc = -1
+        self._late_run = 0
 
     # ---- aiortc JitterBuffer interface ---------------------------------------------------------
     @property
@@ -197,9 +200,12 @@ class OpusReceiveBuffer:
         self.stats.packets += 1
         seq = packet.sequence_number
         last = self._last_seq
-        if last < 0:
-            if not self._open():
+        if last < 0 or packet.ssrc != self._ssrc:
+            if last < 0 and not self._open():
                 return
+            if last >= 0:  # a new SSRC: the sender restarted its stream
+                self._restart()
+            self._ssrc = packet.ssrc
             ext = self._last_ext = self._next = seq
             self._last_seq = seq
         else:
@@ -212,6 +218,7 @@ class OpusReceiveBuffer:
                 ext = self._last_ext + d - 0x10000
         nxt = self._next
         if ext == nxt:
+            self._late_run = 0
             self._play(packet)
             self._next = nxt + 1
             if self._held:  # this one filled a gap in time
@@ -219,12 +226,19 @@ class OpusReceiveBuffer:
                 self._drain()
             return
         if ext < nxt:
-            self.stats.late += 1
+            self._late_run += 1
+            if self._late_run < LATE_RUN_RESYNC:
+                self.stats.late += 1
+                return
+            self._restart()  # same SSRC, this many "late" in a row: the sequence jumped back
+            self._last_seq = seq
+            self._last_ext = seq
+            self._play(packet)
+            self._next = seq + 1
             return
-        if ext - nxt > self.resync_packets:  # a new stream (or a very long outage): start over
-            self.stats.resyncs += 1
-            self._release_held()
-            self._next_ts = None
+        self._late_run = 0
+        if ext - nxt > self.resync_packets:  # a very long outage or a jump: start over there
+            self._restart()
             self._play(packet)
             self._next = ext + 1
             return
@@ -237,6 +251,12 @@ class OpusReceiveBuffer:
             self._give_up()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.reorder_s, self._on_timer)
+
+    def _restart(self) -> None:
+        self.stats.resyncs += 1
+        self._late_run = 0
+        self._release_held()
+        self._next_ts = None
 
     def _drain(self) -> None:
         """Play held packets that are now in order; give up on the next gap if it is due."""

@@ -266,8 +266,8 @@ def apply_session_update(
         raise ProtocolError(
             f"Cannot change the session type from '{current.type}' to '{update['type']}'.",
             code="invalid_value", param="session.type")
-    if "model" in update and update["model"] != getattr(current, "model", update["model"]):
-        raise ProtocolError("Cannot update a session's model.", code="invalid_value", param="session.model")
+    # `model` is accepted (and becomes the session's label): the Agents SDK sends its own default model
+    # in every session.update, whatever the connection URL said; every name maps onto the same local stack.
     if voice_locked:
         new_voice = (((update.get("audio") or {}).get("output") or {}).get("voice"))
         old_voice = current.audio.output.voice if isinstance(current, RealtimeSessionConfig) else None

@@ -105,6 +105,7 @@ class SessionEngine:
         self._vad_busy = False
         self._echo_ids = (ids.response_id(), ids.item_id())
         self._tasks: set[asyncio.Task] = set()
+        self._overflow_reported = False
         self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0}
         self._apply_config()
         if transport.audio_out is not None:
@@ -201,8 +202,14 @@ class SessionEngine:
             self._echo(pcm)
             return
         self.buffer.append(pcm)
-        if self.buffer.overflowed and not self.turn.speaking:
-            pass  # VAD mode trims below; manual mode keeps the newest max_input_buffer_ms
+        if self.buffer.overflowed and not self._overflow_reported:
+            self._overflow_reported = True
+            self.send_error(ProtocolError(
+                f"The input audio buffer exceeded {self.limits.max_input_buffer_ms // 1000} s without a commit; "
+                "the oldest audio is being dropped. Commit (input_audio_buffer.commit) or clear it.",
+                code="input_audio_buffer_overflow", param="audio"))
+        elif not self.buffer.overflowed:
+            self._overflow_reported = False
         if self.config.audio.input.turn_detection is not None and self._vad_stream is not None:
             frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
             frame.planes[0].update(pcm)

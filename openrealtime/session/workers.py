@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 _STAGES = ("vad", "asr", "llm", "tts")
 _pools: dict[str, ThreadPoolExecutor] = {}
+_sizes: dict[str, int] = {}
 _lock = threading.Lock()
 _DONE = object()
 
@@ -30,8 +31,18 @@ def pool(stage: str) -> ThreadPoolExecutor:
         if stage not in _pools:
             if stage not in _STAGES:
                 raise ValueError(f"unknown stage {stage!r}")
-            _pools[stage] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"or-{stage}")
+            _pools[stage] = ThreadPoolExecutor(max_workers=_sizes.get(stage, 1), thread_name_prefix=f"or-{stage}")
         return _pools[stage]
+
+
+def configure(stage: str, max_workers: int) -> None:
+    """Size a stage's pool: 1 for an in-process model (it computes one request at a time), more for
+    a remote server that batches concurrent requests. Takes effect for a pool not yet created."""
+    with _lock:
+        _sizes[stage] = max(1, int(max_workers))
+        old = _pools.pop(stage, None)
+    if old is not None:
+        old.shutdown(wait=False)
 
 
 def queue_depths() -> dict[str, int]:

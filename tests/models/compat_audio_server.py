@@ -59,7 +59,6 @@ def create_app(stt, tts, *, api_key: str | None = None) -> FastAPI:
     """`stt`/`tts`: our `SpeechToText` / `TextToSpeech` engines."""
     app = FastAPI()
     app.state.requests = []  # (path, fields) for tests that inspect what clients sent
-    lock = threading.Lock()  # one synthesis at a time (the Piper session is single-threaded here)
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
@@ -118,12 +117,11 @@ def create_app(stt, tts, *, api_key: str | None = None) -> FastAPI:
         def chunks():
             if fmt == "wav":
                 yield _streamed_wav_header(WAV_RATE)
-            try:
-                with lock:
-                    for audio in tts.synthesize(text, voice=str(body.get("voice") or ""), speed=speed, cancel=cancel):
-                        if fmt == "wav":
-                            audio = resample(audio, tts.sample_rate, WAV_RATE)
-                        yield (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+            try:  # no lock held across yields: a client that hangs up leaves this generator suspended
+                for audio in tts.synthesize(text, voice=str(body.get("voice") or ""), speed=speed, cancel=cancel):
+                    if fmt == "wav":
+                        audio = resample(audio, tts.sample_rate, WAV_RATE)
+                    yield (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
             finally:
                 cancel.set()
 

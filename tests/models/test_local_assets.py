@@ -34,7 +34,7 @@ def test_whisper_base_assembles_verified_and_is_idempotent(cache):
         assert (directory / name).is_file()
     # progress: starts at 0, never goes backwards, ends exactly at the total
     assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1]
-    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))
+    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:], strict=False))
     marker = json.loads((directory / "model.bin.verified.json").read_text())
     assert marker["sha256"] == assets.WHISPER_BASE.sha256
     assert not list(directory.glob("*.tmp"))  # no temp files left behind

@@ -309,6 +309,12 @@ def audio_server(tmp_path_factory):
     stop_server(proc)
 
 
+def sent_requests(audio_server: str) -> list:
+    """What the audio server received: [(route, fields), ...]."""
+    return httpx.get(audio_server.removesuffix("/v1") + "/debug/requests",
+                     headers={"Authorization": "Bearer sk-test"}).json()
+
+
 @pytest.fixture(scope="module")
 def spoken(audio_server):
     """'What is the capital of France?' from the remote TTS (PCM), with arrival times."""
@@ -331,7 +337,7 @@ def test_tts_streams_pcm(spoken, audio_server):
     audio = np.concatenate(chunks)
     assert 1.5 < audio.size / 24000 < 8 and np.abs(audio).max() > 0.1
     assert times[0] < times[-1]  # the first audio came before the end of the reply
-    sent = httpx.get(audio_server.removesuffix("/v1") + "/debug/requests").json()
+    sent = sent_requests(audio_server)
     assert sent[-1][1]["response_format"] == "pcm" and sent[-1][1]["voice"] == "alloy"
     assert "speed" not in sent[-1][1]
 
@@ -343,7 +349,7 @@ def test_tts_falls_back_to_streamed_wav(spoken, audio_server):
     chunks = list(tts.synthesize("What is the capital of France? I would like to know, please.", voice="alloy",
                                  speed=1.25, cancel=threading.Event()))
     assert tts.response_format == "wav"  # after the server's 400 to "pcm"
-    sent = httpx.get(audio_server.removesuffix("/v1") + "/debug/requests").json()
+    sent = sent_requests(audio_server)
     assert [s[1]["response_format"] for s in sent[-2:]] == ["pcm", "wav"]
     assert sent[-1][1]["voice"] == "echo" and sent[-1][1]["speed"] == 1.25  # --tts-voice wins
     audio = np.concatenate(chunks)  # 22.05 kHz WAV resampled to 24 kHz; faster speech is shorter
@@ -368,7 +374,7 @@ def test_stt_transcribes_over_http(spoken, audio_server):
     assert "capital" in words and "france" in words, transcript
     assert transcript.language == "en" and transcript.audio_seconds == pytest.approx(audio16.size / 16000)
     assert transcript.input_tokens == round(transcript.audio_seconds * 10) and transcript.output_tokens > 0
-    sent = httpx.get(audio_server.removesuffix("/v1") + "/debug/requests").json()[-1][1]
+    sent = sent_requests(audio_server)[-1][1]
     assert sent == {"model": "whisper-1", "response_format": "json", "language": "en", "prompt": "Geography questions."}
     bad_key = OpenAICompatSTT(RemoteEndpoint(audio_server, api_key="wrong", role="stt"))
     with pytest.raises(RemoteEngineError, match="401.*check --stt-key"):
@@ -389,14 +395,35 @@ def test_load_mixed_stack(llm_server, audio_server):
         load_mixed_stack("test", stt_url=audio_server)
 
     steps = []
-    stack = load_mixed_stack("test", llm_url=llm_server["url"], llm_model="qwen", stt_url=audio_server,
+    stack = load_mixed_stack("test", llm_url=llm_server["url"], llm_model="qwen-fc", stt_url=audio_server,
                              stt_key="sk-test", tts_url=audio_server, tts_key="sk-test", tts_voice="nova",
                              progress=lambda stage, message: steps.append(stage))
     try:
-        assert isinstance(stack.llm, OpenAICompatLLM) and stack.llm.model == "qwen"
+        assert isinstance(stack.llm, OpenAICompatLLM) and stack.llm.model == "qwen-fc"
         assert isinstance(stack.stt, OpenAICompatSTT) and stack.stt.model == "whisper-1"
         assert isinstance(stack.tts, OpenAICompatTTS) and stack.tts.model == "tts-1" and stack.tts.voice == "nova"
         assert "Silero" in stack.description["vad"] and "OpenAI-compatible" in stack.description["llm"]
         assert {"vad", "stt", "llm", "tts", "stack"} <= set(steps)
     finally:
         stack.close()
+
+
+async def test_server_routes_a_turn_to_the_remote_llm(llm_server):
+    """`openrealtime serve --llm-url …`: a text turn over WebRTC is answered by the remote server."""
+    from openrealtime.api.embedded import embedded_server
+    from openrealtime.client.rtc import RealtimeRtcClient
+    from tests.helpers import server_settings
+
+    settings = server_settings(engine="local", profile="test", llm_url=llm_server["url"], llm_model="qwen")
+    async with embedded_server(settings) as server:
+        assert "OpenAI-compatible" in server.state.models.description["llm"]
+        client = RealtimeRtcClient(server.url, session={"type": "realtime", "output_modalities": ["text"],
+                                                        "instructions": "Answer in one word."})
+        await client.connect()
+        await client.next_event("session.created")
+        client.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "What is the capital of France?"}]}})
+        client.send({"type": "response.create"})
+        done = await client.next_event("response.done", timeout=60)
+        assert "paris" in done["response"]["output"][0]["content"][0]["text"].lower()
+        await client.close()

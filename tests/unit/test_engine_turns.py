@@ -291,3 +291,18 @@ async def test_websocket_transport_gets_audio_deltas():
     assert deltas and sum(len(base64.b64decode(d["delta"])) for d in deltas) > 0
     assert "output_audio_buffer.started" not in t.types()
     assert isinstance(engine.config, RealtimeSessionConfig)
+
+
+async def test_input_buffer_overflow_is_an_error_not_a_crash():
+    from openrealtime.session.engine import SessionLimits
+
+    transport = RecordingTransport()
+    config = parse_session_config({"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+    engine = SessionEngine(transport, config, models=fake_stack(), limits=SessionLimits(max_input_buffer_ms=1000))
+    engine.start()
+    await feed(engine, speech(1500))
+    errors = transport.of("error")
+    assert len(errors) == 1 and errors[0]["error"]["code"] == "input_audio_buffer_overflow"
+    assert engine.buffer.duration_ms <= 1000
+    send(engine, type="input_audio_buffer.commit")
+    assert transport.types()[-3] == "input_audio_buffer.committed"

@@ -15,6 +15,9 @@ Chunks: one inference per clause group (clauses are merged until ~`min_chunk_cha
 sentence end), yielded as soon as each is ready — the first audio of a reply does not wait for
 the rest of the sentence. `cancel` is checked before each chunk (one chunk takes ~0.1-0.3 s).
 
+Voices: one Piper voice is packaged, so the Realtime `voice` name (alloy, ash, ...) is accepted and
+ignored; `speed` (0.25-4) scales Piper's length_scale.
+
 Fallback (`EspeakTTS`): the espeak-ng formant voice, `espeak-ng --stdout` WAV, used when the Piper
 voice package is not installed. Intelligible but robotic.
 """
@@ -301,6 +304,8 @@ def decode_wav(data: bytes, rate: int) -> np.ndarray:
 
 def load_tts(prefer: str = "piper", *, threads: int = 1) -> PiperTTS | EspeakTTS:
     """Piper when its voice package is installed, else the espeak-ng fallback (with a warning)."""
+    if prefer not in ("piper", "espeak"):
+        raise ValueError(f"unknown TTS {prefer!r}; choose 'piper' or 'espeak'")
     if prefer == "piper":
         try:
             return PiperTTS(threads=threads)

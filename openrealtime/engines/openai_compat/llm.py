@@ -102,8 +102,11 @@ class SseDecoder:
 
     def _lines(self, *, final: bool) -> list[str]:
         out: list[str] = []
+        held = ""
+        if not final and self._buf.endswith("\r"):  # maybe the first half of a CRLF
+            self._buf, held = self._buf[:-1], "\r"
         lines = self._buf.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        self._buf = "" if final else lines.pop()
+        self._buf = ("" if final else lines.pop()) + held
         for line in lines:
             if not line:
                 if self._data:
@@ -234,6 +237,9 @@ class OpenAICompatLLM:
     # -- LanguageModel ------------------------------------------------------------------------
     def stream_chat(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[LlmEvent]:
         cancel = cancel or threading.Event()
+        if cancel.is_set():
+            yield Finished(reason="cancelled")
+            return
         started = time.monotonic()
         names = tool_names(request.tools or []) if request.tool_choice != "none" else []
         turn = _Turn(parser=ToolCallStreamParser(tools_offered=names, new_call_id=ids.call_tool_id)

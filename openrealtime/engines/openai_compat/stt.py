@@ -92,7 +92,7 @@ class OpenAICompatSTT:
         log.debug("remote transcription of %.2f s in %.3f s: %r", seconds, time.monotonic() - started, text)
         return Transcript(
             text=text,
-            language=body.get("language") if isinstance(body.get("language"), str) else lang,
+            language=lang or (body.get("language") if isinstance(body.get("language"), str) else None),
             audio_seconds=seconds,
             input_tokens=input_tokens if isinstance(input_tokens, int) else round(seconds * AUDIO_TOKENS_PER_SECOND),
             output_tokens=output_tokens if isinstance(output_tokens, int) else (len(text) + 3) // 4,

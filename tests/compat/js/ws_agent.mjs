@@ -55,7 +55,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const result = {};
 try {
   await session.connect({ apiKey });
-  result.session_updated = events.some((e) => e.type === 'session.updated');
+  const updated = await waitFor(after(0, 'session.updated', (e) => e.session.tools?.length), 'session.updated', 10000);
+  result.session_tools = updated.session.tools.map((t) => t.name);
 
   // 1. a spoken turn: PCM 24 kHz from the WAV, in 40 ms chunks, then silence for the VAD
   const { samples, rate } = readWav(wavPath);
@@ -93,10 +94,14 @@ try {
     sent: events.slice(mark).map((e) => e.type).filter((t) => t.startsWith('conversation.item.truncated') || t === 'response.done'),
   };
 
-  // 3. a tool call: the model calls get_weather, the SDK runs it and asks for the final answer
+  // 3. a tool call: the model calls get_weather, the SDK runs the tool() and asks for the final answer.
+  // The local 1.5B model does not call tools reliably under "auto", so this turn's response.create says
+  // tool_choice "required" (the follow-up response the SDK requests after the tool runs uses the session's "auto").
   await sleep(300);
   mark = events.length;
-  session.sendMessage('What is the weather in Paris right now? Use the get_weather tool.');
+  transport.sendEvent({ type: 'conversation.item.create', item: { type: 'message', role: 'user',
+    content: [{ type: 'input_text', text: 'What is the weather in Paris right now?' }] } });
+  transport.sendEvent({ type: 'response.create', response: { tool_choice: 'required' } });
   await waitFor(after(mark, 'response.done', (e) => e.response.output?.some((o) => o.type === 'function_call')), 'function call');
   const final = await waitFor(after(mark, 'response.done', (e) => e.response.output?.some((o) => o.type === 'message')), 'answer after the tool');
   result.tool_calls = toolCalls;
