@@ -118,6 +118,7 @@ class Results:
     rss_base_kib: int = 0
     cpu_per_idle_call_pct: float = float("nan")
     threads: tuple[int, int] = (0, 0)
+    idle_ok: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -155,16 +156,23 @@ async def idle_rss(server: Server, http: httpx.AsyncClient, k: int, res: Results
     clients: list[RealtimeRtcClient] = []
     try:
         for _ in range(k):
-            client, _sample = await open_call(server, http)
+            try:
+                client, _sample = await open_call(server, http)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                res.errors.append(f"idle: {type(exc).__name__}: {exc}")
+                continue
             clients.append(client)
+        if not clients:
+            return
         await asyncio.sleep(2.0)  # settle: ICE consent, RTCP, jitter buffers filled
         cpu0, t0 = server.cpu_s(), time.monotonic()
         await asyncio.sleep(3.0)
         cpu1, t1 = server.cpu_s(), time.monotonic()
         rss = server.rss_kib()
         res.rss_base_kib = base
-        res.rss_per_call_kib = (rss - base) / k
-        res.cpu_per_idle_call_pct = (cpu1 - cpu0) / (t1 - t0) / k * 100
+        res.idle_ok = len(clients)
+        res.rss_per_call_kib = (rss - base) / len(clients)
+        res.cpu_per_idle_call_pct = (cpu1 - cpu0) / (t1 - t0) / len(clients) * 100
         res.threads = (base_threads, server.threads())
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
@@ -217,6 +225,7 @@ def report(args: argparse.Namespace, ours: Results, plain: Results) -> str:
         f"conc {len(ours.conc)}/{len(plain.conc)}; conc wall {ours.conc_wall_s:.2f}s / {plain.conc_wall_s:.2f}s")
     add("")
     add(f"idle calls (K={args.idle}, server subprocess)      ours        plain")
+    add(f"  calls connected                         {ours.idle_ok:8d}    {plain.idle_ok:8d}")
     add(f"  RSS before (MiB)                        {ours.rss_base_kib / 1024:8.1f}    {plain.rss_base_kib / 1024:8.1f}")
     add(f"  RSS per idle call (KiB)                 {ours.rss_per_call_kib:8.0f}    {plain.rss_per_call_kib:8.0f}")
     add(f"  CPU per idle call (% of a core)         {ours.cpu_per_idle_call_pct:8.2f}    "

@@ -4,13 +4,12 @@ multipart/form-data (`sdp` + optional `session`, typed or untyped parts), raw
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .errors import ApiError
 
@@ -53,17 +52,53 @@ def _session_json(text: str) -> Any:
     return value
 
 
-def _parse_multipart(content_type: str, body: bytes) -> OfferRequest:
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body)
-    if not message.is_multipart():
-        raise ApiError(400, "Malformed multipart body: no parts found (check the boundary).", code="invalid_body")
+def _multipart_fields(content_type: str, body: bytes) -> dict[str, bytes]:
+    """Form fields by name (python-multipart's streaming parser; parts with or without a type)."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "Malformed multipart body: the Content-Type has no boundary.", code="invalid_body")
     fields: dict[str, bytes] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        fields[str(name)] = part.get_payload(decode=True) or b""
+    state: dict[str, Any] = {"name": None, "header": b"", "value": b"", "data": bytearray()}
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        if state["header"].lower() == b"content-disposition":
+            _, disp = parse_options_header(state["value"])
+            name = disp.get(b"name")
+            state["name"] = name.decode("utf-8", "replace") if name is not None else None
+        state["header"], state["value"] = b"", b""
+
+    def on_part_begin() -> None:
+        state["name"], state["data"] = None, bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        state["data"] += data[start:end]
+
+    def on_part_end() -> None:
+        if state["name"]:
+            fields[state["name"]] = bytes(state["data"])
+
+    parser = MultipartParser(boundary, {
+        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as exc:  # python-multipart raises its own errors on broken framing
+        raise ApiError(400, f"Malformed multipart body: {exc}.", code="invalid_body") from None
+    return fields
+
+
+def _parse_multipart(content_type: str, body: bytes) -> OfferRequest:
+    fields = _multipart_fields(content_type, body)
+    if not fields:
+        raise ApiError(400, "Malformed multipart body: no parts found (check the boundary).", code="invalid_body")
     if "sdp" not in fields:
         raise ApiError(400, "Missing required parameter: 'sdp' (the offer as a form field).",
                        code="missing_required_parameter", param="sdp")

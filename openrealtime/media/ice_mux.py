@@ -35,6 +35,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ MAX_ADDRS_TOTAL = 1 << 16
 MAX_TCP_STREAMS_PER_CALL = 8
 MAX_PENDING_TCP_STREAMS = 1024
 MAX_PENDING_TRANSACTIONS = 1 << 14
+ADDRESS_TAKEOVER_IDLE_S = 0.5  # a call silent this long from an address yields it to a newer call
 
 _BINDING_REQUEST = b"\x00\x01"
 _MAGIC_COOKIE = b"\x21\x12\xa4\x42"
@@ -79,6 +81,7 @@ class MuxStats:
     udp_dropped_table_full: int = 0
     udp_tx_dropped: int = 0
     addrs_learned: int = 0
+    addrs_taken_over: int = 0  # an idle call's address claimed by a newer call (port reuse)
     tcp_accepted: int = 0
     tcp_rejected: int = 0  # bad / late first frame, limits
     tcp_tx_dropped: int = 0
@@ -170,8 +173,10 @@ class MuxStunProtocol(StunProtocol):
         self.entry = entry
         self.kind = kind  # "udp" | "tcp"
         self.index = index  # endpoint / listener index in the MuxSet
+        self.last_rx = 0.0  # monotonic time of the last packet delivered to this call
 
     def handle_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        self.last_rx = time.monotonic()
         if message.message_class in (stun.Class.RESPONSE, stun.Class.ERROR):
             transaction = self.transactions.get(message.transaction_id)
             if transaction is not None:
@@ -180,6 +185,7 @@ class MuxStunProtocol(StunProtocol):
             self.receiver.request_received(message, addr, self)
 
     def handle_data(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
         self.receiver.data_received(data, self.local_candidate.component)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
@@ -788,9 +794,14 @@ class MuxSet:
             stats.udp_dropped_bad_integrity += 1
             return False
         if owner is not None:
-            # Owned by another live call: never taken over (a spoofed source could hijack it).
-            stats.udp_dropped_unknown += 1
-            return False
+            # Owned by another call. A live call's address is never taken over (a spoofed source
+            # could hijack it); but once that call has gone quiet the address is free to move: the
+            # OS (or a NAT) reuses ports, and a new client on an old 5-tuple must not stall.
+            if time.monotonic() - getattr(owner, "last_rx", 0.0) < ADDRESS_TAKEOVER_IDLE_S:
+                stats.udp_dropped_unknown += 1
+                return False
+            self._release_addr(endpoint, addr, owner)
+            stats.addrs_taken_over += 1
         if len(entry.addrs) >= self.max_addrs_per_call:
             (old_index, old_addr), _ = entry.addrs.popitem(last=False)
             self._n_addrs -= 1
@@ -805,6 +816,11 @@ class MuxSet:
         self._n_addrs += 1
         stats.addrs_learned += 1
         return True
+
+    def _release_addr(self, endpoint: "_UdpEndpoint", addr: tuple[str, int], owner: MuxStunProtocol) -> None:
+        del endpoint.by_addr[addr]
+        if owner.entry.addrs.pop((endpoint.index, addr), "missing") != "missing":
+            self._n_addrs -= 1
 
     def learned_addresses(self, conn: "Connection") -> list[tuple[str, int]]:
         entry = self._calls.get(conn.local_username)

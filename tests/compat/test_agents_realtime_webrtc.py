@@ -40,8 +40,8 @@ async def agent_page(tmp_path, model_stack, agents_page_bundle, compat_server):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
     raw = piper_to_wav(model_stack, tmp_path / "q24.wav", "What is the capital of France?")
-    wav = tmp_path / "question.wav"  # the fake mic loops the file: one question, then two minutes of silence
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "2.0", "120"], check=True)
+    wav = tmp_path / "question.wav"  # the fake mic loops the file: one question, then five minutes of silence
+    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "2.0", "300"], check=True)
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
@@ -55,7 +55,7 @@ async def agent_page(tmp_path, model_stack, agents_page_bundle, compat_server):
         await context.close()
 
 
-async def wait_event(page, start: int, type_: str, timeout: float = 120.0, where: str = "true") -> dict:
+async def wait_event(page, start: int, type_: str, timeout: float = 240.0, where: str = "true") -> dict:
     """The first event of `type_` at index >= start for which the JS expression `where` (on `e`) holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -65,7 +65,8 @@ async def wait_event(page, start: int, type_: str, timeout: float = 120.0, where
         if found is not None:
             return found
         if loop.time() > deadline:
-            types = await page.evaluate("(s) => window.events.slice(s).map((e) => e.type)", start)
+            types = await page.evaluate("""(s) => window.events.slice(s).map((e) => e.type === 'response.done'
+                ? `response.done(${e.response.status}:${JSON.stringify(e.response.status_details)})` : e.type)""", start)
             errors = await page.evaluate("window.errors")
             raise AssertionError(f"no {type_} ({where}) within {timeout}s; events: {types}; errors: {errors}")
         await asyncio.sleep(0.1)
@@ -87,8 +88,8 @@ async def test_agents_sdk_webrtc_in_chromium(compat_server, agent_page):
     # 1. the spoken question from the fake microphone, answered in speech
     transcript = await wait_event(page, 0, "conversation.item.input_audio_transcription.completed")
     assert "capital" in transcript["transcript"].lower(), transcript
-    done = await wait_event(page, 0, "response.done")
-    answer = done["response"]["output"][0]["content"][0]["transcript"]
+    done = await wait_event(page, 0, "response.done", 240, "e.response.output.some((o) => o.type === 'message')")
+    answer = next(o for o in done["response"]["output"] if o["type"] == "message")["content"][0]["transcript"]
     assert done["response"]["status"] == "completed" and "paris" in answer.lower(), answer
     await wait_event(page, 0, "output_audio_buffer.started", 30)
     for _ in range(100):
@@ -113,14 +114,14 @@ async def test_agents_sdk_webrtc_in_chromium(compat_server, agent_page):
     assert interrupted["response"]["id"] == started["response_id"]
 
     # 3. a tool call; the local model needs tool_choice "required" on this turn (the SDK's follow-up uses "auto")
-    mark = await page.evaluate("window.events.length")
+    mark = await page.evaluate("window.toolCalls.length = 0, window.events.length")
     await page.evaluate("""() => {
         transport.sendEvent({type: 'conversation.item.create', item: {type: 'message', role: 'user',
             content: [{type: 'input_text', text: 'What is the weather in Paris right now?'}]}});
         transport.sendEvent({type: 'response.create', response: {tool_choice: 'required'}});
     }""")
-    await wait_event(page, mark, "response.done", 120, "e.response.output.some((o) => o.type === 'function_call')")
-    final = await wait_event(page, mark, "response.done", 120, "e.response.output.some((o) => o.type === 'message')")
+    await wait_event(page, mark, "response.done", 240, "e.response.output.some((o) => o.type === 'function_call')")
+    final = await wait_event(page, mark, "response.done", 240, "e.response.output.some((o) => o.type === 'message')")
     assert [c.lower() for c in await page.evaluate("window.toolCalls")] == ["paris"]
     text = next(o for o in final["response"]["output"] if o["type"] == "message")["content"][0]["transcript"]
     assert "21" in text or "sunny" in text.lower(), text

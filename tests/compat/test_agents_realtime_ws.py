@@ -9,7 +9,7 @@ from tests.e2e.conftest import piper_to_wav
 async def test_agents_sdk_websocket_spoken_turn_interrupt_and_tool(compat_server, model_stack, node_js, tmp_path):
     wav = piper_to_wav(model_stack, tmp_path / "q.wav", "What is the capital of France?")
     url = compat_server.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
-    result = await run_node("ws_agent.mjs", url, KEY, str(wav), timeout=240)
+    result = await run_node("ws_agent.mjs", url, KEY, str(wav), timeout=600)
     assert "failure" not in result, result
     assert result["errors"] == [], result
     assert result["session_tools"] == ["get_weather"], result

@@ -29,7 +29,7 @@ def client_for(server) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=server.url + "/v1", api_key=KEY, websocket_base_url=ws_base, max_retries=0)
 
 
-async def next_of(conn, type_: str, seen: list, timeout: float = 90.0):
+async def next_of(conn, type_: str, seen: list, timeout: float = 240.0):
     """Receive until an event of `type_` (every event is checked against the SDK's types)."""
     async with asyncio.timeout(timeout):
         while True:

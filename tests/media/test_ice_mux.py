@@ -471,3 +471,35 @@ async def test_a_vanished_peer_ends_the_call_by_consent_expiry(monkeypatch):
             assert server.state.mux.calls == 0 and server.state.mux.address_count == 0
         finally:
             await client.close()
+
+
+async def test_idle_calls_address_moves_to_a_new_call_live_one_does_not(mux):
+    """Port reuse: a new client on the 5-tuple of a call that went quiet is not stalled;
+    the address of a call that is still receiving is never taken over."""
+    from openrealtime.media import ice_mux
+
+    first = await gathered_connection(mux)
+    second = await gathered_connection(mux)
+    server = (LOOP, mux.udp_port)
+    transport, peer = await udp_peer()
+    try:
+        transport.sendto(bytes(binding_request(first.local_username, first.local_password)), server)
+        await asyncio.wait_for(peer.queue.get(), 2)
+        addr = transport.get_extra_info("sockname")
+        assert mux.learned_addresses(first) == [addr]
+        # the first call is live (it just received): the second call's check is dropped
+        transport.sendto(bytes(binding_request(second.local_username, second.local_password)), server)
+        await asyncio.sleep(0.1)
+        assert peer.queue.empty() and mux.learned_addresses(second) == []
+        # once the first call has been quiet from there, the address moves
+        await asyncio.sleep(ice_mux.ADDRESS_TAKEOVER_IDLE_S)
+        transport.sendto(bytes(binding_request(second.local_username, second.local_password)), server)
+        data, _ = await asyncio.wait_for(peer.queue.get(), 2)
+        assert stun.parse_message(data).message_class == stun.Class.RESPONSE
+        assert mux.learned_addresses(second) == [addr] and mux.learned_addresses(first) == []
+        assert mux.address_count == 1 and mux.stats.addrs_taken_over == 1
+    finally:
+        transport.close()
+        await first.close()
+        await second.close()
+    assert mux.address_count == 0

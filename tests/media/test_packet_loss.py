@@ -110,7 +110,7 @@ class SmallVideoTrack(MediaStreamTrack):
         self._n = 0
         self._start = None
         yy, xx = np.mgrid[0:240, 0:320]
-        self._base = ((xx + yy) % 256).astype(np.uint8)
+        self._base = (xx + yy).astype(np.int32)
 
     async def recv(self):
         if self.readyState != "live":

@@ -75,6 +75,7 @@ class Netns:
         self.root_ip = f"10.200.{third}.{base + 1}"
         self.ns_ip = f"10.200.{third}.{base + 2}"
         self.table = f"ortest_{tag}"
+        self.family = "netdev"
         self._created = False
         self._veth = False
 
@@ -126,8 +127,25 @@ class Netns:
         return _run(*self.exec_argv(*argv), check=check, input=input)
 
     def block_udp(self) -> None:
-        """Drop all UDP between the namespace and the root-side veth address, both ways."""
-        rules = f"""
+        """Drop all UDP between the namespace and the root-side veth address, both ways, silently.
+
+        netdev egress/ingress hooks on the namespace's veth end (Linux >= 5.16) drop on the wire, the
+        way a firewall on the path would: the sender sees no error. Older kernels fall back to
+        inet output/input hooks (local senders then get EPERM, which also only leaves TCP).
+        """
+        netdev = f"""
+table netdev {self.table} {{
+    chain out {{
+        type filter hook egress device "{self.veth_ns}" priority 0; policy accept;
+        ip daddr {self.root_ip} ip protocol udp counter drop
+    }}
+    chain in {{
+        type filter hook ingress device "{self.veth_ns}" priority 0; policy accept;
+        ip saddr {self.root_ip} ip protocol udp counter drop
+    }}
+}}
+"""
+        inet = f"""
 table inet {self.table} {{
     chain out {{
         type filter hook output priority 0; policy accept;
@@ -139,11 +157,15 @@ table inet {self.table} {{
     }}
 }}
 """
-        self.run("nft", "-f", "-", input=rules)
+        if self.run("nft", "-f", "-", input=netdev, check=False).returncode == 0:
+            self.family = "netdev"
+        else:
+            self.run("nft", "-f", "-", input=inet)
+            self.family = "inet"
 
     def udp_drop_counts(self) -> tuple[int, int]:
         """(packets dropped going out of NS, packets dropped coming in)."""
-        out = self.run("nft", "list", "table", "inet", self.table).stdout
+        out = self.run("nft", "list", "table", self.family, self.table).stdout
         counts = [int(n) for n in re.findall(r"counter packets (\d+)", out)]
         if len(counts) != 2:
             raise RuntimeError(f"unexpected nft listing:\n{out}")

@@ -37,6 +37,17 @@ async def wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
     raise AssertionError(f"{what} not met in {timeout}s (last: {last!r})")
 
 
+PROBE = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3):
+    try:
+        s.sendto(b"probe", ("{ip}", {port}))
+    except OSError:  # EPERM where the fallback (inet output) rules drop it
+        pass
+"""
+
+
 def assert_udp_really_blocked(ns) -> None:
     """A datagram from NS to the root side never arrives, and the nftables rule counts it."""
     before = ns.udp_drop_counts()[0]
@@ -44,9 +55,7 @@ def assert_udp_really_blocked(ns) -> None:
         rx.bind((ns.root_ip, 0))
         rx.settimeout(0.5)
         port = rx.getsockname()[1]
-        ns.run(sys.executable, "-c",
-               f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-               f"[s.sendto(b'probe', ('{ns.root_ip}', {port})) for _ in range(3)]")
+        ns.run(sys.executable, "-c", PROBE.format(ip=ns.root_ip, port=port))
         with pytest.raises(socket.timeout):
             rx.recvfrom(100)
     assert ns.udp_drop_counts()[0] >= before + 3
@@ -68,7 +77,10 @@ async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(udp_blocked_ne
         async with async_playwright() as p:
             context = await p.chromium.launch_persistent_context(
                 str(tmp_path / "profile"), executable_path=str(ns.wrapper_script(tmp_path, CHROMIUM)),
-                headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
+                headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}",
+                                     # getUserMedia needs a secure context; plain HTTP on a
+                                     # non-loopback address is one only when declared so
+                                     f"--unsafely-treat-insecure-origin-as-secure={server.url}"])
             try:
                 page = context.pages[0] if context.pages else await context.new_page()
                 page.on("console", lambda msg: print("[browser]", msg.text))

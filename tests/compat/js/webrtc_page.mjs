@@ -20,7 +20,8 @@ window.startAgent = async (callsUrl, ephemeralKey) => {
   });
   const agent = new RealtimeAgent({
     name: 'Assistant',
-    instructions: 'You are a helpful assistant. Answer in one short sentence.',
+    instructions: 'You are a helpful assistant. Answer in one short sentence. '
+    + 'Call get_weather only when the user asks about the weather.',
     tools: [getWeather],
   });
   const transport = new OpenAIRealtimeWebRTC({ baseUrl: callsUrl });

@@ -24,7 +24,8 @@ const getWeather = tool({
 
 const agent = new RealtimeAgent({
   name: 'Assistant',
-  instructions: 'You are a helpful assistant. Answer in one short sentence.',
+  instructions: 'You are a helpful assistant. Answer in one short sentence. '
+    + 'Call get_weather only when the user asks about the weather.',
   tools: [getWeather],
 });
 const transport = new OpenAIRealtimeWebSocket({ url });
@@ -37,7 +38,7 @@ session.on('transport_event', (e) => {
 session.on('error', (e) => errors.push(String(e?.error?.message ?? e?.error ?? e)));
 session.on('audio', (e) => { audioBytes += e.data.byteLength; });
 
-function waitFor(predicate, what, timeoutMs = 120000) {
+function waitFor(predicate, what, timeoutMs = 240000) {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const tick = () => {
@@ -72,9 +73,10 @@ try {
   }
   const transcript = await waitFor(after(mark, 'conversation.item.input_audio_transcription.completed'), 'transcription');
   result.transcript = transcript.transcript;
-  const done = await waitFor(after(mark, 'response.done'), 'spoken answer');
+  const done = await waitFor(after(mark, 'response.done', (e) => e.response.output?.some((o) => o.type === 'message')),
+    'spoken answer');
   result.answer_status = done.response.status;
-  result.answer = done.response.output?.[0]?.content?.[0]?.transcript ?? null;
+  result.answer = done.response.output.find((o) => o.type === 'message').content?.[0]?.transcript ?? null;
   result.answer_audio_bytes = audioBytes;
 
   // 2. an interrupt while the answer plays (the SDK sends response.cancel + conversation.item.truncate)
@@ -99,6 +101,7 @@ try {
   // tool_choice "required" (the follow-up response the SDK requests after the tool runs uses the session's "auto").
   await sleep(300);
   mark = events.length;
+  toolCalls.length = 0;
   transport.sendEvent({ type: 'conversation.item.create', item: { type: 'message', role: 'user',
     content: [{ type: 'input_text', text: 'What is the weather in Paris right now?' }] } });
   transport.sendEvent({ type: 'response.create', response: { tool_choice: 'required' } });
