@@ -27,3 +27,18 @@ def server_settings(**overrides):
     values = {"port": 0, "udp_port": free_port(kind=socket.SOCK_DGRAM), "tcp_port": free_port()}
     values.update(overrides)
     return Settings(**values)
+
+
+async def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):
+    """Poll an async predicate until it returns something truthy (returned), or fail after `timeout`."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = None
+    while loop.time() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not met within {timeout} s (last: {last!r})")

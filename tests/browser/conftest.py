@@ -26,18 +26,23 @@ def speech_wav(tmp_path_factory) -> Path:
     return make_speech_wav(tmp_path_factory.mktemp("audio") / "question.wav", "What is the capital of France?")
 
 
+def chromium_args(fake_mic_wav: Path) -> list[str]:
+    """Headless Chromium flags that work here: fake devices, loopback ICE, no background traffic."""
+    return [
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={fake_mic_wav}",
+        "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+    ]
+
+
 @pytest.fixture
 async def browser_page(tmp_path, speech_wav):
     from playwright.async_api import async_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
-    args = [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={speech_wav}",
-        "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-    ]
+    args = chromium_args(speech_wav)
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=args)

@@ -3,17 +3,7 @@
 import asyncio
 
 from tests.browser.conftest import open_seed_page
-
-
-async def wait_for(predicate, timeout=20.0, interval=0.1):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")
+from tests.helpers import wait_for
 
 
 async def test_seed_demo_connects_and_echoes(echo_server, browser_page):

@@ -3,20 +3,9 @@
 import asyncio
 
 from tests.browser.conftest import open_seed_page
+from tests.helpers import wait_for
 
 N_CALLS = 3
-
-
-async def wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = None
-    while loop.time() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{what} not met in {timeout}s (last: {last!r})")
 
 
 async def test_three_chromium_calls_share_one_udp_port(echo_server, browser_page):

@@ -7,17 +7,7 @@ import pytest
 
 from openrealtime.media.image_tokens import fit_size, image_tokens
 from tests.browser.conftest import open_seed_page
-
-
-async def wait_for(predicate, timeout=20.0, interval=0.1):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")
+from tests.helpers import wait_for
 
 
 async def outbound_video(page):

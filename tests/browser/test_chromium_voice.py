@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from tests.browser.conftest import CHROMIUM, open_seed_page
-from tests.browser.test_chromium_video import wait_for
+from tests.browser.conftest import CHROMIUM, chromium_args, open_seed_page
+from tests.helpers import wait_for
 from tests.e2e.conftest import piper_to_wav
 
 
@@ -18,12 +18,7 @@ async def question_page(tmp_path, model_stack):
     raw = piper_to_wav(model_stack, tmp_path / "q24.wav", "What is the capital of France?")
     wav = tmp_path / "question.wav"
     subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "1.0", "60"], check=True)
-    args = [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}",
-        "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-    ]
+    args = chromium_args(wav)
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=args)

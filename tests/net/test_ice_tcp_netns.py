@@ -25,20 +25,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-async def wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = None
-    while loop.time() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{what} not met in {timeout}s (last: {last!r})")
-
-
 PROBE = """
 import socket
+from tests.helpers import wait_for
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(3):
     try:
