@@ -1,7 +1,8 @@
 """Split streaming LLM text into clauses for speech synthesis.
 
 The first clause is released as early as it can be spoken naturally (a comma or sentence
-end after a few words) so the first audio starts while the LLM is still writing; later
+end after a few words, or after FIRST_MAX_WORDS words at the latest) so the first audio starts
+while the LLM is still writing; later
 clauses are whole sentences, or long comma-separated phrases. Markdown that would be read
 aloud (`*`, `#`, backticks, list bullets) is removed.
 """
@@ -15,6 +16,7 @@ _COMMA = re.compile(r",(?=\s)")
 _MARKDOWN = re.compile(r"[*_#`~]+|^\s*[-•]\s+|^\s*\d+\.\s+", re.MULTILINE)
 
 FIRST_MIN_WORDS = 3
+FIRST_MAX_WORDS = 6  # without punctuation, the first clause still goes to TTS after this many words
 LATER_COMMA_CHARS = 60
 MAX_CLAUSE_CHARS = 220
 FIRST_MAX_CHARS = 90
@@ -56,6 +58,9 @@ class ClauseSplitter:
             for c in _COMMA.finditer(buf):
                 if len(buf[: c.end()].split()) >= FIRST_MIN_WORDS:
                     return c.end()
+            words = list(re.finditer(r"\S+\s", buf))
+            if len(words) > FIRST_MAX_WORDS:
+                return words[FIRST_MAX_WORDS - 1].end()
         else:
             for c in _COMMA.finditer(buf):
                 if c.end() >= LATER_COMMA_CHARS:
