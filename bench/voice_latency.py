@@ -36,6 +36,7 @@ from openrealtime.config import Settings  # noqa: E402
 from openrealtime.engines.base import ChatRequest  # noqa: E402
 from openrealtime.engines.stack import load_model_stack  # noqa: E402
 from openrealtime.session.audio_convert import resample_f32  # noqa: E402
+from openrealtime.session.workers import call_in_model_thread  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -126,11 +127,12 @@ async def run(profiles: list[str], count: int, silence_ms: int) -> None:
     rows = []
     for profile in profiles:
         t = time.monotonic()
-        stack = load_model_stack(profile)
+        stack = call_in_model_thread(lambda: load_model_stack(profile))
         load_s = time.monotonic() - t
         questions = [synth(stack, q) for q in QUESTIONS[:count]]
         ours, info = await measure_server(stack, questions, silence_ms)
-        naive = [naive_cascade(stack, q, silence_ms) for q in questions]
+        # same thread priority as the server's model workers, so the comparison is like for like
+        naive = [call_in_model_thread(lambda q=q: naive_cascade(stack, q, silence_ms)) for q in questions]
         rows.append((profile, ours, naive, rss_mb(), load_s, info))
         stack.close()
     print()

@@ -16,8 +16,9 @@ async def echo_server():
 def model_stack():
     """The real default local model stack (VAD, Whisper base, Qwen2.5 1.5B, Piper), loaded once."""
     from openrealtime.engines.stack import load_model_stack
+    from openrealtime.session.workers import call_in_model_thread
 
-    stack = load_model_stack("default")
+    stack = call_in_model_thread(lambda: load_model_stack("default"))  # model threads at low priority
     yield stack
     stack.close()
 

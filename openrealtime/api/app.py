@@ -32,7 +32,9 @@ async def _load_models(state: ServerState) -> None:
         def progress(stage: str, message: str) -> None:
             log.info("models stage=%s %s", stage, message)
 
-        state.models = await asyncio.to_thread(
+        from ..session import workers
+
+        state.models = await workers.run_in_model_thread(
             lambda: load_mixed_stack(
                 settings.profile, progress=progress,
                 llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
@@ -40,8 +42,6 @@ async def _load_models(state: ServerState) -> None:
                 tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model,
                 tts_voice=settings.tts_voice, llm_supports_images=settings.llm_images))
         state.owns_models = True
-        from ..session import workers
-
         for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("tts", state.models.tts)):
             workers.configure(stage, getattr(engine, "max_concurrency", 1))
     state.ready = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,12 +27,62 @@ _lock = threading.Lock()
 _DONE = object()
 
 
+MODEL_NICE = 10  # model threads yield the CPU to the media event loop when cores are scarce
+
+
+def lower_thread_priority() -> None:
+    """Lower this thread's scheduling priority (Linux: nice is per thread, and threads a native
+    runtime spawns from here — OpenMP pools of llama.cpp, CTranslate2, onnxruntime — inherit it)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MODEL_NICE)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
+
+
+async def run_in_model_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` (e.g. loading and warming the models) in a fresh low-priority thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        lower_thread_priority()
+        try:
+            result = fn()
+        except BaseException as exc:  # delivered to the awaiting coroutine
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+        else:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+
+    threading.Thread(target=target, name="or-model-load", daemon=True).start()
+    return await future
+
+
+def call_in_model_thread(fn: Callable[[], T]) -> T:
+    """Blocking variant of `run_in_model_thread` for code without an event loop (tests, tools)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        lower_thread_priority()
+        try:
+            box["result"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="or-model-load", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def pool(stage: str) -> ThreadPoolExecutor:
     with _lock:
         if stage not in _pools:
             if stage not in _STAGES:
                 raise ValueError(f"unknown stage {stage!r}")
-            _pools[stage] = ThreadPoolExecutor(max_workers=_sizes.get(stage, 1), thread_name_prefix=f"or-{stage}")
+            _pools[stage] = ThreadPoolExecutor(max_workers=_sizes.get(stage, 1), thread_name_prefix=f"or-{stage}",
+                                               initializer=lower_thread_priority)
         return _pools[stage]
 
 
