@@ -15,7 +15,9 @@ the table edits that *advertise* transport-cc and FEC never exist without the co
    FCI as NACKs, and ``RTCRtpSender._handle_rtcp_packet`` hands those to the transport's
    :class:`.twcc.TwccSendStats` (counters over the peer's feedback on our packets).
 4. ``RTCRtpReceiver.__init__`` puts an :class:`.opus_fec.OpusReceiveBuffer` in place of the audio
-   jitter buffer (FEC/PLC, no prefetch stall).
+   jitter buffer (FEC/PLC, no prefetch stall), and a :class:`.video_jitter.VideoJitterBuffer` in
+   place of the video one (gives up on an unrecovered lost packet after 0.35 s and asks for a
+   keyframe, instead of freezing for 512 packets).
 5. ``aiortc.codecs.OpusEncoder`` becomes :class:`.opus_fec.FecOpusEncoder` (LBRR on, mono 32 kbps).
 
 Everything is keyed on aiortc internals (name-mangled attributes, method bodies), so
@@ -35,6 +37,8 @@ from typing import Any
 
 import aiortc
 import aiortc.codecs as aiortc_codecs
+from aiortc import jitterbuffer as _aiortc_jitter
+from aiortc import rtcrtpreceiver as _aiortc_receiver
 from aiortc import rtp as aiortc_rtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -43,6 +47,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtcpRtpfbPacket, RtpPacket, pack_rtc
 
 from .opus_fec import FecOpusEncoder, OpusReceiveBuffer
 from .twcc import FMT_TWCC, RTCP_RTPFB, TwccRecorder, TwccSendStats
+from .video_jitter import VideoJitterBuffer
 
 log = logging.getLogger("openrealtime.rtp")
 
@@ -64,7 +69,12 @@ _originals: dict[str, Any] = {}
 _MARKERS = {
     "RTCRtpReceiver.__init__": (RTCRtpReceiver.__init__,
                                 ("self.__jitter_buffer = JitterBuffer(capacity=16, prefetch=4)",
+                                 "self.__jitter_buffer = JitterBuffer(capacity=512, is_video=True)",
+                                 "self.__nack_generator = NackGenerator()",
                                  "self.__codecs: dict[int, RTCRtpCodecParameters] = {}")),
+    "NackGenerator.add": (_aiortc_receiver.NackGenerator.add, ("self.missing.add(seq)",
+                                                             "self.missing.discard(packet.sequence_number)")),
+    "JitterBuffer.add": (_aiortc_jitter.JitterBuffer.add, ("return pli_flag, self._remove_frame(packet.sequence_number)",)),
     "RTCRtpReceiver._handle_rtp_packet": (RTCRtpReceiver._handle_rtp_packet,
                                           ("self.__jitter_buffer.add(packet)",
                                            "if encoded_frame is not None and self.__decoder_thread:")),
@@ -270,11 +280,18 @@ def _receiver_init(self: RTCRtpReceiver, kind: str, transport: RTCDtlsTransport)
     _originals["RTCRtpReceiver.__init__"](self, kind, transport)
     if kind == "audio":
         self._RTCRtpReceiver__jitter_buffer = OpusReceiveBuffer(self)
+    else:
+        self._RTCRtpReceiver__jitter_buffer = VideoJitterBuffer(self._RTCRtpReceiver__nack_generator)
 
 
 def opus_buffer(receiver: RTCRtpReceiver) -> OpusReceiveBuffer | None:
     buf = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
     return buf if isinstance(buf, OpusReceiveBuffer) else None
+
+
+def video_buffer(receiver: RTCRtpReceiver) -> VideoJitterBuffer | None:
+    buf = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    return buf if isinstance(buf, VideoJitterBuffer) else None
 
 
 # ---- install ---------------------------------------------------------------------------------------

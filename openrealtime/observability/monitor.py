@@ -57,7 +57,7 @@ def _shorten(value: Any) -> Any:
 
 def empty_rtp() -> dict[str, Any]:
     return {"audio": dict.fromkeys(RTP_KEYS, 0), "video": dict.fromkeys(RTP_KEYS, 0),
-            "transport": dict.fromkeys(TRANSPORT_KEYS, 0), "rtt_s": None, "jitter_in": None}
+            "transport": dict.fromkeys(TRANSPORT_KEYS, 0), "rtt_s": None, "jitter_in_ms": None}
 
 
 def summarize_stats(report: Any) -> dict[str, Any]:
@@ -71,8 +71,8 @@ def summarize_stats(report: Any) -> dict[str, Any]:
         if typ == "inbound-rtp" and row is not None:
             row["packets_in"] += stat.packetsReceived
             row["lost_in"] += max(0, stat.packetsLost)
-            if kind == "audio":
-                out["jitter_in"] = stat.jitter
+            if kind == "audio" and stat.jitter is not None:
+                out["jitter_in_ms"] = round(stat.jitter / 48, 1)  # RTP timestamp units of Opus' 48 kHz clock
         elif typ == "outbound-rtp" and row is not None:
             row["packets_out"] += stat.packetsSent
             row["bytes_out"] += stat.bytesSent
@@ -310,7 +310,7 @@ class CallMonitor:
         receiver._send_rtcp_nack = counted  # instance attribute: aiortc calls self._send_rtcp_nack
 
     # ---- reading --------------------------------------------------------------------------------
-    async def refresh(self, timeout: float = 1.0) -> None:
+    async def refresh(self, timeout: float = 2.0) -> None:
         """Refresh every live call's RTP counters (called by /metrics and the calls API)."""
         watches = list(self.watches.values())
         if not watches:

@@ -13,6 +13,7 @@ async def test_agents_sdk_websocket_spoken_turn_interrupt_and_tool(compat_server
     assert "failure" not in result, result
     assert result["errors"] == [], result
     assert result["session_tools"] == ["get_weather"], result
+    assert result["transcription"]["prompt"] == "Questions about capital cities of countries.", result
     assert "capital" in result["transcript"].lower(), result
     assert result["answer_status"] == "completed" and "paris" in result["answer"].lower(), result
     assert result["answer_audio_bytes"] > 24000 * 2 * 0.3, result

@@ -51,7 +51,8 @@ async def test_websocket_session_text_audio_and_function_call(compat_server, mod
         assert created.session.model == "gpt-realtime"
         await conn.session.update(session={
             "type": "realtime", "instructions": INSTRUCTIONS, "output_modalities": ["text"],
-            "audio": {"input": {"transcription": {"model": "whisper-1"},
+            "audio": {"input": {"transcription": {"model": "whisper-1",  # a vocabulary hint, as the API allows:
+                                                  "prompt": "Questions about capital cities of countries."},
                                 "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}},
             "tools": [WEATHER_TOOL], "tool_choice": "auto"})
         updated = await next_of(conn, "session.updated", seen)

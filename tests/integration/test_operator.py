@@ -59,9 +59,13 @@ async def test_metrics_and_calls_api_during_and_after_a_call(echo_server):
     await wait_until(lambda: call.inbound is not None and call.inbound.voiced_frames > 5)
 
     async with httpx.AsyncClient() as http:
-        r = await http.get(url + "/metrics")
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-        fams = families(r.text)
+        for _ in range(50):  # RTP counters are read from getStats() at scrape time
+            r = await http.get(url + "/metrics")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+            fams = families(r.text)
+            if min(sample(fams, "openrealtime_rtp_packets_total", direction=d, kind="audio") for d in ("in", "out")) > 10:
+                break
+            await asyncio.sleep(0.2)
         assert sample(fams, "openrealtime_calls_active", state="connected") == 1
         assert sample(fams, "openrealtime_call_setup_seconds_count") == 1
         assert 0 < sample(fams, "openrealtime_call_setup_seconds_sum") < 5

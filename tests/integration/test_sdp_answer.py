@@ -102,15 +102,54 @@ async def test_video_h264_only(answer):
     assert "goog-remb" not in feedback and "ccm fir" not in feedback
 
 
+TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+
+
+def extmaps(section: list[str]) -> dict[str, int]:
+    return {e.split()[1]: int(e.split()[0].split("/")[0]) for e in attr(section, "extmap")}
+
+
+def offer_extmaps(kind: str) -> dict[str, int]:
+    _, media = sections(OFFER.replace("\r\n", "\n").replace("\n", "\r\n"))
+    return extmaps(next(m for m in media if m[0].startswith(f"m={kind}")))
+
+
 async def test_datachannel_and_extensions(answer):
     _, media = sections(answer.text)
     app = media[2]
     assert app[0].startswith("m=application") and "UDP/DTLS/SCTP webrtc-datachannel" in app[0]
     assert attr(app, "sctp-port") == ["5000"]
+    audio, video = extmaps(media[0]), extmaps(media[1])
+    # only what is implemented, with the offer's ids (transport-wide-cc: we send feedback and
+    # stamp our packets; mid; rid/rrid are parsed/written by aiortc and negotiate no simulcast)
+    offered_audio, offered_video = offer_extmaps("audio"), offer_extmaps("video")
+    assert audio == {MID: offered_audio[MID], TWCC: offered_audio[TWCC]}
+    assert video == {u: offered_video[u] for u in (MID, TWCC, RID, RRID)}
     for m in media[:2]:
-        uris = [e.split()[1] for e in attr(m, "extmap")]
+        uris = list(extmaps(m))
         assert "urn:ietf:params:rtp-hdrext:ssrc-audio-level" not in uris
         assert "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time" not in uris
+
+
+async def test_rtcp_feedback(answer):
+    _, media = sections(answer.text)
+    audio, video = media[0], media[1]
+    audio_fb = attr(audio, "rtcp-fb")
+    assert audio_fb == ["111 transport-cc"], "transport-cc on Opus only (G.711 has none offered)"
+    video_pts = video[0].split()[3:]
+    fb_by_pt: dict[str, set[str]] = {}
+    for fb in attr(video, "rtcp-fb"):
+        pt, value = fb.split(" ", 1)
+        fb_by_pt.setdefault(pt, set()).add(value)
+    assert set(fb_by_pt) == set(video_pts)
+    for pt, values in fb_by_pt.items():
+        assert values == {"transport-cc", "nack", "nack pli"}, (pt, values)
+    text = answer.text
+    for absent in ("goog-remb", "ccm fir", "rtx/", "a=simulcast", "a=rid:", "a=ssrc-group:FID", "apt="):
+        assert absent not in text, absent
 
 
 async def test_sendonly_video_offer(echo_server):

@@ -1,7 +1,7 @@
 """Packet loss on a real aiortc call into the echo server.
 
-A shim on the server's DTLS transport drops inbound RTP deterministically (before SRTP-decrypted
-packets reach the TWCC recorder and the receivers, i.e. like the network would):
+A shim under the server's DTLS transport drops inbound SRTP deterministically (before
+decryption, so the TWCC recorder and the receivers see it as network loss):
 
 * audio: every 10th Opus packet. The client's encoder sends LBRR (our FecOpusEncoder is
   process-wide), so the server recovers most lost frames from the next packet and conceals the
@@ -34,32 +34,40 @@ def speechlike_48k(seconds: float) -> bytes:
 
 
 class DropShim:
-    """Replaces ``transport._handle_rtp_data`` on one transport instance."""
+    """Drops inbound SRTP datagrams of one DTLS transport by their cleartext RTP header, before
+    decryption, like the network would (dropping after SRTP would make the retransmission of a
+    NACKed packet a replay that libsrtp rejects). RTCP, DTLS and STUN pass untouched."""
 
-    def __init__(self, transport, payload_types: set[int], every: int, phase: int, once: bool = False):
+    def __init__(self, dtls_transport, payload_types: set[int], every: int, phase: int, once: bool = False,
+                 limit: int | None = None):
         self.payload_types = payload_types
-        self.every, self.phase, self.once = every, phase, once
+        self.every, self.phase, self.once, self.limit = every, phase, once, limit
         self.seen: dict[int, int] = {}
         self.dropped: list[int] = []
         self.first_ts: int | None = None
         self.last_ts = 0
-        self.first_seq: int | None = None
-        self.last_seq = 0
-        self._next = transport._handle_rtp_data
-        transport._handle_rtp_data = self
+        ice = dtls_transport.transport
+        self._recv = ice._recv
+        ice._recv = self.recv
 
-    async def __call__(self, data: bytes, arrival_time_ms: int) -> None:
-        if data[1] & 0x7F in self.payload_types:
+    async def recv(self) -> bytes:
+        while True:
+            data = await self._recv()
+            if len(data) < 12 or not 128 <= data[0] < 192 or 192 <= data[1] <= 223:
+                return data  # not RTP (DTLS, RTCP)
+            if data[1] & 0x7F not in self.payload_types:
+                return data
             seq, ts = struct.unpack_from("!HI", data, 2)
             count = self.seen.get(seq, 0)
             self.seen[seq] = count + 1
-            if self.first_seq is None:
-                self.first_seq, self.first_ts = seq, ts
-            self.last_seq, self.last_ts = seq, ts
-            if seq % self.every == self.phase and not (self.once and count):
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.last_ts = ts
+            if seq % self.every == self.phase and not (self.once and count) \
+                    and (self.limit is None or len(self.dropped) < self.limit):
                 self.dropped.append(seq)
-                return
-        await self._next(data, arrival_time_ms)
+                continue
+            return data
 
 
 def negotiated_pts(sdp: str, kind: str, codec: str) -> set[int]:
@@ -85,9 +93,11 @@ async def test_ten_percent_audio_loss_is_concealed_with_fec(echo_server):
     last_ts, first_ts = shim.last_ts, shim.first_ts
     await asyncio.sleep(0.1)
     consumed = inbound.samples
+    client_twcc = rtp_patches.peek_twcc_state(client.pc.getTransceivers()[0].sender.transport).counters()
     await client.close()
 
-    print("dropped", len(shim.dropped), "opus", opus, "TWCC", rtp_patches.peek_twcc_state(transport).counters())
+    print("dropped", len(shim.dropped), "opus", opus, "client TWCC", client_twcc)
+    assert client_twcc["reported_lost"] >= len(shim.dropped) - 3, "our feedback reports the losses"
     assert len(shim.dropped) >= 15
     assert opus.lost_packets >= len(shim.dropped) - 1  # the very last one may still be waiting
     assert opus.fec_frames >= 0.5 * opus.lost_packets > 0, "most lost frames come back from LBRR"
@@ -166,3 +176,87 @@ async def test_lost_video_packets_are_nacked_and_retransmitted(echo_server):
     assert shim.dropped and nacks, "aiortc NACKs lost video packets"
     assert set(shim.dropped) & {seq for n in nacks for seq in n}
     assert len(retransmitted) >= len(shim.dropped) // 2, "the sender answered the NACKs"
+
+
+async def test_unrecovered_video_loss_does_not_freeze(echo_server, monkeypatch):
+    """The sender ignores our NACKs (as Chrome sometimes does): aiortc's own jitter buffer would
+    hold every later frame behind the hole for 512 packets; ours gives up after 0.35 s, sends a
+    PLI, and decoding resumes with the keyframe."""
+    import aiortc.rtcrtpsender
+
+    async def ignore_nack(self, sequence_number):
+        return None
+
+    monkeypatch.setattr(aiortc.rtcrtpsender.RTCRtpSender, "_retransmit", ignore_nack)
+    install_codec_policy()
+    client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"}, video=True)
+    next(t for t in client.pc.getTransceivers() if t.kind == "video").sender.replaceTrack(SmallVideoTrack())
+    resp = await client.connect()
+    call = echo_server.state.calls.get(client.call_id)
+    receiver = next(t.receiver for t in call.pc.getTransceivers() if t.kind == "video")
+    jitter = rtp_patches.video_buffer(receiver)
+    shim = DropShim(receiver.transport, negotiated_pts(resp.text, "video", "h264"), every=30, phase=11, limit=3)
+    loop = asyncio.get_running_loop()
+    deadline, decoded_after = loop.time() + 30, None
+    while loop.time() < deadline:
+        await asyncio.sleep(0.2)
+        decoded = call.video.stats.frames_decoded if call.video else 0
+        if len(shim.dropped) == 3 and decoded_after is None:
+            decoded_after = decoded
+        if decoded_after is not None and decoded >= decoded_after + 15:
+            break
+    await client.close()
+    print(f"dropped {shim.dropped}, skips {jitter.skips}, decoded {decoded} (at last drop {decoded_after})")
+    assert len(shim.dropped) == 3 and not any(shim.seen[s] > 1 for s in shim.dropped), "never retransmitted"
+    assert jitter.skips >= 1
+    assert decoded >= decoded_after + 15, "decoding resumed"
+
+
+# ---- the video jitter buffer gives up on a hole -------------------------------------------------------
+def _video_packets(frames: int, per_frame: int, seq0: int = 65500):
+    from aiortc.rtp import RtpPacket
+
+    out = []
+    for f in range(frames):
+        for k in range(per_frame):
+            p = RtpPacket(payload_type=102, sequence_number=(seq0 + f * per_frame + k) & 0xFFFF,
+                          timestamp=f * 3000, marker=int(k == per_frame - 1), payload=b"x")
+            p._data = bytes([f])
+            out.append(p)
+    return out
+
+
+def test_video_jitter_buffer_skips_an_unrecovered_hole(monkeypatch):
+    from aiortc.rtcrtpreceiver import NackGenerator
+
+    from openrealtime.media import video_jitter
+    from openrealtime.media.video_jitter import VideoJitterBuffer
+
+    clock = [100.0]
+    monkeypatch.setattr(video_jitter.time, "monotonic", lambda: clock[0])
+    nack = NackGenerator()
+    buf = VideoJitterBuffer(nack, max_wait_s=0.3)
+    packets = _video_packets(8, 3)
+    lost = packets[7]  # middle packet of frame 2 (sequence numbers wrap inside the run)
+    out, plis = [], 0
+    for p in packets:
+        if p is lost:
+            continue
+        clock[0] += 0.05
+        nack.add(p)
+        pli, frame = buf.add(p)
+        plis += pli
+        if frame is not None:
+            out.append(frame.data[0])
+    # aiortc alone would still be waiting for `lost` (512 packets); we give up after 0.3 s
+    assert buf.skips == 1 and plis == 1
+    assert out[:2] == [0, 1] and 2 not in out, "the broken frame is dropped, not decoded"
+    assert out[-1] == 6 and out == sorted(out), out
+    # no hole: never skips, however long a frame takes
+    nack2 = NackGenerator()
+    buf2 = VideoJitterBuffer(nack2, max_wait_s=0.3)
+    for p in _video_packets(3, 4):
+        clock[0] += 1.0
+        nack2.add(p)
+        buf2.add(p)
+    assert buf2.skips == 0

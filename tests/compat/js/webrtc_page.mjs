@@ -18,19 +18,31 @@ window.startAgent = async (callsUrl, ephemeralKey) => {
       return JSON.stringify({ city, temp_c: 21, sky: 'sunny' });
     },
   });
+  // The spoken turn and the interrupt run with a plain agent; before the tool turn the session switches to
+  // an agent with the tool (RealtimeSession.updateAgent → session.update). The local 1.5B model otherwise
+  // tends to call get_weather for any question about a city.
   const agent = new RealtimeAgent({
     name: 'Assistant',
-    instructions: 'You are a helpful assistant. Answer in one short sentence. '
-    + 'Call get_weather only when the user asks about the weather.',
+    instructions: 'You are a helpful assistant. Answer in one short sentence.',
+  });
+  const weatherAgent = new RealtimeAgent({
+    name: 'Weather assistant',
+    instructions: 'You are a helpful assistant. Answer in one short sentence. Use get_weather for weather questions.',
     tools: [getWeather],
   });
   const transport = new OpenAIRealtimeWebRTC({ baseUrl: callsUrl });
-  const session = new RealtimeSession(agent, { transport });
+  // Whisper base sometimes hears "capital of friends"; a transcription prompt (a vocabulary hint) steadies it.
+  const session = new RealtimeSession(agent, {
+    transport,
+    config: { audio: { input: { transcription: { model: 'gpt-4o-mini-transcribe',
+      prompt: 'Questions about capital cities of countries.' } } } },
+  });
   session.on('transport_event', (e) => window.events.push(e));
   session.on('error', (e) => window.errors.push(String(e?.error?.message ?? e?.error ?? e)));
   await session.connect({ apiKey: ephemeralKey });
   window.session = session;
   window.transport = transport;
+  window.useWeatherAgent = () => session.updateAgent(weatherAgent);
   return { callId: transport.callId, status: transport.status };
 };
 

@@ -22,14 +22,25 @@ const getWeather = tool({
   },
 });
 
+// The spoken turn and the interrupt run with a plain agent; before the tool turn the session switches to
+// an agent with the tool (RealtimeSession.updateAgent → session.update). The local 1.5B model otherwise
+// tends to call get_weather for any question about a city.
 const agent = new RealtimeAgent({
   name: 'Assistant',
-  instructions: 'You are a helpful assistant. Answer in one short sentence. '
-    + 'Call get_weather only when the user asks about the weather.',
+  instructions: 'You are a helpful assistant. Answer in one short sentence.',
+});
+const weatherAgent = new RealtimeAgent({
+  name: 'Weather assistant',
+  instructions: 'You are a helpful assistant. Answer in one short sentence. Use get_weather for weather questions.',
   tools: [getWeather],
 });
 const transport = new OpenAIRealtimeWebSocket({ url });
-const session = new RealtimeSession(agent, { transport });
+// Whisper base sometimes hears "capital of friends"; a transcription prompt (a vocabulary hint) steadies it.
+const session = new RealtimeSession(agent, {
+  transport,
+  config: { audio: { input: { transcription: { model: 'gpt-4o-mini-transcribe',
+    prompt: 'Questions about capital cities of countries.' } } } },
+});
 session.on('transport_event', (e) => {
   events.push(e);
   if (e.type !== 'response.output_audio.delta') log('event', e.type);
@@ -56,8 +67,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const result = {};
 try {
   await session.connect({ apiKey });
-  const updated = await waitFor(after(0, 'session.updated', (e) => e.session.tools?.length), 'session.updated', 10000);
-  result.session_tools = updated.session.tools.map((t) => t.name);
+  const first = await waitFor(after(0, 'session.updated'), 'session.updated', 10000);
+  result.transcription = first.session.audio?.input?.transcription ?? null;
 
   // 1. a spoken turn: PCM 24 kHz from the WAV, in 40 ms chunks, then silence for the VAD
   const { samples, rate } = readWav(wavPath);
@@ -99,9 +110,11 @@ try {
   // 3. a tool call: the model calls get_weather, the SDK runs the tool() and asks for the final answer.
   // The local 1.5B model does not call tools reliably under "auto", so this turn's response.create says
   // tool_choice "required" (the follow-up response the SDK requests after the tool runs uses the session's "auto").
-  await sleep(300);
   mark = events.length;
-  toolCalls.length = 0;
+  await session.updateAgent(weatherAgent);
+  const updated = await waitFor(after(mark, 'session.updated', (e) => e.session.tools?.length), 'session.updated with tools', 10000);
+  result.session_tools = updated.session.tools.map((t) => t.name);
+  mark = events.length;
   transport.sendEvent({ type: 'conversation.item.create', item: { type: 'message', role: 'user',
     content: [{ type: 'input_text', text: 'What is the weather in Paris right now?' }] } });
   transport.sendEvent({ type: 'response.create', response: { tool_choice: 'required' } });
