@@ -106,7 +106,8 @@ class SessionEngine:
         self._echo_ids = (ids.response_id(), ids.item_id())
         self._tasks: set[asyncio.Task] = set()
         self._overflow_reported = False
-        self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0}
+        self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0, "asr_speculative_hits": 0,
+                      "asr_speculative_misses": 0, "asr_speculative_started": 0}
         self._apply_config()
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)
@@ -275,6 +276,7 @@ class SessionEngine:
             if self._speculative and self._speculative[0] == event.audio_start_ms and \
                     self._speculative[1] == event.audio_end_ms - self.turn.params.silence_duration_ms:
                 speculative = self._speculative[2]
+            self.stats["asr_speculative_hits" if speculative else "asr_speculative_misses"] += 1
             self._speculative = None
             pcm = self.buffer.take(event.audio_start_ms, event.audio_end_ms)
             self._commit_audio(pcm, item_id, speculative=speculative)
@@ -315,6 +317,7 @@ class SessionEngine:
         pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
         task = asyncio.ensure_future(self._asr(pcm))
         self._speculative = (start_ms, speech_end_ms, task)
+        self.stats["asr_speculative_started"] += 1
 
     # ---- interruption --------------------------------------------------------------------------
     def _interrupt(self) -> None:
