@@ -31,9 +31,12 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import math
 import struct
 import time
 from typing import Any
+
+import numpy as np
 
 import aiortc
 import aiortc.codecs as aiortc_codecs
@@ -294,6 +297,20 @@ def video_buffer(receiver: RTCRtpReceiver) -> VideoJitterBuffer | None:
     return buf if isinstance(buf, VideoJitterBuffer) else None
 
 
+# ---- audio level -----------------------------------------------------------------------------------
+def fast_audio_level_dbov(frame: Any) -> int:
+    """RFC 6465 Appendix A level of an s16 frame, as aiortc's `rtp.compute_audio_level_dbov`, in numpy
+    (~100x faster than its per-sample Python loop, which runs on the event loop for every sent frame)."""
+    samples = np.frombuffer(bytes(frame.planes[0]), dtype="<i2")[: frame.samples * len(frame.layout.channels)]
+    if samples.size == 0:
+        return -127
+    energy = float(np.dot(samples.astype(np.int64), samples.astype(np.int64)))
+    rms = math.sqrt(energy / (frame.samples * 32767.0 * 32767.0))
+    if rms <= 0:
+        return -127
+    return round(min(0.0, max(-127.0, 20 * math.log10(rms))))
+
+
 # ---- install ---------------------------------------------------------------------------------------
 def install() -> None:
     """Apply the hooks (idempotent). Raises RuntimeError if aiortc is not what they expect."""
@@ -309,6 +326,7 @@ def install() -> None:
     _originals["RtcpRtpfbPacket.parse"] = RtcpRtpfbPacket.parse.__func__
     _originals["RTCRtpReceiver.__init__"] = RTCRtpReceiver.__init__
     _originals["OpusEncoder"] = aiortc_codecs.OpusEncoder
+    _originals["compute_audio_level_dbov"] = aiortc_rtp.compute_audio_level_dbov
 
     RTCDtlsTransport._handle_rtp_data = _handle_rtp_data
     RTCRtpSender.__init__ = _sender_init
@@ -316,6 +334,7 @@ def install() -> None:
     RtcpRtpfbPacket.parse = classmethod(_rtpfb_parse)
     RTCRtpReceiver.__init__ = _receiver_init
     aiortc_codecs.OpusEncoder = FecOpusEncoder
+    aiortc_rtp.compute_audio_level_dbov = fast_audio_level_dbov
     _installed = True
 
 

@@ -252,3 +252,22 @@ async def test_live_call_feedback_both_ways(echo_server, monkeypatch):
     assert max(reported) < state.send.next_seq, "only sequence numbers the client stamped"
     times = [t for r in reports for _, t in r.arrivals() if t is not None]
     assert max(times) - min(times) > 1_000_000, "arrival times span the call (µs)"
+
+
+def test_fast_audio_level_matches_aiortc_and_is_installed():
+    import av
+    import numpy as np
+    from aiortc import rtp
+
+    from openrealtime.media import rtp_patches
+
+    rtp_patches.install()
+    assert rtp.compute_audio_level_dbov is rtp_patches.fast_audio_level_dbov
+    reference = rtp_patches.original("compute_audio_level_dbov")
+    rng = np.random.default_rng(7)
+    for amplitude in (0, 1, 30, 1000, 12000, 32767):
+        for layout, channels in (("mono", 1), ("stereo", 2)):
+            frame = av.AudioFrame(format="s16", layout=layout, samples=480)
+            data = rng.integers(-amplitude, amplitude + 1, 480 * channels, dtype=np.int16)
+            frame.planes[0].update(data.astype("<i2").tobytes())
+            assert rtp_patches.fast_audio_level_dbov(frame) == reference(frame), (amplitude, layout)
