@@ -16,7 +16,7 @@ import pytest
 
 from openrealtime.api.embedded import embedded_server
 from tests.browser.conftest import CHROMIUM, make_speech_wav, open_seed_page
-from tests.helpers import server_settings
+from tests.helpers import server_settings, wait_for
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -27,7 +27,6 @@ CHROMIUM_ARGS = [
 
 PROBE = """
 import socket
-from tests.helpers import wait_for
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(3):
     try:
