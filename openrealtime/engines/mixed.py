@@ -25,7 +25,7 @@ import numpy as np
 from .base import ModelStack
 from .openai_compat import OpenAICompatLLM, OpenAICompatSTT, OpenAICompatTTS, RemoteEndpoint, RemoteEngineError
 from .openai_compat.http import list_models
-from .stack import StageProgress, _cores, load_model_stack, resolve_profile
+from .stack import StageProgress, _cores, assemble_stack, close_loaded, load_model_stack, resolve_profile
 
 log = logging.getLogger(__name__)
 
@@ -178,23 +178,6 @@ def load_mixed_stack(
                     pass
         timed("tts", t0)
     except BaseException:
-        for part in reversed(loaded):
-            closer = getattr(part, "close", None)
-            if callable(closer):
-                try:
-                    closer()
-                except Exception:  # noqa: BLE001
-                    log.exception("error while closing %s", part)
+        close_loaded(loaded)
         raise
-
-    total = time.monotonic() - started
-    description = {
-        "profile": chosen.name,
-        "vad": vad.describe(),
-        "stt": stt.describe(),
-        "llm": lm.describe(),
-        "tts": voice.describe(),
-        "load_seconds": f"{total:.1f}",
-    }
-    report("stack", "ready in %.1f s (%s)" % (total, ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())))
-    return ModelStack(vad=vad, stt=stt, llm=lm, tts=voice, description=description)
+    return assemble_stack(chosen.name, vad, stt, lm, voice, started=started, timings=timings, report=report)

@@ -162,18 +162,28 @@ def load_model_stack(
                 pass
         timings["tts"] = time.monotonic() - t0
     except BaseException:
-        for part in reversed(loaded):
-            closer = getattr(part, "close", None)
-            if callable(closer):
-                try:
-                    closer()
-                except Exception:  # noqa: BLE001
-                    log.exception("error while closing %s", part)
+        close_loaded(loaded)
         raise
+    return assemble_stack(chosen.name, vad, stt, lm, voice, started=started, timings=timings, report=report)
 
+
+def close_loaded(loaded: list[object]) -> None:
+    """Close engines loaded so far (a later stage failed to load), newest first, never raising."""
+    for part in reversed(loaded):
+        closer = getattr(part, "close", None)
+        if callable(closer):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001
+                log.exception("error while closing %s", part)
+
+
+def assemble_stack(profile: str, vad, stt, lm, voice, *, started: float, timings: dict[str, float],
+                   report: StageProgress) -> ModelStack:
+    """The finished ModelStack with its description, and the one-line 'ready' report."""
     total = time.monotonic() - started
     description = {
-        "profile": chosen.name,
+        "profile": profile,
         "vad": vad.describe(),
         "stt": stt.describe(),
         "llm": lm.describe(),
