@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from openrealtime.api.embedded import free_port  # noqa: E402
+from bench._server import ServerProcess  # noqa: E402
 from openrealtime.client.rtc import RealtimeRtcClient  # noqa: E402
 
 TARGET_P50_MS = 150.0
@@ -46,60 +47,7 @@ CALL_TIMEOUT_S = 20.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class Server:
-    name: str
-    argv: list[str]
-    port: int
-    proc: subprocess.Popen | None = None
-    log: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, logdir: Path) -> None:
-        self.log = logdir / f"{self.name}.log"
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "wb"), start_new_session=True)
-
-    async def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.log}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(self.url + "/healthz")).status_code == 200:
-                        return
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready in {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def threads(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-        return -1
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+Server = ServerProcess
 
 
 @dataclass

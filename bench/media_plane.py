@@ -61,6 +61,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import ServerProcess, die_with_parent  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FRAME_S = 0.020
 GAP_LATE_S = 0.060
@@ -70,14 +72,6 @@ OVERLOAD_PCT = 5.0
 SATURATED_CORE_PCT = 90.0
 SETTLE_S = 2.0
 VOICED_BYTES = 40
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the kernel sends SIGTERM to this child if the bench itself dies (Linux)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -310,50 +304,8 @@ async def client_worker(url: str, calls: int, timeout_s: float) -> None:
 
 # ---- orchestration --------------------------------------------------------------------------------
 
-@dataclass
-class Server:
-    name: str
-    argv: list[str]
-    port: int
-    logdir: Path
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True,
-                                     stderr=open(self.logdir / f"{self.name}.log", "wb"),
-                                     preexec_fn=_die_with_parent)
-
-    async def wait_ready(self, timeout: float = 90.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.logdir}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(self.url + "/healthz")).status_code == 200:
-                        return
-                await asyncio.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready in {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+class Server(ServerProcess):
+    """Adds our /metrics counters."""
 
     async def metrics(self) -> dict[str, float]:
         """Our /metrics counters (outbound frames, pacing resyncs); {} for the plain server."""
@@ -372,12 +324,6 @@ class Server:
                     out[key] = float(m.group(1))
             return out
         return {}
-
-    def threads(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-        return -1
 
 
 @dataclass
@@ -426,7 +372,7 @@ class Workers:
                 sys.executable, __file__, "--client-worker", "--url", self.url, "--calls", str(k),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
                 stderr=open(self.logdir / f"client{i}.log", "ab"), start_new_session=True,
-                preexec_fn=_die_with_parent))
+                preexec_fn=die_with_parent))
         return self
 
     async def lines(self, timeout: float) -> list[dict]:
@@ -458,7 +404,7 @@ class Workers:
 async def measure(server: Server, n: int, args, profile_out: Path | None = None) -> Row:
     row = Row(server.name, n)
     setup_timeout = 20 + 0.5 * n
-    async with Workers(server.url, n, args.client_procs, server.logdir) as workers:
+    async with Workers(server.url, n, args.client_procs, server.log.parent) as workers:
         ready = await workers.lines(setup_timeout + SETTLE_S + 10)
         row.ok = sum(r["ready"] for r in ready)
         row.errors = [e for r in ready for e in r["errors"]]
@@ -467,7 +413,7 @@ async def measure(server: Server, n: int, args, profile_out: Path | None = None)
             spy = subprocess.Popen([py_spy(), "record", "--pid", str(server.proc.pid),
                                     "--duration", str(int(args.profile_s)), "--rate", "100", "--nonblocking",
                                     "--format", "raw", "-o", str(profile_out)],
-                                   stdout=subprocess.DEVNULL, stderr=open(server.logdir / "py-spy.log", "wb"))
+                                   stdout=subprocess.DEVNULL, stderr=open(server.log.parent / "py-spy.log", "wb"))
             await asyncio.sleep(0.5)
         window = args.profile_s if profile_out is not None else args.window
         m0 = await server.metrics()
@@ -656,16 +602,15 @@ async def run(args, logdir: Path) -> list[str]:
                                 "127.0.0.1", "--port", str(http_ours), "--log-level", "warning",
                                 "--max-calls", str(max(64, max(args.ns) + 8)),
                                 "--udp-port", str(free_port(socket.SOCK_DGRAM)), "--tcp-port", str(free_port())],
-                       http_ours, logdir),
-        "plain": Server("plain", [sys.executable, __file__, "--serve-plain", "--port", str(http_plain)],
-                        http_plain, logdir),
+                       http_ours),
+        "plain": Server("plain", [sys.executable, __file__, "--serve-plain", "--port", str(http_plain)], http_plain),
     }
     rows: list[Row] = []
     lines: list[str] = []
     idle: dict[str, float] = {}
     try:
         for s in servers.values():
-            s.start()
+            s.start(logdir)
         for s in servers.values():
             await s.wait_ready()
         for name in args.servers:

@@ -22,20 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._server import rss_mb  # noqa: E402
+
 QUESTIONS = [
     "What is the capital of France?",
     "Can you set a timer for ten minutes?",
     "How far away is the moon from the earth?",
 ]
 REPLY = "Paris is the capital of France. It is known for the Eiffel Tower, its museums, and its cafes."
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def bench_profile(profile: str, repeats: int) -> dict[str, float | str]:

@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import rss_mb  # noqa: E402
 from openrealtime.api.embedded import embedded_server  # noqa: E402
 from openrealtime.client.rtc import RealtimeRtcClient  # noqa: E402
 from openrealtime.config import Settings  # noqa: E402
@@ -49,14 +50,6 @@ QUESTIONS = [
     "What language is spoken in Brazil?",
 ]
 INSTRUCTIONS = "You are a helpful voice assistant. Answer in one short sentence."
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def pct(values: list[float], q: float) -> float:
