@@ -196,12 +196,43 @@ class MuxStunProtocol(StunProtocol):
             pass
 
 
-class _UdpVirtualTransport:
-    def __init__(self, mux: "MuxSet", endpoint: "_UdpEndpoint", protocol: MuxStunProtocol) -> None:
+class _VirtualTransport:
+    """The asyncio-transport surface aioice's StunProtocol uses, over a shared mux socket."""
+
+    def __init__(self, mux: "MuxSet", bind_ip: str, port_of: Any, protocol: MuxStunProtocol) -> None:
         self._mux = mux
-        self._endpoint = endpoint
+        self._bind_ip = bind_ip
+        self._port_of = port_of  # the endpoint/listener; its port is known only once bound
         self._protocol = protocol
         self._closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return (self._bind_ip, self._port_of.port)
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closed
+
+    def _release(self) -> None:
+        """Per-kind cleanup before the protocol is detached."""
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+        self._mux._forget_protocol(self._protocol)
+        self._protocol.connection_lost(None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class _UdpVirtualTransport(_VirtualTransport):
+    def __init__(self, mux: "MuxSet", endpoint: "_UdpEndpoint", protocol: MuxStunProtocol) -> None:
+        super().__init__(mux, endpoint.bind_ip, endpoint, protocol)
+        self._endpoint = endpoint
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._closed:
@@ -216,32 +247,13 @@ class _UdpVirtualTransport:
             self._mux._remember_transaction(bytes(data[8:20]), self._protocol, addr)
         transport.sendto(data, addr)
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "sockname":
-            return (self._endpoint.bind_ip, self._endpoint.port)
-        return default
-
-    def is_closing(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._mux._forget_protocol(self._protocol)
-        self._protocol.connection_lost(None)
-
-    def abort(self) -> None:
-        self.close()
 
 
-class _TcpVirtualTransport:
+class _TcpVirtualTransport(_VirtualTransport):
     def __init__(self, mux: "MuxSet", listener: "_TcpListener", protocol: MuxStunProtocol) -> None:
-        self._mux = mux
+        super().__init__(mux, listener.bind_ip, listener, protocol)
         self._listener = listener
-        self._protocol = protocol
         self.streams: dict[tuple[str, int], _TcpStream] = {}
-        self._closed = False
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         stream = self.streams.get(addr)
@@ -249,26 +261,10 @@ class _TcpVirtualTransport:
             return
         stream.write(data)
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "sockname":
-            return (self._listener.bind_ip, self._listener.port)
-        return default
-
-    def is_closing(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         for stream in list(self.streams.values()):
             stream.close()
         self.streams.clear()
-        self._mux._forget_protocol(self._protocol)
-        self._protocol.connection_lost(None)
-
-    def abort(self) -> None:
-        self.close()
 
 
 class _CallEntry:

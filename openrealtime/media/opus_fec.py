@@ -35,6 +35,7 @@ import av
 from aiortc.codecs.opus import SAMPLE_RATE as OPUS_RATE
 from aiortc.codecs.opus import SAMPLES_PER_FRAME, TIME_BASE, OpusEncoder
 from aiortc.jitterbuffer import JitterBuffer
+from .rtp_seq import SeqUnwrapper
 
 SEND_BITRATE = 32000
 SEND_PACKET_LOSS_PERCENT = 10
@@ -171,8 +172,7 @@ class OpusReceiveBuffer:
         self._ratio = 1           # 48 kHz RTP clock units per output sample
         self._time_base = TIME_BASE
         self._pts = 0
-        self._last_seq = -1
-        self._last_ext = 0
+        self._seq = SeqUnwrapper()
         self._next = 0            # next extended sequence number to play
         self._next_ts: int | None = None  # RTP timestamp where the next packet's audio starts
         self._last_n = SAMPLES_PER_FRAME  # output samples of the last frame
@@ -199,23 +199,16 @@ class OpusReceiveBuffer:
     def _on_packet(self, packet: Any) -> None:
         self.stats.packets += 1
         seq = packet.sequence_number
-        last = self._last_seq
+        last = self._seq.last_seq
         if last < 0 or packet.ssrc != self._ssrc:
             if last < 0 and not self._open():
                 return
             if last >= 0:  # a new SSRC: the sender restarted its stream
                 self._restart()
             self._ssrc = packet.ssrc
-            ext = self._last_ext = self._next = seq
-            self._last_seq = seq
+            ext = self._next = self._seq.reset(seq)
         else:
-            d = (seq - last) & 0xFFFF
-            if d < 0x8000:
-                ext = self._last_ext + d
-                self._last_ext = ext
-                self._last_seq = seq
-            else:
-                ext = self._last_ext + d - 0x10000
+            ext = self._seq.unwrap(seq)
         nxt = self._next
         if ext == nxt:
             self._late_run = 0
@@ -231,8 +224,7 @@ class OpusReceiveBuffer:
                 self.stats.late += 1
                 return
             self._restart()  # same SSRC, this many "late" in a row: the sequence jumped back
-            self._last_seq = seq
-            self._last_ext = seq
+            self._seq.reset(seq)
             self._play(packet)
             self._next = seq + 1
             return

@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from .rtp_seq import SeqUnwrapper
 
 TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 RTCP_RTPFB = 205
@@ -217,13 +218,12 @@ def parse_feedback(data: bytes, *, fci_only: bool = False) -> TwccFeedback:
 class TwccRecorder:
     """Arrival times by transport-wide sequence number → feedback packets."""
 
-    __slots__ = ("_pending", "_last_seq", "_last_ext", "_next_base", "media_ssrc", "sender_ssrc",
+    __slots__ = ("_pending", "_seq", "_next_base", "media_ssrc", "sender_ssrc",
                  "_fb_count", "packets", "late", "feedbacks_built", "_epoch_us")
 
     def __init__(self, sender_ssrc: int = 0, epoch_us: int = 0) -> None:
         self._pending: dict[int, int] = {}
-        self._last_seq = -1
-        self._last_ext = 0
+        self._seq = SeqUnwrapper()
         self._next_base: int | None = None
         self.media_ssrc = 0
         self.sender_ssrc = sender_ssrc
@@ -235,18 +235,7 @@ class TwccRecorder:
 
     def record(self, seq: int, arrival_us: int, ssrc: int) -> None:
         """Per packet: unwrap the 16-bit sequence and remember the arrival time."""
-        last = self._last_seq
-        if last < 0:
-            ext = self._last_ext = seq
-            self._last_seq = seq
-        else:
-            d = (seq - last) & 0xFFFF
-            if d < 0x8000:
-                ext = self._last_ext + d
-                self._last_ext = ext
-                self._last_seq = seq
-            else:
-                ext = self._last_ext + d - 0x10000
+        ext = self._seq.unwrap(seq)
         nb = self._next_base
         if nb is not None and ext < nb:
             self.late += 1
