@@ -31,7 +31,7 @@ async def test_browser_hears_a_spoken_answer(voice_server, question_page):
     page = question_page
     await open_seed_page(page, voice_server.url)
     session = {"type": "realtime", "instructions": "Answer in one short sentence.",
-               "audio": {"input": {"transcription": {"model": "whisper-1"},
+               "audio": {"input": {"transcription": {"model": "whisper-1", "prompt": "Questions about capital cities of countries."},
                                    "turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}}}
     await page.evaluate("([u, s]) => startCall(u, 'test', s, false)", [voice_server.url, session])
 

@@ -9,7 +9,7 @@ from tests.e2e.conftest import piper_to_wav, speak_to_wav
 SESSION = {
     "type": "realtime",
     "instructions": "You are a helpful assistant. Answer in one short sentence.",
-    "audio": {"input": {"transcription": {"model": "whisper-1"},
+    "audio": {"input": {"transcription": {"model": "whisper-1", "prompt": "Questions about capital cities of countries."},
                         "turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}},
 }
 
