@@ -68,7 +68,29 @@ def speech_end_s(audio48: np.ndarray) -> float:
     return (loud[-1] + 1) / 48000 if loud.size else 0.0
 
 
-async def measure_server(stack, questions: list[np.ndarray], silence_ms: int) -> tuple[list[float], dict]:
+TIMELINE_EVENTS = {
+    "input_audio_buffer.speech_stopped": "stopped",
+    "input_audio_buffer.committed": "commit",
+    "conversation.item.input_audio_transcription.completed": "asr",
+    "response.created": "resp",
+    "response.output_audio_transcript.delta": "tok1",
+    "output_audio_buffer.started": "audio",
+}
+
+
+def timeline_line(events: list[dict], speech_end: float, heard: float) -> str:
+    """When each stage's first event arrived, in seconds after the end of speech."""
+    seen: dict[str, float] = {}
+    for event in events:
+        label = TIMELINE_EVENTS.get(event.get("type", ""))
+        if label and label not in seen:
+            seen[label] = event["_t"] - speech_end
+    parts = [f"{label} {seen[label]:+.2f}" for label in TIMELINE_EVENTS.values() if label in seen]
+    return " | ".join(parts + [f"heard {heard - speech_end:+.2f}"])
+
+
+async def measure_server(stack, questions: list[np.ndarray], silence_ms: int,
+                         timeline: bool = False) -> tuple[list[float], dict]:
     settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local")
     latencies: list[float] = []
     async with embedded_server(settings, models=stack) as server:
@@ -83,6 +105,7 @@ async def measure_server(stack, questions: list[np.ndarray], silence_ms: int) ->
         call.audio_out.reset_pacing_stats()
         for audio in questions:
             client.audio.first_voiced_at = None
+            log_from = len(client.log)
             pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
             # wait until the mic track is about to send the first frame of this question
             start = time.monotonic() + client.mic.pending_s
@@ -94,6 +117,9 @@ async def measure_server(stack, questions: list[np.ndarray], silence_ms: int) ->
                 await asyncio.sleep(0.01)
             if client.audio.first_voiced_at is not None and done["response"]["status"] == "completed":
                 latencies.append(client.audio.first_voiced_at - speech_end)
+                if timeline:
+                    print("  " + timeline_line(client.log[log_from:], speech_end, client.audio.first_voiced_at),
+                          flush=True)
             await client.next_event("output_audio_buffer.stopped", timeout=60)
             await asyncio.sleep(0.3)
         info = {"late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent,
@@ -115,7 +141,7 @@ def naive_cascade(stack, audio48: np.ndarray, silence_ms: int) -> float:
     return time.monotonic() - t0
 
 
-async def run(profiles: list[str], count: int, silence_ms: int) -> None:
+async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, naive_runs: bool) -> None:
     print(f"voice latency bench: {count} questions, silence_duration_ms={silence_ms}, cores={os.cpu_count()}")
     rows = []
     for profile in profiles:
@@ -123,9 +149,10 @@ async def run(profiles: list[str], count: int, silence_ms: int) -> None:
         stack = call_in_model_thread(lambda: load_model_stack(profile))
         load_s = time.monotonic() - t
         questions = [synth(stack, q) for q in QUESTIONS[:count]]
-        ours, info = await measure_server(stack, questions, silence_ms)
+        ours, info = await measure_server(stack, questions, silence_ms, timeline)
         # same thread priority as the server's model workers, so the comparison is like for like
-        naive = [call_in_model_thread(lambda q=q: naive_cascade(stack, q, silence_ms)) for q in questions]
+        naive = [call_in_model_thread(lambda q=q: naive_cascade(stack, q, silence_ms))
+                 for q in (questions if naive_runs else [])] or [float("nan")]
         rows.append((profile, ours, naive, rss_mb(), load_s, info))
         stack.close()
     print()
@@ -148,8 +175,11 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=6)
     parser.add_argument("--silence-ms", type=int, default=300)
     parser.add_argument("--deadline", type=float, default=900)
+    parser.add_argument("--timeline", action="store_true", help="print each turn's stage times")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive cascade (faster iterations)")
     args = parser.parse_args()
-    asyncio.run(asyncio.wait_for(run(args.profiles.split(","), args.questions, args.silence_ms), args.deadline))
+    asyncio.run(asyncio.wait_for(run(args.profiles.split(","), args.questions, args.silence_ms, args.timeline,
+                                       not args.no_naive), args.deadline))
 
 
 if __name__ == "__main__":

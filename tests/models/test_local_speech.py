@@ -49,6 +49,40 @@ def test_asr_transcribes_a_question(tts, whisper):
     assert result.output_tokens > 3
 
 
+def test_short_turns_take_the_short_path_and_agree_with_the_full_window(tts, whisper, monkeypatch, caplog):
+    """A turn under SHORT_AUDIO_S is encoded as speech + cached silence; the words match the
+    standard 30 s-window decode, and noise still reads as nothing."""
+    import logging
+
+    from openrealtime.engines.local import asr
+
+    audio = speak16k(tts, "How many legs does a spider have?")
+    with caplog.at_level(logging.DEBUG, logger=asr.__name__):
+        short = whisper.transcribe(audio)
+    assert any("short path" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(asr, "SHORT_AUDIO_S", 0.0)
+    full = whisper.transcribe(audio)
+    assert words(short.text) == words(full.text) and "spider" in words(short.text), (short, full)
+    monkeypatch.undo()
+    noise = np.random.default_rng(1).standard_normal(32000).astype(np.float32) * 0.05
+    assert whisper.transcribe(noise).text == ""
+
+
+def test_long_audio_takes_the_standard_path(tts, whisper, caplog):
+    import logging
+
+    from openrealtime.engines.local import asr
+
+    sentence = speak16k(tts, "The capital of France is Paris.")
+    gap = np.zeros(16000, np.float32)
+    audio = np.concatenate([sentence, gap] * int(np.ceil((asr.SHORT_AUDIO_S + 1) * 16000 / (sentence.size + gap.size))))
+    assert audio.size / 16000 > asr.SHORT_AUDIO_S
+    with caplog.at_level(logging.DEBUG, logger=asr.__name__):
+        result = whisper.transcribe(audio)
+    assert not any("short path" in r.getMessage() for r in caplog.records)
+    assert "paris" in words(result.text), result
+
+
 def test_asr_returns_nothing_for_silence_and_tiny_clips(whisper):
     assert whisper.transcribe(np.zeros(16000, np.float32)).text == ""
     short = whisper.transcribe(np.zeros(800, np.float32))
