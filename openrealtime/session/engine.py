@@ -31,6 +31,7 @@ from ..protocol.items import (
     FunctionCallOutputItem,
     InputAudioContent,
     InputImageContent,
+    InputTextContent,
     ItemReference,
     MessageItem,
     OutputAudioContent,
@@ -51,7 +52,8 @@ from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
 from .conversation import Conversation, to_chat_messages, trim_to_budget
 from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun
 from .transport import Transport
-from .turn_detection import SilenceBegan, SpeechStarted, SpeechStopped, TurnDetector, VadParams
+from .speculation import BufferedStream, TurnSpeculation, WarmState
+from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped, TurnDetector, VadParams
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,8 @@ class SessionEngine:
         self.playing: dict[str, ResponseRun] = {}  # response id -> run whose audio may still play
         self._pending_item_id: str | None = None
         self._idle_anchor_ms: int | None = None
-        self._speculative: tuple[int, int, asyncio.Task] | None = None
+        self._speculation: TurnSpeculation | None = None
+        self._warm = WarmState()
         self._vad_stream = models.vad.new_stream() if models is not None else None
         self._vad_resampler = av.AudioResampler(format="flt", layout="mono", rate=VAD_RATE)
         self._vad_pending = np.zeros(0, dtype=np.float32)
@@ -107,7 +110,9 @@ class SessionEngine:
         self._tasks: set[asyncio.Task] = set()
         self._overflow_reported = False
         self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0, "asr_speculative_hits": 0,
-                      "asr_speculative_misses": 0, "asr_speculative_started": 0}
+                      "asr_speculative_misses": 0, "asr_speculative_started": 0, "answers_speculated": 0,
+                      "answers_adopted": 0, "speculations_abandoned": 0, "prefix_warmings": 0,
+                      "prefix_tokens_warmed": 0}
         self._apply_config()
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)
@@ -123,6 +128,8 @@ class SessionEngine:
             run.cancel_event.set()
             if run.task is not None:
                 run.task.cancel()
+        self._drop_speculation()
+        self._warm.cancel()
         for task in list(self._tasks):
             task.cancel()
         self.closed = True
@@ -251,6 +258,7 @@ class SessionEngine:
                 break
             for event in self.turn.feed(prob, self._vad_clock_ms, frame_ms):
                 self._on_turn_event(event)
+        self._maybe_warm_prefix()
         if not self.turn.speaking:
             keep_from = int(self._vad_clock_ms) - self.turn.params.prefix_padding_ms - 200
             self.buffer.trim_before(keep_from)
@@ -260,6 +268,9 @@ class SessionEngine:
     def _on_turn_event(self, event: object) -> None:
         td = self.config.audio.input.turn_detection
         if isinstance(event, SpeechStarted):
+            self._drop_speculation()
+            self._warm.cancel()
+            self._warm = WarmState()
             self._pending_item_id = ids.item_id()
             self._idle_anchor_ms = None
             self.emit(ev.InputAudioBufferSpeechStartedEvent(audio_start_ms=event.audio_start_ms,
@@ -267,21 +278,26 @@ class SessionEngine:
             if td is not None and td.interrupt_response:
                 self._interrupt()
         elif isinstance(event, SilenceBegan):
+            self._warm.cancel()  # the cores are for the final transcription now
             self._speculate(event.audio_start_ms, event.speech_end_ms)
+        elif isinstance(event, SpeechResumed):
+            self._drop_speculation()
         elif isinstance(event, SpeechStopped):
             item_id = self._pending_item_id or ids.item_id()
             self._pending_item_id = None
             self.emit(ev.InputAudioBufferSpeechStoppedEvent(audio_end_ms=event.audio_end_ms, item_id=item_id))
-            speculative = None
-            if self._speculative and self._speculative[0] == event.audio_start_ms and \
-                    self._speculative[1] == event.audio_end_ms - self.turn.params.silence_duration_ms:
-                speculative = self._speculative[2]
-            self.stats["asr_speculative_hits" if speculative else "asr_speculative_misses"] += 1
-            self._speculative = None
+            spec, self._speculation = self._speculation, None
+            if spec is not None and not spec.matches(event.audio_start_ms,
+                                                     event.audio_end_ms - self.turn.params.silence_duration_ms):
+                self._abandon(spec)
+                spec = None
+            self.stats["asr_speculative_hits" if spec else "asr_speculative_misses"] += 1
             pcm = self.buffer.take(event.audio_start_ms, event.audio_end_ms)
-            self._commit_audio(pcm, item_id, speculative=speculative)
+            self._commit_audio(pcm, item_id, speculative=spec.asr if spec else None)
             if td is not None and td.create_response and isinstance(self.config, RealtimeSessionConfig):
-                self._auto_response()
+                self._auto_response(spec)
+            elif spec is not None:
+                spec.drop_answer()
 
     def _check_idle_timeout(self) -> None:
         td = self.config.audio.input.turn_detection
@@ -299,25 +315,91 @@ class SessionEngine:
         if isinstance(self.config, RealtimeSessionConfig):
             self._auto_response()
 
-    def _auto_response(self) -> None:
+    def _auto_response(self, speculation: TurnSpeculation | None = None) -> None:
         if self.active is not None:
+            if speculation is not None:
+                speculation.drop_answer()
             self.send_error(ProtocolError(
                 f"Conversation already has an active response in progress: {self.active.id}. "
                 "Turn detection could not start a new one.", code="conversation_already_has_active_response"))
             return
         try:
-            self._create_response(None)
+            self._create_response(None, speculation=speculation)
         except ProtocolError as exc:
+            if speculation is not None:
+                speculation.drop_answer()
             self.send_error(exc)
 
+    # ---- speculation (see speculation.py) ------------------------------------------------------
     def _speculate(self, start_ms: int, speech_end_ms: int) -> None:
-        """Transcribe during the silence hangover; reused at commit if no speech followed."""
-        if self.models is None or (self._speculative and not self._speculative[2].done()):
+        """Transcribe during the silence hangover and, if a response will follow, start answering."""
+        if self.models is None:
             return
+        self._drop_speculation()
         pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
-        task = asyncio.ensure_future(self._asr(pcm))
-        self._speculative = (start_ms, speech_end_ms, task)
+        spec = self._speculation = TurnSpeculation(start_ms, speech_end_ms, asyncio.ensure_future(self._asr(pcm)))
+        spec.task = asyncio.ensure_future(self._speculate_answer(spec))
+        self._tasks.add(spec.task)
+        spec.task.add_done_callback(self._tasks.discard)
         self.stats["asr_speculative_started"] += 1
+
+    def _wants_auto_response(self) -> bool:
+        td = self.config.audio.input.turn_detection
+        return (self.models is not None and not self.closed and self.active is None and td is not None
+                and bool(td.create_response) and isinstance(self.config, RealtimeSessionConfig))
+
+    def _provisional_request(self, text: str) -> ChatRequest:
+        """The request an automatic response would make if the user's turn were `text`."""
+        provisional = UserMessageItem(id="provisional", content=[InputTextContent(text=text)])
+        return self._chat_request(ResponseCreateParams(), [*self.conversation.items, provisional])()
+
+    async def _speculate_answer(self, spec: TurnSpeculation) -> None:
+        try:
+            result = await asyncio.shield(spec.asr)
+        except Exception:  # the commit will transcribe again and report the failure
+            return
+        text = result.text.strip()
+        if self._speculation is not spec or not text or not self._wants_auto_response():
+            return
+        request = spec.request = self._provisional_request(text)
+        llm, cancel = self.models.llm, spec.cancel_event
+        spec.answer = BufferedStream(workers.stream("llm", lambda: llm.stream_chat(request, cancel), cancel))
+        self.stats["answers_speculated"] += 1
+
+    def _abandon(self, spec: TurnSpeculation) -> None:
+        spec.cancel()
+        self.stats["speculations_abandoned"] += 1
+
+    def _drop_speculation(self) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is not None:
+            self._abandon(spec)
+
+    def _maybe_warm_prefix(self) -> None:
+        """While the user speaks: transcribe what was said so far and prefill the model with it."""
+        prefill = getattr(self.models.llm, "prefill", None) if self.models is not None else None
+        now = int(self._vad_clock_ms)
+        if prefill is None or not self._wants_auto_response() or not self.turn.voiced_at(self._vad_clock_ms) \
+                or not self._warm.due(self.turn.speech_start_ms, now):
+            return
+        warm = self._warm
+        warm.upto_ms = now
+        warm.task = asyncio.ensure_future(self._warm_prefix(warm, prefill, self.turn.speech_start_ms, now))
+        self._tasks.add(warm.task)
+        warm.task.add_done_callback(self._tasks.discard)
+
+    async def _warm_prefix(self, warm: WarmState, prefill: Callable[..., int], start_ms: int, end_ms: int) -> None:
+        try:
+            result = await self._asr(self.buffer.peek(start_ms, end_ms))
+        except Exception:
+            return
+        text = result.text.strip()
+        if not text or warm is not self._warm or warm.cancel_event.is_set() or not self._wants_auto_response():
+            return
+        request = self._provisional_request(text)
+        tokens = await workers.run("warm", lambda: prefill(request, warm.cancel_event))
+        self.stats["prefix_warmings"] += 1
+        self.stats["prefix_tokens_warmed"] += int(tokens or 0)
 
     # ---- interruption --------------------------------------------------------------------------
     def _interrupt(self) -> None:
@@ -548,7 +630,8 @@ class SessionEngine:
                     input_token_details={"text_tokens": 0, "audio_tokens": audio_tokens})))
 
     # ---- responses ---------------------------------------------------------------------------
-    def _create_response(self, params: ResponseCreateParams | None) -> None:
+    def _create_response(self, params: ResponseCreateParams | None, *,
+                         speculation: TurnSpeculation | None = None) -> None:
         if not isinstance(self.config, RealtimeSessionConfig):
             raise ProtocolError("Transcription sessions do not generate responses.", code="invalid_value",
                                 param="type")
@@ -577,7 +660,7 @@ class SessionEngine:
                              if isinstance(i, UserMessageItem) and i.id in self.conversation.audio)
         run = ResponseRun(self, response, self._chat_request(params, context), in_conversation=not oob,
                           input_audio_ms=input_audio_ms, image_tokens=self._image_tokens(context),
-                          pending_transcripts=pending)
+                          pending_transcripts=pending, speculation=speculation)
         if oob:
             self.out_of_band[run.id] = run
         else:

@@ -9,7 +9,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from ..protocol.items import AnyItem, AssistantMessageItem, FunctionCallItem, Ou
 from ..protocol.responses import RealtimeResponse, ResponseError, ResponseUsage
 from . import workers
 from .clauses import ClauseSplitter
+from .speculation import TurnSpeculation
 
 if TYPE_CHECKING:
     from .engine import SessionEngine
@@ -51,7 +52,7 @@ class _CallState:
 class ResponseRun:
     def __init__(self, engine: "SessionEngine", response: RealtimeResponse, build_request: Callable[[], ChatRequest], *,
                  in_conversation: bool, input_audio_ms: int, image_tokens: int,
-                 pending_transcripts: list[asyncio.Future]) -> None:
+                 pending_transcripts: list[asyncio.Future], speculation: TurnSpeculation | None = None) -> None:
         self.engine = engine
         self.response = response
         self.build_request = build_request
@@ -61,6 +62,8 @@ class ResponseRun:
         self.input_audio_ms = input_audio_ms
         self.image_tokens = image_tokens
         self.pending_transcripts = pending_transcripts
+        self.speculation = speculation  # an answer may already be under way (speculation.py)
+        self.speculative = False  # whether this response adopted it
         self.cancel_event = threading.Event()
         self.finished = False
         self.message: _MessageState | None = None
@@ -92,9 +95,7 @@ class ResponseRun:
             splitter = ClauseSplitter()
             if self.audio_mode:
                 self._tts_task = asyncio.create_task(self._speak())
-            llm = self.engine.models.llm
-            async for delta in workers.stream("llm", lambda: llm.stream_chat(request, self.cancel_event),
-                                              self.cancel_event):
+            async for delta in self._answer(request):
                 if self.finished:
                     return
                 if isinstance(delta, TextDelta):
@@ -129,6 +130,20 @@ class ResponseRun:
             log.exception("response %s failed", self.id)
             self.finalize("failed", error=ResponseError(type="server_error", code="model_error"), finished=finished,
                           message=f"The model backend failed: {exc}")
+
+    def _answer(self, request: ChatRequest) -> AsyncIterator[Any]:
+        """The model's deltas: the speculative answer if it was made for this very request."""
+        spec, self.speculation = self.speculation, None
+        answer = spec.take_answer(request) if spec is not None else None
+        if answer is not None and spec is not None:
+            if self.cancel_event.is_set():
+                spec.cancel_event.set()
+            self.cancel_event = spec.cancel_event  # the model thread watches this one
+            self.speculative = True
+            self.engine.stats["answers_adopted"] += 1
+            return answer.replay()
+        llm = self.engine.models.llm
+        return workers.stream("llm", lambda: llm.stream_chat(request, self.cancel_event), self.cancel_event)
 
     # ---- streaming pieces --------------------------------------------------------------------
     def _open_message(self) -> _MessageState:
@@ -193,6 +208,8 @@ class ResponseRun:
                     threading.Event()):
                 if self.finished:
                     return
+                if self.first_audio_at is None:
+                    chunk = trim_leading_silence(chunk, tts.sample_rate)
                 pcm = _to_pcm16(chunk, tts.sample_rate)
                 if not pcm:
                     continue
@@ -220,6 +237,9 @@ class ResponseRun:
             return
         self.finished = True
         self.cancel_event.set()
+        if self.speculation is not None:
+            self.speculation.drop_answer()
+            self.speculation = None
         if self._tts_task is not None and not self._tts_task.done():
             self._tts_task.cancel()
         item_status = "completed" if status == "completed" else "incomplete"
@@ -277,6 +297,15 @@ class ResponseRun:
             input_text=prompt, input_audio=self.input_audio_ms * AUDIO_TOKENS_PER_SECOND // 1000,
             input_image=self.image_tokens, cached_text=min(cached, prompt),
             output_text=completion, output_audio=self.audio_out_ms * AUDIO_TOKENS_PER_SECOND // 1000)
+
+
+def trim_leading_silence(chunk: Any, rate: int, *, keep_ms: int = 10, level: float = 0.01) -> np.ndarray:
+    """The response's first audio starts at the voice, not at the TTS's lead-in (Piper: 35-60 ms)."""
+    audio = np.asarray(chunk, dtype=np.float32).reshape(-1)
+    loud = np.flatnonzero(np.abs(audio) > level)
+    if not loud.size:
+        return audio
+    return audio[max(0, int(loud[0]) - rate * keep_ms // 1000):]
 
 
 def _to_pcm16(chunk: Any, rate: int) -> bytes:

@@ -14,7 +14,7 @@ from ..protocol.session import SemanticVad, ServerVad
 
 MIN_SPEECH_MS = 64  # speech shorter than this (clicks, pops) does not start a turn
 HYSTERESIS = 0.15  # speech continues while prob >= threshold - HYSTERESIS
-SPECULATE_AFTER_MS = 200  # silence after which a speculative transcription may start
+SPECULATE_AFTER_MS = 100  # silence after which speculative work (transcription, answer) may start
 
 SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
 
@@ -52,6 +52,13 @@ class SilenceBegan:
     speech_end_ms: int
 
 
+@dataclass
+class SpeechResumed:
+    """The user spoke again after `SilenceBegan`: speculative work for that pause is stale."""
+
+    audio_start_ms: int
+
+
 class TurnDetector:
     def __init__(self, params: VadParams) -> None:
         self.params = params
@@ -60,6 +67,15 @@ class TurnDetector:
         self._speech_start = 0
         self._last_voice_end = 0.0
         self._speculated = False
+
+    @property
+    def speech_start_ms(self) -> int:
+        """Start (with prefix padding) of the speech in progress."""
+        return self._speech_start
+
+    def voiced_at(self, now_ms: float) -> bool:
+        """Speaking, and the latest frame (ending at `now_ms`) had voice."""
+        return self.speaking and self._last_voice_end >= now_ms
 
     def reset(self) -> None:
         self.speaking = False
@@ -85,7 +101,9 @@ class TurnDetector:
             return events
         if prob >= p.threshold - HYSTERESIS:
             self._last_voice_end = frame_end_ms
-            self._speculated = False
+            if self._speculated:
+                self._speculated = False
+                events.append(SpeechResumed(self._speech_start))
             return events
         silence = frame_end_ms - self._last_voice_end
         if not self._speculated and silence >= min(SPECULATE_AFTER_MS, p.silence_duration_ms / 2):

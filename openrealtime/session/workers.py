@@ -20,7 +20,7 @@ from ..observability.metrics import observe_stage
 
 T = TypeVar("T")
 
-_STAGES = ("vad", "asr", "llm", "tts")
+_STAGES = ("vad", "asr", "llm", "warm", "tts")  # warm: LLM prefills while the user speaks
 _pools: dict[str, ThreadPoolExecutor] = {}
 _sizes: dict[str, int] = {}
 _lock = threading.Lock()

@@ -79,6 +79,26 @@ def test_second_turn_reuses_the_cached_prefix_and_is_fast(llm):
     assert "Madrid" in text(second)
 
 
+def test_prefill_with_partial_words_leaves_only_the_tail_to_evaluate(llm):
+    history = [{"role": "system", "content": "You are a terse geography quiz bot."},
+               {"role": "user", "content": "Name the capital of Portugal in one word."}]
+    cold = run(llm, ChatRequest(messages=history, temperature=0.0, max_tokens=8, session_key="prefill"))
+    history.append({"role": "assistant", "content": text(cold)})
+    partial = [*history, {"role": "user", "content": "And what is the capital city of"}]
+    evaluated = llm.prefill(ChatRequest(messages=partial, session_key="prefill"))
+    assert evaluated >= 8
+    # a cancelled prefill evaluates nothing more
+    cancel = threading.Event()
+    cancel.set()
+    assert llm.prefill(ChatRequest(messages=[*history, {"role": "user", "content": "Something else entirely"}],
+                                   session_key="prefill"), cancel) == 0
+    full = [*history, {"role": "user", "content": "And what is the capital city of Norway? One word."}]
+    done = run(llm, ChatRequest(messages=full, temperature=0.0, max_tokens=8, session_key="prefill"))
+    uncached = done[-1].input_tokens - done[-1].cached_tokens
+    assert uncached <= 14, done[-1]  # the rest of the words and the assistant header
+    assert "Oslo" in text(done)
+
+
 def test_tool_call_is_streamed_as_tool_call_delta(llm):
     events = run(llm, ChatRequest(messages=[{"role": "user", "content": "What's the weather like in Tokyo right now?"}],
                                   tools=[WEATHER_TOOL, TIMER_TOOL], temperature=0.0))

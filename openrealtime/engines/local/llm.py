@@ -69,6 +69,7 @@ DEFAULT_SYSTEM_PROMPT = (
 
 DEFAULT_MAX_TOKENS = 1024
 _LOCK_POLL_S = 0.05
+_PREFILL_BATCH = 4  # tokens per llama_decode in a prefill (a waiting response takes over between batches)
 
 MODELS = {
     "qwen2.5-1.5b": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
@@ -338,7 +339,7 @@ class LlamaCppLLM:
             model_path=str(self.model_path),
             n_ctx=n_ctx,
             n_batch=n_batch,
-            n_threads=self.n_threads,
+            n_threads=int(os.environ.get("OPENREALTIME_LLM_DECODE_THREADS", self.n_threads)),
             n_threads_batch=self.n_threads,
             verbose=False,
         )
@@ -353,6 +354,7 @@ class LlamaCppLLM:
         self._tool_open_token: int | None = open_tokens[0] if len(open_tokens) == 1 else None
         self._json_start_tokens: np.ndarray | None = None
         self._lock = threading.Lock()
+        self._waiting = 0  # stream_chat calls waiting for the lock (a prefill yields to them)
         self._snapshots = _SnapshotCache(session_snapshots, snapshot_bytes) if session_snapshots > 0 else None
         self._live_owner: str | None = None  # the session whose history the live KV cache holds
         self._images_warned = False
@@ -378,6 +380,11 @@ class LlamaCppLLM:
 
     def build_prompt(self, request: ChatRequest) -> tuple[list[int], str, list[str], str]:
         """-> (prompt tokens, prefill text, offered tool names, effective tool_choice)."""
+        tokens, _text, prefill, names, choice = self._prompt(request)
+        return tokens, prefill, names, choice
+
+    def _prompt(self, request: ChatRequest) -> tuple[list[int], str, str, list[str], str]:
+        """-> (prompt tokens, prompt text, prefill text, offered tool names, effective tool_choice)."""
         choice = request.tool_choice if request.tool_choice is not None else "auto"
         tools = list(request.tools or [])
         forced_name: str | None = None
@@ -404,9 +411,10 @@ class LlamaCppLLM:
                         self.model_name, images)
         budget = self.n_ctx - min(request.max_tokens or DEFAULT_MAX_TOKENS, 256)
         while True:
-            tokens = self.tokenize_prompt(self.renderer.render(messages, tools) + prefill)
+            text = self.renderer.render(messages, tools) + prefill
+            tokens = self.tokenize_prompt(text)
             if len(tokens) <= budget:
-                return tokens, prefill, names, choice
+                return tokens, text, prefill, names, choice
             # drop the oldest non-system message (keeping tool call/result pairs together)
             first = 1 if messages and messages[0]["role"] == "system" else 0
             if len(messages) - first <= 1:
@@ -505,12 +513,53 @@ class LlamaCppLLM:
     # -- LanguageModel ---------------------------------------------------------------------
     def stream_chat(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[LlmEvent]:
         cancel = cancel or threading.Event()
-        while not self._lock.acquire(timeout=_LOCK_POLL_S):
-            if cancel.is_set():
-                yield Finished(reason="cancelled")
-                return
+        self._waiting += 1
+        try:
+            while not self._lock.acquire(timeout=_LOCK_POLL_S):
+                if cancel.is_set():
+                    yield Finished(reason="cancelled")
+                    return
+        finally:
+            self._waiting -= 1
         try:
             yield from self._generate(request, cancel)
+        finally:
+            self._lock.release()
+
+    def prefill(self, request: ChatRequest, cancel: threading.Event | None = None) -> int:
+        """Evaluate the prompt of `request` into the KV cache without generating.
+
+        The session engine calls this while the user is still speaking, with the words heard so
+        far as the last user message: when the turn ends, only the tokens after the common
+        prefix (the rest of the user's words and the assistant header) are left to evaluate.
+        The prompt is cut after the last message's text (no end-of-turn, no assistant header)
+        and 2 more tokens are left out, because the next word can re-tokenize the last ones.
+        Evaluates in small batches and stops early when `cancel` is set or a response is waiting
+        for the model. Returns the number of tokens evaluated.
+        """
+        cancel = cancel or threading.Event()
+        if not self._lock.acquire(timeout=_LOCK_POLL_S):
+            return 0  # the model is busy answering; the warm-up would come too late anyway
+        try:
+            tokens, text, _prefill, _names, _choice = self._prompt(request)
+            last = request.messages[-1].get("content") if request.messages else None
+            end = text.rfind(last) if isinstance(last, str) and last else -1
+            if end <= 0:
+                return 0
+            tokens = self.tokenize_prompt(text[: end + len(last)])[:-2]
+            self._switch_session(request.session_key, tokens)
+            llm = self._llm
+            common = _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
+            done = 0
+            for start in range(common, len(tokens), _PREFILL_BATCH):
+                if cancel.is_set() or self._waiting:
+                    break
+                batch = tokens[start: start + _PREFILL_BATCH]
+                llm.n_tokens = start  # eval() drops any cached tokens after this point
+                llm.eval(batch)
+                done += len(batch)
+            log.debug("prefilled %d tokens (%d already cached) for session %s", done, common, request.session_key)
+            return done
         finally:
             self._lock.release()
 

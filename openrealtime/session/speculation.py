@@ -1,0 +1,135 @@
+"""Work started before a turn is committed, so the answer is ready sooner.
+
+Server VAD commits a turn only after `silence_duration_ms` of silence, but the words are known
+well before that. Two kinds of early work, both thrown away when the user keeps talking:
+
+- **Turn speculation** (`TurnSpeculation`): once the user has been quiet for a moment
+  (`turn_detection.SilenceBegan`), the speech so far is transcribed and, when that finishes
+  and a response would follow the commit, the language model starts answering into a buffer
+  (`BufferedStream`). At the commit, the response adopts the buffer if its request is exactly
+  the speculated one; nothing reaches the client before the commit, so the event order is the
+  one OpenAI documents. Speech resuming cancels it all (`SpeechResumed`).
+- **Prefix warming** (`TurnWarmer` policy): while the user is still speaking, the words heard
+  so far are transcribed every `WARM_EVERY_MS` and the model's KV cache is filled with the
+  conversation plus those words (`LanguageModel.prefill`, optional). At the end of the turn
+  only the last few tokens are left to evaluate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engines.base import ChatRequest
+
+WARM_FIRST_MS = 900  # speech before the first partial transcription + prefill
+WARM_EVERY_MS = 700  # new speech between two of them
+
+
+class BufferedStream:
+    """Consumes an async iterator in the background and replays it, from the start, to one reader."""
+
+    def __init__(self, source: AsyncIterator[Any]) -> None:
+        self.items: list[Any] = []
+        self.error: BaseException | None = None
+        self.done = False
+        self._changed = asyncio.Event()
+        self.task = asyncio.ensure_future(self._pump(source))
+
+    async def _pump(self, source: AsyncIterator[Any]) -> None:
+        try:
+            async for item in source:
+                self.items.append(item)
+                self._changed.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # delivered to the reader
+            self.error = exc
+        finally:
+            self.done = True
+            self._changed.set()
+
+    async def replay(self) -> AsyncIterator[Any]:
+        index = 0
+        while True:
+            while index < len(self.items):
+                yield self.items[index]
+                index += 1
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+    def cancel(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+
+
+@dataclass
+class TurnSpeculation:
+    """Transcription (and maybe an answer) for the speech from `start_ms` to `speech_end_ms`."""
+
+    start_ms: int
+    speech_end_ms: int
+    asr: asyncio.Future
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    request: ChatRequest | None = None
+    answer: BufferedStream | None = None
+    task: asyncio.Task | None = None  # transcription → answer
+
+    def matches(self, start_ms: int, speech_end_ms: int) -> bool:
+        return self.start_ms == start_ms and self.speech_end_ms == speech_end_ms
+
+    def take_answer(self, request: ChatRequest) -> BufferedStream | None:
+        """The buffered answer if it was generated for exactly `request` (then it is no longer ours)."""
+        if self.answer is not None and self.request == request and \
+                not (self.answer.done and self.answer.error is not None):
+            answer, self.answer = self.answer, None
+            return answer
+        self.drop_answer()
+        return None
+
+    def drop_answer(self) -> None:
+        """Stop and forget the speculative answer (the transcription stays: the commit may use it)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.answer is not None:
+            self.cancel_event.set()
+            self.answer.cancel()
+            self.answer = None
+
+    def cancel(self) -> None:
+        """Abandon everything (the user kept talking, or the session ended)."""
+        self.cancel_event.set()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.answer is not None:
+            self.answer.cancel()
+            self.answer = None
+        if not self.asr.done():
+            self.asr.cancel()
+
+
+@dataclass
+class WarmState:
+    """Prefix warming bookkeeping for the turn in progress."""
+
+    upto_ms: int = 0  # audio end of the latest partial transcription
+    task: asyncio.Task | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    def due(self, speech_start_ms: int, now_ms: int) -> bool:
+        if self.task is not None and not self.task.done():
+            return False
+        heard = now_ms - speech_start_ms
+        return heard >= WARM_FIRST_MS and now_ms - max(self.upto_ms, speech_start_ms) >= WARM_EVERY_MS
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
