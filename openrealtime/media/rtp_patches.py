@@ -19,6 +19,8 @@ the table edits that *advertise* transport-cc and FEC never exist without the co
    place of the video one (gives up on an unrecovered lost packet after 0.35 s and asks for a
    keyframe, instead of freezing for 512 packets).
 5. ``aiortc.codecs.OpusEncoder`` becomes :class:`.opus_fec.FecOpusEncoder` (LBRR on, mono 32 kbps).
+   For Opus, :class:`.audio_out.OutboundAudioTrack` encodes itself and returns ``av.Packet``s, which
+   ``RTCRtpSender._next_encoded_frame`` only hands to ``encoder.pack()`` (checked below, not patched).
 
 Everything is keyed on aiortc internals (name-mangled attributes, method bodies), so
 :func:`verify_aiortc` checks them before patching and raises if aiortc changed;
@@ -100,6 +102,13 @@ _MARKERS = {
     "RtcpPacket.parse": (aiortc_rtp.RtcpPacket.parse,
                          ("packets.append(RtcpRtpfbPacket.parse(payload, count))",)),
     "codecs.get_encoder": (aiortc_codecs.get_encoder, ("return OpusEncoder()",)),
+    # audio_out.OutboundAudioTrack returns pre-encoded av.Packets for Opus: the sender must only pack them
+    "RTCRtpSender._next_encoded_frame": (RTCRtpSender._next_encoded_frame,
+                                         ("if isinstance(data, Frame):",
+                                          "payloads, timestamp = self.__encoder.pack(data)")),
+    "OpusEncoder.pack": (aiortc_codecs.opus.OpusEncoder.pack,
+                         ("timestamp = convert_timebase(packet.pts, packet.time_base, TIME_BASE)",
+                          "return [bytes(packet)], timestamp")),
 }
 
 
