@@ -35,66 +35,6 @@ _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 OPUS_CLOCK = 48000  # the Opus RTP clock, whatever the coded rate
 _OPUS_TIME_BASE = fractions.Fraction(1, OPUS_CLOCK)
 _OPUS_TICKS = OPUS_CLOCK // SAMPLE_RATE
-_FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
-# False: encode inline on the event loop (the least CPU per call). True: every track's clock sits on
-# one 20 ms grid and the frames due on a tick are encoded in one executor job (libopus runs with
-# the GIL released, beside the loop: more calls per process on a multi-core box, a little more CPU).
-ENCODE_OFF_LOOP = False
-
-
-class _EncodeBatch:
-    """Per event loop: the frames due in this loop iteration, encoded by one executor job."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._pending: list[tuple[OpusSendEncoder, bytes, asyncio.Future]] = []
-
-    def encode(self, encoder: OpusSendEncoder, pcm: bytes) -> asyncio.Future:
-        fut = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append((encoder, pcm, fut))
-        return fut
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        job = self._loop.run_in_executor(None, _encode_batch, batch)
-        job.add_done_callback(lambda done: _deliver_batch(batch, done))
-
-
-def _encode_batch(batch: list[tuple[OpusSendEncoder, bytes, asyncio.Future]]) -> list[bytes | BaseException]:
-    out: list[bytes | BaseException] = []
-    for encoder, pcm, _ in batch:
-        try:
-            out.append(encoder.encode_frame(pcm))
-        except Exception as exc:  # one broken encoder must not fail the others
-            out.append(exc)
-    return out
-
-
-def _deliver_batch(batch: list, done: asyncio.Future) -> None:
-    exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
-    results = done.result() if exc is None else [exc] * len(batch)
-    for (_, _, fut), res in zip(batch, results):
-        if fut.done():
-            continue
-        if isinstance(res, BaseException):
-            fut.set_exception(res)
-        else:
-            fut.set_result(res)
-
-
-_batches: dict[asyncio.AbstractEventLoop, _EncodeBatch] = {}
-
-
-def _batch_for(loop: asyncio.AbstractEventLoop) -> _EncodeBatch:
-    batch = _batches.get(loop)
-    if batch is None:
-        if len(_batches) > 8:  # loops of finished tests / servers
-            for old in [lp for lp in _batches if lp.is_closed()]:
-                del _batches[old]
-        batch = _batches[loop] = _EncodeBatch(loop)
-    return batch
 _SILENCE = bytes(FRAME_BYTES)
 _RESYNC_S = 0.2  # if the loop stalled longer than this, restart the clock instead of bursting
 
@@ -225,8 +165,7 @@ class OutboundAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         now = time.monotonic()
         if self._start is None:
-            # off-loop encoding batches the tracks whose frames fall on the same 20 ms tick
-            self._start = now - now % _FRAME_S if ENCODE_OFF_LOOP and self._encoder is not None else now
+            self._start = now
         else:
             self._pts += FRAME_SAMPLES
             due = self._start + self._pts / SAMPLE_RATE
@@ -239,13 +178,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         payload = self.next_frame()
         encoder = self._encoder
         if encoder is not None:
-            if ENCODE_OFF_LOOP:
-                data = encoder.cached(payload)
-                if data is None:
-                    data = await _batch_for(asyncio.get_running_loop()).encode(encoder, payload)
-            else:
-                data = encoder.encode_frame(payload)
-            frame = av.Packet(data)
+            frame = av.Packet(encoder.encode_frame(payload))
             frame.pts = self._pts * _OPUS_TICKS
             frame.time_base = _OPUS_TIME_BASE
         else:

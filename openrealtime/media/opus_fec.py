@@ -487,14 +487,6 @@ class OpusSendEncoder:
         self.frames_encoded += 1
         return ctypes.string_at(self._out_ptr, n)
 
-    def cached(self, pcm: bytes) -> bytes | None:
-        """The cached silence packet if ``pcm`` is settled digital silence (counted as sent)."""
-        cached = self._cached
-        if cached is not None and pcm == self._silence:
-            self.silence_repeats += 1
-            return cached
-        return None
-
     def encode_frame(self, pcm: bytes) -> bytes:
         """:meth:`encode`, except that settled digital silence repeats a cached packet."""
         if pcm == self._silence:

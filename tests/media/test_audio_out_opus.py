@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from openrealtime.client.rtc import RealtimeRtcClient
-from openrealtime.media import audio_out, opus_fec
+from openrealtime.media import opus_fec
 from openrealtime.media.audio_format import FRAME_BYTES, FRAME_SAMPLES
 from openrealtime.media.audio_out import OutboundAudioTrack
 from openrealtime.media.opus_fec import (
@@ -89,14 +89,7 @@ def test_zero_frames_written_by_the_engine_count_as_silence():
     assert enc.frames_encoded == SILENCE_HANGOVER_FRAMES and enc.silence_repeats == 3
 
 
-@pytest.fixture(params=[False, True], ids=["inline", "off-loop"])
-def encode_mode(request, monkeypatch):
-    """Both encode placements: inline on the loop, and one executor job per 20 ms tick."""
-    monkeypatch.setattr(audio_out, "ENCODE_OFF_LOOP", request.param)
-    return request.param
-
-
-async def test_track_returns_packets_on_the_opus_clock_with_events_and_barge_in(encode_mode):
+async def test_track_returns_packets_on_the_opus_clock_with_events_and_barge_in():
     events = []
     track = OutboundAudioTrack(lambda ev, rid: events.append((ev, rid)))
     assert track.set_send_codec("audio/opus") is True
@@ -136,24 +129,7 @@ async def test_other_codecs_get_frames():
     track.stop()
 
 
-async def test_off_loop_batches_the_tracks_due_on_one_tick(monkeypatch):
-    monkeypatch.setattr(audio_out, "ENCODE_OFF_LOOP", True)
-    tracks = [OutboundAudioTrack() for _ in range(4)]
-    for i, t in enumerate(tracks):
-        t.set_send_codec("audio/opus")
-        t.write(speechlike_24k(0.1, seed=i), response_id="r", item_id=f"i{i}")
-    jobs = []
-    real = audio_out._encode_batch
-    monkeypatch.setattr(audio_out, "_encode_batch", lambda batch: jobs.append(len(batch)) or real(batch))
-    for _ in range(5):
-        got = await asyncio.gather(*(t.recv() for t in tracks))
-        assert len({p.pts for p in got}) == 1 and all(isinstance(p, av.Packet) and len(bytes(p)) > 20 for p in got)
-    assert sum(jobs) == 20 and len(jobs) < 20, jobs
-    for t in tracks:
-        t.stop()
-
-
-async def test_a_real_call_sends_our_packets(echo_server, encode_mode):
+async def test_a_real_call_sends_our_packets(echo_server):
     client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
     await client.connect()
     await client.next_event("session.created")
