@@ -3,13 +3,16 @@ LBRR on, silence from a cache after a hangover, barge-in and playout events unch
 
 import asyncio
 import fractions
+import threading
 
 import av
 import numpy as np
 import pytest
 
+from aiortc import RTCRtpSender
+
 from openrealtime.client.rtc import RealtimeRtcClient
-from openrealtime.media import opus_fec
+from openrealtime.media import opus_fec, rtp_patches
 from openrealtime.media.audio_format import FRAME_BYTES, FRAME_SAMPLES
 from openrealtime.media.audio_out import OutboundAudioTrack
 from openrealtime.media.opus_fec import (
@@ -150,3 +153,50 @@ async def test_a_real_call_sends_our_packets(echo_server):
 @pytest.mark.parametrize("codec,expected", [("audio/opus", True), ("audio/OPUS", True), (None, False)])
 def test_set_send_codec(codec, expected):
     assert OutboundAudioTrack().set_send_codec(codec) is expected
+
+
+# ---- aiortc's audio decoder thread only for codecs it decodes ----------------------------------------
+def _audio_receiver(call):
+    return next(t.receiver for t in call.pc.getTransceivers() if t.kind == "audio")
+
+
+async def _echo_round_trip(echo_server, client):
+    await client.next_event("session.created")
+    call = echo_server.state.calls.get(client.call_id)
+    tone = (np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000) * 8000).astype(np.int16).tobytes()
+    client.mic.play(tone)
+    for _ in range(100):
+        if client.audio.voiced_frames > 10 and call.inbound.voiced_frames > 10:
+            break
+        await asyncio.sleep(0.05)
+    assert call.inbound.voiced_frames > 10, "the server decoded our tone"
+    assert client.audio.voiced_frames > 10, "the echo came back"
+    return call
+
+
+async def test_opus_call_never_starts_the_decoder_thread(echo_server):
+    client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
+    await client.connect()
+    call = await _echo_round_trip(echo_server, client)
+    receiver = _audio_receiver(call)
+    assert rtp_patches.decoder_thread_started(receiver) is False
+    lazy = receiver._RTCRtpReceiver__decoder_thread
+    assert not lazy.is_alive() and lazy.thread not in threading.enumerate()
+    remote = receiver.track
+    await call.hangup("test")
+    assert remote._queue.get_nowait() is None, "the never-started thread still ends the remote track"
+    await client.close()
+
+
+async def test_pcmu_call_starts_it_on_the_first_frame(echo_server):
+    client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
+    pcmu = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/PCMU"]
+    client.pc.getTransceivers()[0].setCodecPreferences(pcmu)
+    resp = await client.connect()
+    assert "PCMU/8000" in resp.text and "opus" not in resp.text.lower()
+    call = await _echo_round_trip(echo_server, client)
+    assert call.audio_out.encoder is None, "PCMU: aiortc encodes our frames"
+    assert rtp_patches.decoder_thread_started(_audio_receiver(call)) is True
+    await call.hangup("test")
+    assert not _audio_receiver(call)._RTCRtpReceiver__decoder_thread, "aiortc joined and dropped it"
+    await client.close()
