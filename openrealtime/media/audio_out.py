@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..session.transport import ClearedAudio
 from .audio_format import BYTES_PER_MS, FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE
-from .opus_fec import OpusSendEncoder
+from .opus_fec import SEND_COMPLEXITY, OpusSendEncoder
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,14 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._last_out: float | None = None
         self._encoder: OpusSendEncoder | None = None
 
-    def set_send_codec(self, mime_type: str | None) -> bool:
+    def set_send_codec(self, mime_type: str | None, *, complexity: int = SEND_COMPLEXITY) -> bool:
         """The codec aiortc's sender will use for this track (from the negotiated answer). For
         Opus, the track encodes and returns packets from the next frame on. Returns whether it
         does (False: frames for aiortc's own encoders)."""
         if mime_type is not None and mime_type.lower() == "audio/opus":
             if self._encoder is None:
                 try:
-                    self._encoder = OpusSendEncoder(SAMPLE_RATE)
+                    self._encoder = OpusSendEncoder(SAMPLE_RATE, complexity=complexity)
                 except (OSError, RuntimeError):
                     log.exception("Opus send encoder unavailable; aiortc encodes the frames")
                     return False

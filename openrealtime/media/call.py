@@ -21,6 +21,7 @@ from .audio_in import InboundAudio
 from .audio_out import OutboundAudioTrack
 from .datachannel import EVENTS_LABEL, DataChannelTransport
 from .ice import IceSettings, server_ice
+from .opus_fec import SEND_COMPLEXITY
 from .sdp_policy import codec_preferences, finalize_answer, install_codec_policy, validate_offer
 from .video import VideoSampler
 
@@ -37,6 +38,7 @@ class CallOptions:
     ice: IceSettings
     connect_timeout_s: float = 15.0
     max_duration_s: float = 3600.0
+    opus_complexity: int = SEND_COMPLEXITY
 
 
 @dataclass
@@ -82,7 +84,8 @@ class RealtimeCall:
                 self._precreate_transceivers(summary.media)
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-            self.audio_out.set_send_codec(_audio_send_codec(self.pc.localDescription.sdp))
+            self.audio_out.set_send_codec(_audio_send_codec(self.pc.localDescription.sdp),
+                                          complexity=self.options.opus_complexity)
         except ProtocolError:
             raise
         except (ValueError, KeyError, IndexError, AssertionError) as exc:

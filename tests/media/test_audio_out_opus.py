@@ -200,3 +200,18 @@ async def test_pcmu_call_starts_it_on_the_first_frame(echo_server):
     await call.hangup("test")
     assert not _audio_receiver(call)._RTCRtpReceiver__decoder_thread, "aiortc joined and dropped it"
     await client.close()
+
+
+async def test_opus_complexity_setting_reaches_the_encoder():
+    from openrealtime.api.embedded import embedded_server
+    from openrealtime.cli import build_parser, settings_from_args
+    from tests.helpers import server_settings
+
+    assert settings_from_args(build_parser().parse_args(["serve", "--opus-complexity", "1"])).opus_complexity == 1
+    async with embedded_server(server_settings(engine="echo", opus_complexity=1)) as server:
+        client = RealtimeRtcClient(server.url, session={"type": "realtime"})
+        await client.connect()
+        await client.next_event("session.created")
+        enc = server.state.calls.get(client.call_id).audio_out.encoder
+        assert enc.get(opus_fec._GET_COMPLEXITY) == 1 and enc.get(opus_fec._GET_INBAND_FEC) == 1
+        await client.close()
