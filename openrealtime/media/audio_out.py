@@ -7,7 +7,8 @@ and when it has fully played out, and reports how much of each item was actually
 
 When the call negotiated Opus (:meth:`OutboundAudioTrack.set_send_codec`), the track encodes each
 frame itself, inline (:class:`.opus_fec.OpusSendEncoder`, 24 kHz in, no resampling), and returns
-``av.Packet``s stamped on the 48 kHz RTP clock: aiortc's sender then only packs them. Settled
+:class:`.opus_fec.EncodedOpus` packets stamped on the 48 kHz RTP clock: aiortc's sender then only
+packs them. Settled
 silence repeats one cached packet instead of running libopus. Otherwise (PCMU/PCMA, or before
 negotiation) it returns ``av.AudioFrame``s for aiortc's encoders, as before.
 """
@@ -27,13 +28,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..session.transport import ClearedAudio
 from .audio_format import BYTES_PER_MS, FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE
-from .opus_fec import SEND_COMPLEXITY, OpusSendEncoder
+from .opus_fec import SEND_COMPLEXITY, EncodedOpus, OpusSendEncoder
 
 log = logging.getLogger(__name__)
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 OPUS_CLOCK = 48000  # the Opus RTP clock, whatever the coded rate
-_OPUS_TIME_BASE = fractions.Fraction(1, OPUS_CLOCK)
 _OPUS_TICKS = OPUS_CLOCK // SAMPLE_RATE
 _SILENCE = bytes(FRAME_BYTES)
 _RESYNC_S = 0.2  # if the loop stalled longer than this, restart the clock instead of bursting
@@ -160,7 +160,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         return self._current is not None or bool(self._queue)
 
     # ---- consumer side: aiortc's sender calls recv() ---------------------------------------
-    async def recv(self) -> av.AudioFrame | av.Packet:
+    async def recv(self) -> av.AudioFrame | EncodedOpus:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -178,9 +178,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         payload = self.next_frame()
         encoder = self._encoder
         if encoder is not None:
-            frame = av.Packet(encoder.encode_frame(payload))
-            frame.pts = self._pts * _OPUS_TICKS
-            frame.time_base = _OPUS_TIME_BASE
+            frame = EncodedOpus(encoder.encode_frame(payload), self._pts * _OPUS_TICKS)
         else:
             frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
             frame.planes[0].update(payload)

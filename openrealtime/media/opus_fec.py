@@ -512,6 +512,27 @@ class OpusSendEncoder:
         self._cached = None
 
 
+class EncodedOpus:
+    """One Opus frame encoded by :class:`OpusSendEncoder`, as :class:`.audio_out.OutboundAudioTrack`
+    hands it to aiortc's sender. It is not an ``av.Frame``, so the sender only calls
+    ``encoder.pack()``: :meth:`FecOpusEncoder.pack` takes it as is, and aiortc's stock
+    ``OpusEncoder.pack`` reads it like an ``av.Packet`` (``bytes()``, ``pts``, ``time_base``),
+    without PyAV's Fraction conversions on every frame."""
+
+    __slots__ = ("payload", "pts")
+    time_base = TIME_BASE  # the Opus RTP clock (48 kHz), whatever the coded rate
+
+    def __init__(self, payload: bytes, pts: int) -> None:
+        self.payload = payload
+        self.pts = pts
+
+    def __bytes__(self) -> bytes:
+        return self.payload
+
+    def __len__(self) -> int:
+        return len(self.payload)
+
+
 class FecOpusEncoder(OpusEncoder):
     """aiortc's Opus encoder with mono 32 kbps voice and libopus in-band FEC (LBRR) on."""
 
@@ -529,6 +550,11 @@ class FecOpusEncoder(OpusEncoder):
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=OPUS_RATE,
                                            frame_size=SAMPLES_PER_FRAME)
         self.first_packet_pts = None
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        if type(packet) is EncodedOpus:  # already on the 48 kHz RTP clock
+            return [packet.payload], packet.pts
+        return super().pack(packet)
 
 
 def version() -> str:

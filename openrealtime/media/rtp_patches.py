@@ -19,7 +19,8 @@ the table edits that *advertise* transport-cc and FEC never exist without the co
    place of the video one (gives up on an unrecovered lost packet after 0.35 s and asks for a
    keyframe, instead of freezing for 512 packets).
 5. ``aiortc.codecs.OpusEncoder`` becomes :class:`.opus_fec.FecOpusEncoder` (LBRR on, mono 32 kbps).
-   For Opus, :class:`.audio_out.OutboundAudioTrack` encodes itself and returns ``av.Packet``s, which
+   For Opus, :class:`.audio_out.OutboundAudioTrack` encodes itself and returns
+   :class:`.opus_fec.EncodedOpus` packets (not ``av.Frame``s), which
    ``RTCRtpSender._next_encoded_frame`` only hands to ``encoder.pack()`` (checked below, not patched).
 6. An audio ``RTCRtpReceiver`` starts aiortc's decoder thread only when the first frame for it
    arrives (PCMU/PCMA): Opus is decoded by the receive buffer on the loop, so most calls never
@@ -118,7 +119,7 @@ _MARKERS = {
     "RtcpPacket.parse": (aiortc_rtp.RtcpPacket.parse,
                          ("packets.append(RtcpRtpfbPacket.parse(payload, count))",)),
     "codecs.get_encoder": (aiortc_codecs.get_encoder, ("return OpusEncoder()",)),
-    # audio_out.OutboundAudioTrack returns pre-encoded av.Packets for Opus: the sender must only pack them
+    # audio_out.OutboundAudioTrack returns pre-encoded packets for Opus: the sender must only pack them
     "RTCRtpSender._next_encoded_frame": (RTCRtpSender._next_encoded_frame,
                                          ("if isinstance(data, Frame):",
                                           "payloads, timestamp = self.__encoder.pack(data)")),

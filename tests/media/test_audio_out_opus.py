@@ -15,8 +15,11 @@ from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.media import opus_fec, rtp_patches
 from openrealtime.media.audio_format import FRAME_BYTES, FRAME_SAMPLES
 from openrealtime.media.audio_out import OutboundAudioTrack
+from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
+
 from openrealtime.media.opus_fec import (
     SILENCE_HANGOVER_FRAMES,
+    EncodedOpus,
     FecOpusEncoder,
     OpusDecoder,
     OpusSendEncoder,
@@ -100,12 +103,17 @@ async def test_track_returns_packets_on_the_opus_clock_with_events_and_barge_in(
     track.write(speech, response_id="r1", item_id="i1")
     track.end_response("r1")
     got = [await track.recv() for _ in range(12 + SILENCE_HANGOVER_FRAMES)]
-    assert all(isinstance(p, av.Packet) for p in got)
+    assert all(isinstance(p, EncodedOpus) and not isinstance(p, av.frame.Frame) for p in got)
     assert [p.pts for p in got[:4]] == [0, 960, 1920, 2880]
     assert all(p.time_base == fractions.Fraction(1, 48000) for p in got)
-    # what aiortc's sender does with a packet: pack() → payloads and the RTP timestamp offset
-    payloads, ts = FecOpusEncoder().pack(got[3])
-    assert payloads == [bytes(got[3])] and ts == 2880
+    # what aiortc's sender does with it: pack() → payloads and the RTP timestamp offset, with our
+    # encoder (installed by the codec policy) and with aiortc's own (reads it like an av.Packet)
+    for encoder in (FecOpusEncoder(), AiortcOpusEncoder()):
+        payloads, ts = encoder.pack(got[3])
+        assert payloads == [got[3].payload] == [bytes(got[3])] and ts == 2880
+    av_packet = av.Packet(got[3].payload)
+    av_packet.pts, av_packet.time_base = 2880, fractions.Fraction(1, 48000)
+    assert FecOpusEncoder().pack(av_packet) == ([got[3].payload], 2880)
     assert events == [("started", "r1"), ("stopped", "r1")]
     assert track.played_ms("i1") == 200 and track.frames_with_audio == 10
     assert track.encoder.silence_repeats >= 1
