@@ -8,9 +8,8 @@ and when it has fully played out, and reports how much of each item was actually
 When the call negotiated Opus (:meth:`OutboundAudioTrack.set_send_codec`), the track encodes each
 frame itself, inline (:class:`.opus_fec.OpusSendEncoder`, 24 kHz in, no resampling), and returns
 :class:`.opus_fec.EncodedOpus` packets stamped on the 48 kHz RTP clock: aiortc's sender then only
-packs them. Settled
-silence repeats one cached packet instead of running libopus. Otherwise (PCMU/PCMA, or before
-negotiation) it returns ``av.AudioFrame``s for aiortc's encoders, as before.
+packs them. Settled silence repeats one cached packet instead of running libopus. Otherwise
+(PCMU/PCMA, or before negotiation) it returns ``av.AudioFrame``s for aiortc's encoders, as before.
 """
 
 from __future__ import annotations

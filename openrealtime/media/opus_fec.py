@@ -15,10 +15,12 @@ audio ``RTCRtpReceiver`` (see :mod:`.rtp_patches`) and decodes on the event loop
 * non-Opus payloads (PCMU/PCMA) go to aiortc's own jitter buffer and decoder thread unchanged.
 
 Frames are mono ``s16`` at the track's configured rate (48 kHz by default, or whatever
-:func:`configure_track` asked for, e.g. the engine's 24 kHz so no resampling is needed later).
+:func:`configure_track` asked for, e.g. the engine's 24 kHz so no resampling is needed later),
+queued for ``track.recv()`` or, with a ``sink``, handed to it as ``bytes`` (what ``InboundAudio`` does).
 
 Send: :class:`OpusSendEncoder` encodes the server's 24 kHz PCM straight to Opus packets with the
-same ctypes libopus (mono 32 kbps ``voip``, complexity 5, LBRR on, 10 % expected loss), so
+same ctypes libopus (mono 32 kbps ``voip``, complexity 5 unless ``serve --opus-complexity`` says
+otherwise, LBRR on, 10 % expected loss), so
 :class:`.audio_out.OutboundAudioTrack` hands aiortc finished packets (no resampler, no audio-level
 loop, no executor hop per frame) and repeats one cached packet while it has nothing to say.
 :class:`FecOpusEncoder` (what ``aiortc.codecs.get_encoder`` returns for Opus) keeps the same
