@@ -2,6 +2,7 @@
 
     python bench/media_plane.py [--ns 1,5,10,20,40] [--window 8] [--client-procs 2]
                                 [--profile-n 10] [--profile-s 10] [--deadline 480]
+                                [--opus-complexity 5]
 
 Servers (subprocesses, 127.0.0.1 only):
   ours   `python -m openrealtime serve --engine echo` (shared ICE port, FEC Opus 32 kbps mono,
@@ -601,6 +602,7 @@ async def run(args, logdir: Path) -> list[str]:
         "ours": Server("ours", [sys.executable, "-m", "openrealtime", "serve", "--engine", "echo", "--host",
                                 "127.0.0.1", "--port", str(http_ours), "--log-level", "warning",
                                 "--max-calls", str(max(64, max(args.ns) + 8)),
+                                "--opus-complexity", str(args.opus_complexity),
                                 "--udp-port", str(free_port(socket.SOCK_DGRAM)), "--tcp-port", str(free_port())],
                        http_ours),
         "plain": Server("plain", [sys.executable, __file__, "--serve-plain", "--port", str(http_plain)], http_plain),
@@ -644,6 +646,7 @@ async def run(args, logdir: Path) -> list[str]:
             s.stop()
     load = Path("/proc/loadavg").read_text().split()[:3]
     head = [f"media_plane: N={','.join(map(str, args.ns))} window={args.window:.0f}s client-procs={args.client_procs} "
+            f"opus-complexity={args.opus_complexity} "
             f"cpus={os.cpu_count()} loadavg={' '.join(load)} python={sys.version.split()[0]}", ""]
     tail = ["", *(capacity(rows, name, idle.get(name, float("nan"))) for name in args.servers),
             f"target: ≥ {TARGET_CALLS_PER_CORE} bidirectional Opus calls per core with < {TARGET_LATE_PCT:.0f} % "
@@ -660,6 +663,8 @@ def main() -> None:
     parser.add_argument("--servers", default="ours,plain", help="which servers to scan, in order")
     parser.add_argument("--profile-n", type=int, default=10, help="profile our server at this N (0: off)")
     parser.add_argument("--profile-s", type=float, default=10.0, help="profiling window (s)")
+    parser.add_argument("--opus-complexity", type=int, default=5,
+                        help="our server's libopus complexity (serve --opus-complexity)")
     parser.add_argument("--deadline", type=float, default=480.0, help="abort the whole run after this many s")
     # internal modes
     parser.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds before a call is ended (OPENREALTIME_MAX_CALL_DURATION)")
     serve.add_argument("--max-calls", type=int, default=int(_env("MAX_CALLS", "64")),
                        help="concurrent calls (OPENREALTIME_MAX_CALLS)")
+    serve.add_argument("--opus-complexity", type=int, default=int(_env("OPUS_COMPLEXITY", "5")),
+                       help="libopus complexity of the audio sent, 0-10; 1 halves the encoder's CPU per call "
+                            "and codes wideband (OPENREALTIME_OPUS_COMPLEXITY)")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"], help="(OPENREALTIME_LOG_LEVEL)")
     serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"],
@@ -112,6 +115,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         connect_timeout_s=args.connect_timeout,
         max_call_duration_s=args.max_call_duration,
         max_calls=args.max_calls,
+        opus_complexity=getattr(args, "opus_complexity", 5),
     )
 
 

@@ -23,6 +23,9 @@ class Settings:
     max_call_duration_s: float = 60 * 60
     max_calls: int = 64
     echo_delay_s: float = 0.3
+    # libopus complexity of the audio we send (0-10). 5: libwebrtc's mobile setting, hybrid
+    # super-wideband at 32 kbps; 1: about half the encoder CPU, wideband SILK (bench/README.md)
+    opus_complexity: int = 5
     max_body_bytes: int = 1024 * 1024
     # Remote OpenAI-compatible model servers, per stage (None: the local engine of --profile)
     llm_url: str | None = None
@@ -54,5 +57,7 @@ class Settings:
             )
         if self.engine not in ("local", "echo"):
             raise SystemExit(f"--engine must be 'local' or 'echo', not {self.engine!r}")
+        if not 0 <= self.opus_complexity <= 10:
+            raise SystemExit(f"--opus-complexity must be 0-10, not {self.opus_complexity}")
         if self.profile not in ("default", "fast", "test"):
             raise SystemExit(f"--profile must be default, fast or test, not {self.profile!r}")

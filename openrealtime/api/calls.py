@@ -56,7 +56,8 @@ async def create_call(request: Request) -> Response:
                              echo_delay_s=settings.echo_delay_s)
 
     call = RealtimeCall(call_id, CallOptions(ice=state.ice, connect_timeout_s=settings.connect_timeout_s,
-                                             max_duration_s=settings.max_call_duration_s),
+                                             max_duration_s=settings.max_call_duration_s,
+                                             opus_complexity=settings.opus_complexity),
                         engine_factory, on_ended=state.calls.discard, client=client)
     try:
         answer = await call.answer(offer.sdp)

@@ -2,13 +2,15 @@
 canonical PCM16 mono 24 kHz.
 
 Opus goes through :class:`.opus_fec.OpusReceiveBuffer` (FEC/PLC, no prefetch), which we ask to
-decode straight at 24 kHz mono, so the resampler below is a pass-through for it; PCMU/PCMA come
-from aiortc's decoders and are resampled."""
+decode straight at 24 kHz mono and to hand each frame's PCM to :meth:`InboundAudio._on_pcm`
+directly (no ``av.AudioFrame``, no queue, no task wake-up). PCMU/PCMA come from aiortc's decoders
+through ``track.recv()`` and are resampled."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 import av
@@ -21,6 +23,8 @@ from .opus_fec import OpusReceiveStats, configure_track, track_stats
 log = logging.getLogger(__name__)
 
 AudioSink = Callable[[bytes], None]
+_VOICED_RMS = 0.00316  # -50 dBFS
+_FULL_SCALE_SQ = 32768.0 * 32768.0
 
 
 class InboundAudio:
@@ -29,8 +33,9 @@ class InboundAudio:
     def __init__(self, track: MediaStreamTrack, sink: AudioSink) -> None:
         self._track = track
         self._sink = sink
-        configure_track(track, SAMPLE_RATE)
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        self._stopped = False
+        configure_track(track, SAMPLE_RATE, sink=self._on_pcm)
+        self._resampler: av.AudioResampler | None = None  # only for frames from aiortc's decoders
         self._task: asyncio.Task[None] | None = None
         self.frames = 0
         self.samples = 0
@@ -43,9 +48,11 @@ class InboundAudio:
         return track_stats(self._track)
 
     def start(self) -> None:
+        self._stopped = False
         self._task = asyncio.create_task(self._run(), name="inbound-audio")
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             try:
@@ -60,20 +67,29 @@ class InboundAudio:
                 frame = await self._track.recv()
             except MediaStreamError:
                 return
+            if self._resampler is None:
+                self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
             for out in self._resampler.resample(frame):
-                pcm = bytes(out.planes[0])[: out.samples * 2]
-                self._account(pcm)
-                try:
-                    self._sink(pcm)
-                except Exception:  # a sink bug must not kill the media path
-                    log.exception("audio sink failed")
+                self._on_pcm(bytes(out.planes[0])[: out.samples * 2])
+
+    def _on_pcm(self, pcm: bytes) -> None:
+        if self._stopped:
+            return
+        self._account(pcm)
+        try:
+            self._sink(pcm)
+        except Exception:  # a sink bug must not kill the media path
+            log.exception("audio sink failed")
 
     def _account(self, pcm: bytes) -> None:
         samples = np.frombuffer(pcm, dtype=np.int16)
+        n = samples.size
         self.frames += 1
-        self.samples += samples.size
-        if samples.size:
-            rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)) / 32768.0)
-            if rms > 0.00316:
+        self.samples += n
+        if n:
+            f = samples.astype(np.float32)
+            rms = math.sqrt(float(np.dot(f, f)) / (n * _FULL_SCALE_SQ))
+            if rms > _VOICED_RMS:
                 self.voiced_frames += 1
-            self.peak_rms = max(self.peak_rms, rms)
+            if rms > self.peak_rms:
+                self.peak_rms = rms

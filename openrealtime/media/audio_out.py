@@ -4,6 +4,12 @@ Frames leave on a clock (20 ms), never at the producer's pace; silence when idle
 session engine writes PCM tagged with the response/item it belongs to and can clear the
 queue instantly (barge-in). The track tells a listener when a response's audio starts
 and when it has fully played out, and reports how much of each item was actually played.
+
+When the call negotiated Opus (:meth:`OutboundAudioTrack.set_send_codec`), the track encodes each
+frame itself, inline (:class:`.opus_fec.OpusSendEncoder`, 24 kHz in, no resampling), and returns
+:class:`.opus_fec.EncodedOpus` packets stamped on the 48 kHz RTP clock: aiortc's sender then only
+packs them. Settled silence repeats one cached packet instead of running libopus. Otherwise
+(PCMU/PCMA, or before negotiation) it returns ``av.AudioFrame``s for aiortc's encoders, as before.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import fractions
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +27,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..session.transport import ClearedAudio
 from .audio_format import BYTES_PER_MS, FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE
+from .opus_fec import SEND_COMPLEXITY, EncodedOpus, OpusSendEncoder
+
+log = logging.getLogger(__name__)
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+OPUS_CLOCK = 48000  # the Opus RTP clock, whatever the coded rate
+_OPUS_TICKS = OPUS_CLOCK // SAMPLE_RATE
 _SILENCE = bytes(FRAME_BYTES)
 _RESYNC_S = 0.2  # if the loop stalled longer than this, restart the clock instead of bursting
 
@@ -60,6 +72,26 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.max_gap_s = 0.0  # longest interval between two frames handed to the encoder
         self.gaps_over_40ms = 0
         self._last_out: float | None = None
+        self._encoder: OpusSendEncoder | None = None
+
+    def set_send_codec(self, mime_type: str | None, *, complexity: int = SEND_COMPLEXITY) -> bool:
+        """The codec aiortc's sender will use for this track (from the negotiated answer). For
+        Opus, the track encodes and returns packets from the next frame on. Returns whether it
+        does (False: frames for aiortc's own encoders)."""
+        if mime_type is not None and mime_type.lower() == "audio/opus":
+            if self._encoder is None:
+                try:
+                    self._encoder = OpusSendEncoder(SAMPLE_RATE, complexity=complexity)
+                except (OSError, RuntimeError):
+                    log.exception("Opus send encoder unavailable; aiortc encodes the frames")
+                    return False
+            return True
+        self._encoder = None
+        return False
+
+    @property
+    def encoder(self) -> OpusSendEncoder | None:
+        return self._encoder
 
     # ---- producer side (event loop thread) --------------------------------------------------
     def set_listener(self, listener: PlayoutListener | None) -> None:
@@ -127,7 +159,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         return self._current is not None or bool(self._queue)
 
     # ---- consumer side: aiortc's sender calls recv() ---------------------------------------
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | EncodedOpus:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -143,11 +175,15 @@ class OutboundAudioTrack(MediaStreamTrack):
                 self.late_frames += 1
                 self._start = now - self._pts / SAMPLE_RATE
         payload = self.next_frame()
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(payload)
-        frame.pts = self._pts
-        frame.sample_rate = SAMPLE_RATE
-        frame.time_base = _TIME_BASE
+        encoder = self._encoder
+        if encoder is not None:
+            frame = EncodedOpus(encoder.encode_frame(payload), self._pts * _OPUS_TICKS)
+        else:
+            frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+            frame.planes[0].update(payload)
+            frame.pts = self._pts
+            frame.sample_rate = SAMPLE_RATE
+            frame.time_base = _TIME_BASE
         self.frames_sent += 1
         out_at = time.monotonic()
         if self._last_out is not None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcsctptransport import LOCAL_MAX_MESSAGE_SIZE
@@ -20,6 +21,7 @@ from .audio_in import InboundAudio
 from .audio_out import OutboundAudioTrack
 from .datachannel import EVENTS_LABEL, DataChannelTransport
 from .ice import IceSettings, server_ice
+from .opus_fec import SEND_COMPLEXITY
 from .sdp_policy import codec_preferences, finalize_answer, install_codec_policy, validate_offer
 from .video import VideoSampler
 
@@ -36,6 +38,7 @@ class CallOptions:
     ice: IceSettings
     connect_timeout_s: float = 15.0
     max_duration_s: float = 3600.0
+    opus_complexity: int = SEND_COMPLEXITY
 
 
 @dataclass
@@ -81,6 +84,8 @@ class RealtimeCall:
                 self._precreate_transceivers(summary.media)
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
+            self.audio_out.set_send_codec(_audio_send_codec(self.pc.localDescription.sdp),
+                                          complexity=self.options.opus_complexity)
         except ProtocolError:
             raise
         except (ValueError, KeyError, IndexError, AssertionError) as exc:
@@ -206,6 +211,14 @@ class RealtimeCall:
     @property
     def duration_s(self) -> float:
         return (self.stats.ended_at or time.monotonic()) - self.stats.created
+
+
+def _audio_send_codec(answer_sdp: str) -> str | None:
+    """The codec our audio sender uses: the first one of the answer's first sending audio section."""
+    for media in aiortc_sdp.SessionDescription.parse(answer_sdp).media:
+        if media.kind == "audio" and media.port != 0 and media.direction in ("sendrecv", "sendonly", None):
+            return media.rtp.codecs[0].mimeType if media.rtp.codecs else None
+    return None
 
 
 async def _drain(track: MediaStreamTrack) -> None:

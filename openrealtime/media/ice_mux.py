@@ -243,7 +243,8 @@ class _UdpVirtualTransport(_VirtualTransport):
         if transport.get_write_buffer_size() > UDP_WRITE_HIGH_WATER:
             self._mux.stats.udp_tx_dropped += 1
             return
-        if data[:2] == _BINDING_REQUEST and len(data) >= 20:
+        # STUN starts with 0x00/0x01 (RFC 7983); SRTP (most packets) never needs the slice below
+        if data and data[0] < 2 and data[:2] == _BINDING_REQUEST and len(data) >= 20:
             self._mux._remember_transaction(bytes(data[8:20]), self._protocol, addr)
         transport.sendto(data, addr)
 

@@ -15,10 +15,16 @@ audio ``RTCRtpReceiver`` (see :mod:`.rtp_patches`) and decodes on the event loop
 * non-Opus payloads (PCMU/PCMA) go to aiortc's own jitter buffer and decoder thread unchanged.
 
 Frames are mono ``s16`` at the track's configured rate (48 kHz by default, or whatever
-:func:`configure_track` asked for, e.g. the engine's 24 kHz so no resampling is needed later).
+:func:`configure_track` asked for, e.g. the engine's 24 kHz so no resampling is needed later),
+queued for ``track.recv()`` or, with a ``sink``, handed to it as ``bytes`` (what ``InboundAudio`` does).
 
-Send: :class:`FecOpusEncoder` replaces aiortc's encoder (96 kbps stereo, FEC off) with mono
-32 kbps ``voip``, complexity 5 and libopus LBRR on (``fec=1``, ``packet_loss=10``).
+Send: :class:`OpusSendEncoder` encodes the server's 24 kHz PCM straight to Opus packets with the
+same ctypes libopus (mono 32 kbps ``voip``, complexity 5 unless ``serve --opus-complexity`` says
+otherwise, LBRR on, 10 % expected loss), so
+:class:`.audio_out.OutboundAudioTrack` hands aiortc finished packets (no resampler, no audio-level
+loop, no executor hop per frame) and repeats one cached packet while it has nothing to say.
+:class:`FecOpusEncoder` (what ``aiortc.codecs.get_encoder`` returns for Opus) keeps the same
+settings for any track that still gives aiortc raw frames.
 """
 
 from __future__ import annotations
@@ -74,6 +80,13 @@ def opus_library() -> ctypes.CDLL:
     lib.opus_packet_has_lbrr.argtypes = [cp, i32]
     lib.opus_packet_has_lbrr.restype = ctypes.c_int
     lib.opus_get_version_string.restype = ctypes.c_char_p
+    lib.opus_encoder_get_size.argtypes = [ctypes.c_int]
+    lib.opus_encoder_get_size.restype = ctypes.c_int
+    lib.opus_encoder_init.argtypes = [vp, i32, ctypes.c_int, ctypes.c_int]
+    lib.opus_encoder_init.restype = ctypes.c_int
+    lib.opus_encode.argtypes = [vp, cp, ctypes.c_int, vp, i32]
+    lib.opus_encode.restype = i32
+    lib.opus_encoder_ctl.restype = ctypes.c_int  # variadic: arguments passed as explicit c_int / pointers
     _lib = lib
     return lib
 
@@ -138,12 +151,16 @@ class OpusReceiveStats:
     resyncs: int = 0             # sequence jumps treated as a new stream
 
 
-def configure_track(track: Any, sample_rate: int) -> None:
+def configure_track(track: Any, sample_rate: int, sink: Any = None) -> None:
     """Ask for ``sample_rate`` mono output on a remote audio track served by
-    :class:`OpusReceiveBuffer` (before its first packet). No-op for other tracks."""
+    :class:`OpusReceiveBuffer` (before its first packet). No-op for other tracks.
+
+    With ``sink`` (a callable taking ``bytes``), the buffer hands it the decoded PCM16 of each
+    frame directly, synchronously, instead of queueing ``av.AudioFrame``s for ``track.recv()``."""
     if sample_rate not in VALID_RATES:
         raise ValueError(f"Opus decodes at {VALID_RATES}, not {sample_rate}")
     track._or_opus_rate = sample_rate
+    track._or_pcm_sink = sink
 
 
 def track_stats(track: Any) -> OpusReceiveStats | None:
@@ -180,6 +197,9 @@ class OpusReceiveBuffer:
         self._timer: asyncio.TimerHandle | None = None
         self._ssrc = -1
         self._late_run = 0
+        self._sink: Any = None
+        self._pcm: Any = None
+        self._pcm_ptr = 0
 
     # ---- aiortc JitterBuffer interface ---------------------------------------------------------
     @property
@@ -302,7 +322,27 @@ class OpusReceiveBuffer:
         self._last_n = SAMPLES_PER_FRAME // self._ratio
         self._dec = OpusDecoder(rate, 1)
         self._queue = track._queue
+        self._sink = getattr(track, "_or_pcm_sink", None)
+        if self._sink is not None:
+            self._pcm = ctypes.create_string_buffer(rate * MAX_FRAME_MS // 1000 * 2)
+            self._pcm_ptr = ctypes.addressof(self._pcm)
         track._or_opus_stats = self.stats
+        return True
+
+    def _out(self, payload: bytes | None, n: int, fec: int = 0) -> bool:
+        """Decode ``n`` samples from ``payload`` (None: PLC; ``fec=1``: its LBRR) and deliver them."""
+        sink = self._sink
+        if sink is None:
+            frame = self._new_frame(n)
+            if self._dec.decode_into(payload, frame.planes[0].buffer_ptr, n, fec) != n:
+                return False
+            self._deliver(frame, n)
+            return True
+        if self._dec.decode_into(payload, self._pcm_ptr, n, fec) != n:
+            return False
+        self._pts += n
+        self.stats.samples += n
+        sink(ctypes.string_at(self._pcm_ptr, n * 2))
         return True
 
     def _new_frame(self, samples: int) -> av.AudioFrame:
@@ -322,29 +362,20 @@ class OpusReceiveBuffer:
         if not payload:
             self.stats.padding += 1
             return
-        dec = self._dec
-        n = dec.samples(payload)
+        n = self._dec.samples(payload)
         if n <= 0 or n > self._rate * MAX_FRAME_MS // 1000:
             n = 0
-        frame = None
-        if n:
-            frame = self._new_frame(n)
-            got = dec.decode_into(payload, frame.planes[0].buffer_ptr, n, 0)
-            if got != n:
-                frame = None
-        if frame is None:  # corrupt: conceal its (assumed) duration instead
+        if n and self._out(payload, n):
+            self.stats.decoded += 1
+        else:  # corrupt: conceal its (assumed) duration instead
             self.stats.errors += 1
             n = self._last_n
-            frame = self._new_frame(n)
-            if dec.decode_into(None, frame.planes[0].buffer_ptr, n) != n:
+            if not self._out(None, n):
                 return
             self.stats.plc_frames += 1
             self.stats.concealed_samples += n
-        else:
-            self.stats.decoded += 1
         self._last_n = n
         self._next_ts = (packet.timestamp + n * self._ratio) & 0xFFFFFFFF
-        self._deliver(frame, n)
 
     def _conceal(self, missing: int, following: Any) -> None:
         """Fill ``missing`` lost packets that end where ``following`` starts."""
@@ -372,19 +403,136 @@ class OpusReceiveBuffer:
         step = max(quantum, min(self._last_n, self._rate * MAX_FRAME_MS // 1000))
         while plc_left > 0:
             n = min(step, plc_left)
-            frame = self._new_frame(n)
-            if dec.decode_into(None, frame.planes[0].buffer_ptr, n) != n:
+            if not self._out(None, n):
                 break
             st.plc_frames += 1
             st.concealed_samples += n
-            self._deliver(frame, n)
             plc_left -= n
-        if fec_n:
-            frame = self._new_frame(fec_n)
-            if dec.decode_into(payload, frame.planes[0].buffer_ptr, fec_n, 1) == fec_n:
-                st.fec_frames += 1
-                st.concealed_samples += fec_n
-                self._deliver(frame, fec_n)
+        if fec_n and self._out(payload, fec_n, 1):
+            st.fec_frames += 1
+            st.concealed_samples += fec_n
+
+
+# libopus encoder CTL requests (opus_defines.h)
+OPUS_APPLICATION_VOIP = 2048
+_SET_BITRATE, _GET_BITRATE = 4002, 4003
+_SET_VBR, _GET_VBR = 4006, 4007
+_SET_COMPLEXITY, _GET_COMPLEXITY = 4010, 4011
+_SET_INBAND_FEC, _GET_INBAND_FEC = 4012, 4013
+_SET_PACKET_LOSS_PERC, _GET_PACKET_LOSS_PERC = 4014, 4015
+_SET_DTX, _GET_DTX = 4016, 4017
+_RESET_STATE = 4028
+MAX_PACKET_BYTES = 1500
+# Digital silence this many frames in a row is encoded for real (so the encoder's state settles to
+# what the receiver's decoder has after those frames); after that the last such packet is repeated.
+SILENCE_HANGOVER_FRAMES = 5
+
+
+class OpusSendEncoder:
+    """A mono libopus encoder (state in a Python-owned buffer) with the send settings above.
+
+    :meth:`encode` takes one frame of PCM16 at ``rate`` and returns the Opus packet. ctypes drops
+    the GIL during ``opus_encode``. :meth:`encode_frame` is what the outbound track calls: it skips
+    libopus for digital silence after :data:`SILENCE_HANGOVER_FRAMES` encoded silent frames and
+    returns the packet the encoder made for the last of them (identical bytes, ~ 3-20 bytes)."""
+
+    __slots__ = ("rate", "frame_samples", "_mem", "ptr", "_out", "_out_ptr", "_encode", "_silence",
+                 "_silent_run", "_cached", "frames_encoded", "silence_repeats")
+
+    def __init__(self, rate: int = 24000, frame_ms: int = 20, *, bitrate: int = SEND_BITRATE,
+                 complexity: int = SEND_COMPLEXITY, fec: bool = True,
+                 packet_loss: int = SEND_PACKET_LOSS_PERCENT) -> None:
+        if rate not in VALID_RATES:
+            raise ValueError(f"Opus encodes at {VALID_RATES}, not {rate}")
+        lib = opus_library()
+        self.rate = rate
+        self.frame_samples = rate * frame_ms // 1000
+        self._mem = ctypes.create_string_buffer(lib.opus_encoder_get_size(1))
+        self.ptr = ctypes.addressof(self._mem)
+        err = lib.opus_encoder_init(self.ptr, rate, 1, OPUS_APPLICATION_VOIP)
+        if err != 0:
+            raise RuntimeError(f"opus_encoder_init failed ({err})")
+        wanted = ((_SET_BITRATE, _GET_BITRATE, bitrate), (_SET_VBR, _GET_VBR, 1),
+                  (_SET_COMPLEXITY, _GET_COMPLEXITY, complexity), (_SET_INBAND_FEC, _GET_INBAND_FEC, int(fec)),
+                  (_SET_PACKET_LOSS_PERC, _GET_PACKET_LOSS_PERC, packet_loss), (_SET_DTX, _GET_DTX, 0))
+        for set_req, get_req, value in wanted:
+            self._ctl(set_req, value)
+            got = self.get(get_req)
+            if got != value:  # a variadic-call ABI ctypes gets wrong would show up here
+                raise RuntimeError(f"opus_encoder_ctl({set_req}) did not take: {got} != {value}")
+        self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+        self._out_ptr = ctypes.addressof(self._out)
+        self._encode = lib.opus_encode
+        self._silence = bytes(self.frame_samples * 2)
+        self._silent_run = 0
+        self._cached: bytes | None = None
+        self.frames_encoded = 0
+        self.silence_repeats = 0
+
+    def _ctl(self, request: int, value: int) -> None:
+        err = opus_library().opus_encoder_ctl(ctypes.c_void_p(self.ptr), ctypes.c_int(request), ctypes.c_int(value))
+        if err != 0:
+            raise RuntimeError(f"opus_encoder_ctl({request}, {value}) failed ({err})")
+
+    def get(self, request: int) -> int:
+        out = ctypes.c_int32(-12345)
+        err = opus_library().opus_encoder_ctl(ctypes.c_void_p(self.ptr), ctypes.c_int(request), ctypes.byref(out))
+        if err != 0:
+            raise RuntimeError(f"opus_encoder_ctl({request}) failed ({err})")
+        return out.value
+
+    def encode(self, pcm: bytes) -> bytes:
+        """One frame of mono PCM16 (``frame_samples`` samples) → one Opus packet."""
+        n = self._encode(self.ptr, pcm, self.frame_samples, self._out_ptr, MAX_PACKET_BYTES)
+        if n < 0:
+            raise RuntimeError(f"opus_encode failed ({n})")
+        self.frames_encoded += 1
+        return ctypes.string_at(self._out_ptr, n)
+
+    def encode_frame(self, pcm: bytes) -> bytes:
+        """:meth:`encode`, except that settled digital silence repeats a cached packet."""
+        if pcm == self._silence:
+            cached = self._cached
+            if cached is not None:
+                self.silence_repeats += 1
+                return cached
+            packet = self.encode(pcm)
+            self._silent_run += 1
+            if self._silent_run >= SILENCE_HANGOVER_FRAMES:
+                self._cached = packet
+            return packet
+        self._silent_run = 0
+        self._cached = None
+        return self.encode(pcm)
+
+    def reset(self) -> None:
+        """OPUS_RESET_STATE (a new stream)."""
+        err = opus_library().opus_encoder_ctl(ctypes.c_void_p(self.ptr), ctypes.c_int(_RESET_STATE))
+        if err != 0:
+            raise RuntimeError(f"OPUS_RESET_STATE failed ({err})")
+        self._silent_run = 0
+        self._cached = None
+
+
+class EncodedOpus:
+    """One Opus frame encoded by :class:`OpusSendEncoder`, as :class:`.audio_out.OutboundAudioTrack`
+    hands it to aiortc's sender. It is not an ``av.Frame``, so the sender only calls
+    ``encoder.pack()``: :meth:`FecOpusEncoder.pack` takes it as is, and aiortc's stock
+    ``OpusEncoder.pack`` reads it like an ``av.Packet`` (``bytes()``, ``pts``, ``time_base``),
+    without PyAV's Fraction conversions on every frame."""
+
+    __slots__ = ("payload", "pts")
+    time_base = TIME_BASE  # the Opus RTP clock (48 kHz), whatever the coded rate
+
+    def __init__(self, payload: bytes, pts: int) -> None:
+        self.payload = payload
+        self.pts = pts
+
+    def __bytes__(self) -> bytes:
+        return self.payload
+
+    def __len__(self) -> int:
+        return len(self.payload)
 
 
 class FecOpusEncoder(OpusEncoder):
@@ -397,12 +545,18 @@ class FecOpusEncoder(OpusEncoder):
         self.codec.layout = "mono"
         self.codec.sample_rate = OPUS_RATE
         self.codec.time_base = TIME_BASE
+        self.codec.thread_count = 1
         self.codec.options = {"application": "voip", "fec": "1",
                               "packet_loss": str(SEND_PACKET_LOSS_PERCENT),
                               "compression_level": str(SEND_COMPLEXITY)}
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=OPUS_RATE,
                                            frame_size=SAMPLES_PER_FRAME)
         self.first_packet_pts = None
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        if type(packet) is EncodedOpus:  # already on the 48 kHz RTP clock
+            return [packet.payload], packet.pts
+        return super().pack(packet)
 
 
 def version() -> str:

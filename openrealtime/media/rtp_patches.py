@@ -19,6 +19,13 @@ the table edits that *advertise* transport-cc and FEC never exist without the co
    place of the video one (gives up on an unrecovered lost packet after 0.35 s and asks for a
    keyframe, instead of freezing for 512 packets).
 5. ``aiortc.codecs.OpusEncoder`` becomes :class:`.opus_fec.FecOpusEncoder` (LBRR on, mono 32 kbps).
+   For Opus, :class:`.audio_out.OutboundAudioTrack` encodes itself and returns
+   :class:`.opus_fec.EncodedOpus` packets (not ``av.Frame``s), which
+   ``RTCRtpSender._next_encoded_frame`` only hands to ``encoder.pack()`` (checked below, not patched).
+6. An audio ``RTCRtpReceiver`` starts aiortc's decoder thread only when the first frame for it
+   arrives (PCMU/PCMA): Opus is decoded by the receive buffer on the loop, so most calls never
+   start it. ``rtcrtpreceiver.threading`` is a shim whose ``Thread`` returns a :class:`LazyThread`
+   for such a receiver's decoder queue (:class:`LazyDecoderQueue`) and real threads otherwise.
 
 Everything is keyed on aiortc internals (name-mangled attributes, method bodies), so
 :func:`verify_aiortc` checks them before patching and raises if aiortc changed;
@@ -32,7 +39,9 @@ import hashlib
 import inspect
 import logging
 import math
+import queue
 import struct
+import threading
 import time
 from typing import Any
 
@@ -72,6 +81,7 @@ _originals: dict[str, Any] = {}
 _MARKERS = {
     "RTCRtpReceiver.__init__": (RTCRtpReceiver.__init__,
                                 ("self.__jitter_buffer = JitterBuffer(capacity=16, prefetch=4)",
+                                 "self.__decoder_queue: queue.Queue = queue.Queue()",
                                  "self.__jitter_buffer = JitterBuffer(capacity=512, is_video=True)",
                                  "self.__nack_generator = NackGenerator()",
                                  "self.__codecs: dict[int, RTCRtpCodecParameters] = {}")),
@@ -81,7 +91,16 @@ _MARKERS = {
     "RTCRtpReceiver._handle_rtp_packet": (RTCRtpReceiver._handle_rtp_packet,
                                           ("self.__jitter_buffer.add(packet)",
                                            "if encoded_frame is not None and self.__decoder_thread:")),
-    "RTCRtpReceiver.receive": (RTCRtpReceiver.receive, ("self.__codecs[codec.payloadType] = codec",)),
+    "RTCRtpReceiver.receive": (RTCRtpReceiver.receive, ("self.__codecs[codec.payloadType] = codec",
+                                                        "self.__decoder_thread = threading.Thread(",
+                                                        "target=decoder_worker,",
+                                                        "self.__decoder_queue,",
+                                                        "self.__decoder_thread.start()")),
+    "RTCRtpReceiver.__stop_decoder": (RTCRtpReceiver._RTCRtpReceiver__stop_decoder,
+                                      ("self.__decoder_queue.put(None)", "self.__decoder_thread.join()")),
+    "rtcrtpreceiver.decoder_worker": (_aiortc_receiver.decoder_worker,
+                                      ("task = input_q.get()", "if task is None:",
+                                       "asyncio.run_coroutine_threadsafe(output_q.put(None), loop)")),
     "RTCRtpSender.__init__": (RTCRtpSender.__init__,
                               ("self.__rtp_header_extensions_map = rtp.HeaderExtensionsMap()",)),
     "RTCRtpSender.send": (RTCRtpSender.send, ("self.__rtp_header_extensions_map.configure(parameters)",)),
@@ -100,6 +119,13 @@ _MARKERS = {
     "RtcpPacket.parse": (aiortc_rtp.RtcpPacket.parse,
                          ("packets.append(RtcpRtpfbPacket.parse(payload, count))",)),
     "codecs.get_encoder": (aiortc_codecs.get_encoder, ("return OpusEncoder()",)),
+    # audio_out.OutboundAudioTrack returns pre-encoded packets for Opus: the sender must only pack them
+    "RTCRtpSender._next_encoded_frame": (RTCRtpSender._next_encoded_frame,
+                                         ("if isinstance(data, Frame):",
+                                          "payloads, timestamp = self.__encoder.pack(data)")),
+    "OpusEncoder.pack": (aiortc_codecs.opus.OpusEncoder.pack,
+                         ("timestamp = convert_timebase(packet.pts, packet.time_base, TIME_BASE)",
+                          "return [bytes(packet)], timestamp")),
 }
 
 
@@ -122,6 +148,8 @@ def verify_aiortc() -> list[str]:
         for marker in markers:
             if marker not in source:
                 problems.append(f"{name}: missing {marker!r}")
+    if getattr(_aiortc_receiver, "threading", None) not in (threading, _threading_shim):
+        problems.append("aiortc.rtcrtpreceiver.threading is not the threading module")
     if not hasattr(HeaderExtensionsMap(), "_HeaderExtensionsMap__ids"):
         problems.append("HeaderExtensionsMap has no __ids")
     if handle_rtp_data_digest() != HANDLE_RTP_DATA_SHA256:
@@ -283,8 +311,90 @@ def _receiver_init(self: RTCRtpReceiver, kind: str, transport: RTCDtlsTransport)
     _originals["RTCRtpReceiver.__init__"](self, kind, transport)
     if kind == "audio":
         self._RTCRtpReceiver__jitter_buffer = OpusReceiveBuffer(self)
+        self._RTCRtpReceiver__decoder_queue = LazyDecoderQueue()
     else:
         self._RTCRtpReceiver__jitter_buffer = VideoJitterBuffer(self._RTCRtpReceiver__nack_generator)
+
+
+class LazyDecoderQueue(queue.Queue):
+    """An audio receiver's decoder queue: the first frame put starts its decoder thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread: LazyThread | None = None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None and self.thread is not None:
+            self.thread.ensure_started()
+        super().put(item, block, timeout)
+
+
+class LazyThread:
+    """Stands in for the decoder ``threading.Thread`` that ``RTCRtpReceiver.receive`` starts."""
+
+    def __init__(self, target: Any, name: str, args: tuple) -> None:
+        self._args = args
+        self.thread = threading.Thread(target=target, name=name, args=args)
+        self._wanted = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._wanted = True  # the real thread starts with the first frame
+
+    @property
+    def started(self) -> bool:
+        return self.thread.ident is not None
+
+    def ensure_started(self) -> None:
+        if self._wanted and not self.started:
+            with self._lock:
+                if not self.started:
+                    self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        with self._lock:
+            self._wanted = False
+            started = self.started
+        if started:
+            self.thread.join(timeout)
+            return
+        # never started: what decoder_worker does on its None, end the remote track
+        loop, _queue, output_q, _error = self._args
+        try:
+            loop.call_soon_threadsafe(output_q.put_nowait, None)
+        except RuntimeError:  # loop already closed
+            pass
+
+
+class _ThreadingShim:
+    """``aiortc.rtcrtpreceiver.threading``: lazy decoder threads for :class:`LazyDecoderQueue`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+    @staticmethod
+    def Thread(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - mirrors threading.Thread
+        worker_args = kwargs.get("args", ())
+        if (kwargs.get("target") is _aiortc_receiver.decoder_worker and len(worker_args) == 4
+                and isinstance(worker_args[1], LazyDecoderQueue)):
+            lazy = LazyThread(kwargs["target"], kwargs.get("name", "audio-decoder"), worker_args)
+            worker_args[1].thread = lazy
+            return lazy
+        return threading.Thread(*args, **kwargs)
+
+
+_threading_shim = _ThreadingShim()
+
+
+def decoder_thread_started(receiver: RTCRtpReceiver) -> bool | None:
+    """Whether an audio receiver's decoder thread runs (None: no lazy thread here)."""
+    thread = getattr(receiver, "_RTCRtpReceiver__decoder_thread", None)
+    if isinstance(thread, LazyThread):
+        return thread.started
+    return None
 
 
 def opus_buffer(receiver: RTCRtpReceiver) -> OpusReceiveBuffer | None:
@@ -335,6 +445,7 @@ def install() -> None:
     RTCRtpReceiver.__init__ = _receiver_init
     aiortc_codecs.OpusEncoder = FecOpusEncoder
     aiortc_rtp.compute_audio_level_dbov = fast_audio_level_dbov
+    _aiortc_receiver.threading = _threading_shim
     _installed = True
 
 

@@ -274,3 +274,20 @@ def test_decoder_cost(packets):
     per = asyncio.run(run())
     print(f"Opus receive path (24 kHz, 10% loss, FEC): {per:.1f} µs/packet")
     assert per < 1000
+
+
+async def test_pcm_sink_gets_the_same_audio_without_frames(packets):
+    """configure_track(sink=...): each frame's PCM goes straight to the sink (what InboundAudio
+    uses), identical to the av.AudioFrame path, including FEC and PLC, and nothing is queued."""
+    lossy = [p for i, p in enumerate(rtp(packets)) if i % 10 != 5 and i not in (40, 41, 42)]
+    rx_frames, buf_frames = feed(lossy)
+    rx = FakeReceiver()
+    got: list[bytes] = []
+    configure_track(rx._track, 24000, sink=got.append)
+    buf = OpusReceiveBuffer(rx)
+    for p in lossy:
+        assert buf.add(p) == (False, None)
+    assert not rx.frames, "no av.AudioFrame for the track's queue"
+    assert all(isinstance(b, bytes) for b in got)
+    assert buf.stats == buf_frames.stats and buf.stats.fec_frames > 0 and buf.stats.plc_frames > 0
+    assert b"".join(got) == rx_frames.pcm().astype("<i2").tobytes()
