@@ -122,7 +122,11 @@ async def measure_server(stack, questions: list[np.ndarray], silence_ms: int,
                           flush=True)
             await client.next_event("output_audio_buffer.stopped", timeout=60)
             await asyncio.sleep(0.3)
-        info = {"late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent,
+        stats = call.engine.stats
+        info = {"speculation": {k: stats[k] for k in ("asr_speculative_hits", "answers_speculated", "answers_adopted",
+                                                      "speculations_abandoned", "prefix_warmings",
+                                                      "prefix_tokens_warmed")},
+                "late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent,
                 "max_gap_ms": call.audio_out.max_gap_s * 1000, "gaps_over_40ms": call.audio_out.gaps_over_40ms}
         await client.close()
     return latencies, info
@@ -167,6 +171,7 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
         print(f"         samples: {', '.join(f'{x:.2f}' for x in ours)} | naive: {', '.join(f'{x:.2f}' for x in naive)}")
         print(f"         outbound RTP pacing while models ran: max inter-frame gap {info['max_gap_ms']:.1f} ms, "
               f"{info['gaps_over_40ms']} gaps > 40 ms of {info['frames']} frames (target: max ≤ 40 ms)")
+        print(f"         speculation: {info['speculation']}")
 
 
 def main() -> None:

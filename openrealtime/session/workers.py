@@ -27,7 +27,7 @@ _lock = threading.Lock()
 _DONE = object()
 
 
-MODEL_NICE = int(os.environ.get("OPENREALTIME_MODEL_NICE", "10"))  # models yield the CPU to the media loop
+MODEL_NICE = 10  # model threads yield the CPU to the media event loop when cores are scarce
 
 
 def lower_thread_priority() -> None:

@@ -339,7 +339,7 @@ class LlamaCppLLM:
             model_path=str(self.model_path),
             n_ctx=n_ctx,
             n_batch=n_batch,
-            n_threads=int(os.environ.get("OPENREALTIME_LLM_DECODE_THREADS", self.n_threads)),
+            n_threads=self.n_threads,
             n_threads_batch=self.n_threads,
             verbose=False,
         )
