@@ -13,6 +13,14 @@ VOICE = {"type": "realtime", "audio": {"input": {
     "turn_detection": {"type": "server_vad", "silence_duration_ms": 300, "prefix_padding_ms": 200}}}}
 
 
+async def until(condition, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
 class LengthStt(ScriptedStt):
     """Hears the first words in audio shorter than `split_s`, the whole question in longer audio."""
 
@@ -52,7 +60,10 @@ def test_turn_detector_reports_a_resumed_pause():
 async def test_voice_turn_adopts_the_speculative_answer():
     llm = ScriptedLlm("Paris is the capital of France.")
     engine, t = make_engine(VOICE, llm=llm)
-    await feed(engine, silence(400) + speech(700) + silence(500))
+    await feed(engine, silence(400) + speech(700) + silence(220))  # a pause, not yet the end of the turn
+    await until(lambda: engine.stats["answers_speculated"] == 1)
+    assert "input_audio_buffer.committed" not in t.types()
+    await feed(engine, silence(300))
     await settle(t, "response.done")
     assert engine.stats["answers_speculated"] == 1 and engine.stats["answers_adopted"] == 1
     assert len(llm.requests) == 1, "the model answered once: the speculative answer was used"
@@ -89,8 +100,7 @@ async def test_speculative_answer_for_a_changed_request_is_not_used():
     engine, t = make_engine(VOICE, llm=llm)
     engine.models.stt = stt
     await feed(engine, silence(300) + speech(600) + silence(220))
-    await asyncio.sleep(0.1)
-    assert engine.stats["answers_speculated"] == 1
+    await until(lambda: engine.stats["answers_speculated"] == 1)
     import json
     engine.handle_message(json.dumps({"type": "conversation.item.create", "item": {
         "type": "message", "role": "system", "content": [{"type": "input_text", "text": "Answer in French."}]}}))
@@ -108,9 +118,12 @@ async def test_prefix_warming_prefills_while_the_user_speaks(monkeypatch):
     monkeypatch.setattr(speculation, "WARM_EVERY_MS", 300)
     llm = PrefillLlm("Sure.")
     engine, t = make_engine(VOICE, llm=llm)
-    await feed(engine, silence(300) + speech(1500) + silence(500))
+    await feed(engine, silence(300) + speech(700))
+    await until(lambda: engine.stats["prefix_warmings"] >= 1)
+    await feed(engine, speech(400))
+    await until(lambda: engine.stats["prefix_warmings"] >= 2)
+    await feed(engine, silence(500))
     await settle(t, "response.done")
-    assert engine.stats["prefix_warmings"] >= 2, engine.stats
     assert engine.stats["prefix_tokens_warmed"] == 5 * engine.stats["prefix_warmings"]
     assert set(llm.prefills) == {"What is the capital of France?"}
 
@@ -125,3 +138,13 @@ async def test_no_speculative_answer_without_create_response():
     assert "input_audio_buffer.committed" in t.types()
     assert engine.stats["answers_speculated"] == 0 and llm.requests == []
     assert "response.created" not in t.types()
+
+
+def test_warm_state_is_due_after_enough_new_speech():
+    warm = speculation.WarmState()
+    first, every = speculation.WARM_FIRST_MS, speculation.WARM_EVERY_MS
+    assert not warm.due(1000, 1000 + first - 1)
+    assert warm.due(1000, 1000 + first)
+    warm.upto_ms = 1000 + first
+    assert not warm.due(1000, 1000 + first + every - 1)
+    assert warm.due(1000, 1000 + first + every)
