@@ -338,9 +338,7 @@ class SessionEngine:
         self._drop_speculation()
         pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
         spec = self._speculation = TurnSpeculation(start_ms, speech_end_ms, asyncio.ensure_future(self._asr(pcm)))
-        spec.task = asyncio.ensure_future(self._speculate_answer(spec))
-        self._tasks.add(spec.task)
-        spec.task.add_done_callback(self._tasks.discard)
+        spec.task = self._spawn(self._speculate_answer(spec))
         self.stats["asr_speculative_started"] += 1
 
     def _wants_auto_response(self) -> bool:
@@ -384,9 +382,7 @@ class SessionEngine:
             return
         warm = self._warm
         warm.upto_ms = now
-        warm.task = asyncio.ensure_future(self._warm_prefix(warm, prefill, self.turn.speech_start_ms, now))
-        self._tasks.add(warm.task)
-        warm.task.add_done_callback(self._tasks.discard)
+        warm.task = self._spawn(self._warm_prefix(warm, prefill, self.turn.speech_start_ms, now))
 
     async def _warm_prefix(self, warm: WarmState, prefill: Callable[..., int], start_ms: int, end_ms: int) -> None:
         try:
@@ -578,9 +574,7 @@ class SessionEngine:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self.conversation.audio_of(item.id).transcript_future = future
-        task = asyncio.ensure_future(self._transcribe(item, pcm, content_index, future, speculative))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._transcribe(item, pcm, content_index, future, speculative))
 
     async def _asr(self, pcm: bytes):
         stt = self.models.stt
@@ -738,6 +732,13 @@ class SessionEngine:
         return self.config.audio.output.speed if isinstance(self.config, RealtimeSessionConfig) else 1.0
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        """A task the session owns: cancelled when the session closes."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _apply_config(self) -> None:
         td = self.config.audio.input.turn_detection
         if td is not None:
