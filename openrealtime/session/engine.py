@@ -339,6 +339,8 @@ class SessionEngine:
         pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
         spec = self._speculation = TurnSpeculation(start_ms, speech_end_ms, asyncio.ensure_future(self._asr(pcm)))
         spec.task = self._spawn(self._speculate_answer(spec))
+        log.debug("speculating on %d-%d ms (silence so far %d ms)", start_ms, speech_end_ms,
+                  int(self._vad_clock_ms) - speech_end_ms)
         self.stats["asr_speculative_started"] += 1
 
     def _wants_auto_response(self) -> bool:
@@ -359,6 +361,7 @@ class SessionEngine:
         text = result.text.strip()
         if self._speculation is not spec or not text or not self._wants_auto_response():
             return
+        log.debug("speculative transcript %r; answering ahead of the commit", text)
         request = spec.request = self._provisional_request(text)
         llm, cancel = self.models.llm, spec.cancel_event
         spec.answer = BufferedStream(workers.stream("llm", lambda: llm.stream_chat(request, cancel), cancel))

@@ -104,6 +104,7 @@ class ResponseRun:
                     self._on_text(delta.text)
                     if self.audio_mode:
                         for clause in splitter.push(delta.text):
+                            log.debug("clause for TTS: %r", clause)
                             self._tts_queue.put_nowait(clause)
                 elif isinstance(delta, ToolCallDelta):
                     self._on_tool_call(delta)
@@ -215,6 +216,7 @@ class ResponseRun:
                     continue
                 if self.first_audio_at is None:
                     self.first_audio_at = time.monotonic()
+                    log.debug("first audio of %s queued", self.id)
                 msg.audio_ms += len(pcm) // BYTES_PER_MS
                 self.audio_out_ms += len(pcm) // BYTES_PER_MS
                 self.engine.play_audio(pcm, self, msg.item.id, msg.output_index)

@@ -28,13 +28,17 @@ _DONE = object()
 
 
 MODEL_NICE = 10  # model threads yield the CPU to the media event loop when cores are scarce
+# Stages whose work is on the critical path of the first reply audio get a smaller nice than the
+# language model, which keeps generating the rest of the answer meanwhile: the first clause's
+# synthesis (onnxruntime computes on the calling thread) should not wait behind it.
+STAGE_NICE = {"tts": 5, "vad": 5}
 
 
-def lower_thread_priority() -> None:
+def lower_thread_priority(nice: int = MODEL_NICE) -> None:
     """Lower this thread's scheduling priority (Linux: nice is per thread, and threads a native
     runtime spawns from here — OpenMP pools of llama.cpp, CTranslate2, onnxruntime — inherit it)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MODEL_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
         pass
 
@@ -82,7 +86,8 @@ def pool(stage: str) -> ThreadPoolExecutor:
             if stage not in _STAGES:
                 raise ValueError(f"unknown stage {stage!r}")
             _pools[stage] = ThreadPoolExecutor(max_workers=_sizes.get(stage, 1), thread_name_prefix=f"or-{stage}",
-                                               initializer=lower_thread_priority)
+                                               initializer=lower_thread_priority,
+                                               initargs=(STAGE_NICE.get(stage, MODEL_NICE),))
         return _pools[stage]
 
 
