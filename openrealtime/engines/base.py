@@ -41,14 +41,18 @@ class Transcript:
     audio_seconds: float = 0.0
     input_tokens: int = 0  # audio tokens billed (we report audio_seconds * 10, documented)
     output_tokens: int = 0  # text tokens produced
-    logprobs: list[dict[str, Any]] | None = None
+    logprobs: list[dict[str, Any]] | None = None  # [{"token", "logprob", "bytes"}] when asked for and known
 
 
 @runtime_checkable
 class SpeechToText(Protocol):
     sample_rate: int  # 16000
 
-    def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
+                   logprobs: bool = False) -> Transcript:
+        """`logprobs`: also return per-token log probabilities (OpenAI's
+        `include: ["item.input_audio_transcription.logprobs"]`), where the backend can."""
+        ...
 
 
 # ---- language model -------------------------------------------------------------------------

@@ -585,7 +585,11 @@ class SessionEngine:
         language = tc.language if tc else None
         prompt = tc.prompt if tc else None
         audio = pcm24k_to_f32_16k(pcm)
-        return await workers.run("asr", lambda: stt.transcribe(audio, language=language, prompt=prompt))
+        extra = {"logprobs": True} if self._wants_logprobs() else {}
+        return await workers.run("asr", lambda: stt.transcribe(audio, language=language, prompt=prompt, **extra))
+
+    def _wants_logprobs(self) -> bool:
+        return "item.input_audio_transcription.logprobs" in (self.config.include or [])
 
     async def _transcribe(self, item: UserMessageItem, pcm: bytes, content_index: int, future: asyncio.Future,
                           speculative: asyncio.Task | None) -> None:
@@ -617,10 +621,12 @@ class SessionEngine:
         future.set_result(text)
         if report:
             audio_tokens = int(len(pcm) / BYTES_PER_MS * AUDIO_TOKENS_PER_SECOND / 1000)
+            logprobs = [ev.LogProb(**lp) for lp in result.logprobs] \
+                if self._wants_logprobs() and result.logprobs is not None else None
             self.emit(ev.ConversationItemInputAudioTranscriptionDeltaEvent(
-                item_id=item.id, content_index=content_index, delta=text))
+                item_id=item.id, content_index=content_index, delta=text, logprobs=logprobs))
             self.emit(ev.ConversationItemInputAudioTranscriptionCompletedEvent(
-                item_id=item.id, content_index=content_index, transcript=text,
+                item_id=item.id, content_index=content_index, transcript=text, logprobs=logprobs,
                 usage=ev.TranscriptionTokenUsage(
                     input_tokens=audio_tokens, output_tokens=result.output_tokens,
                     total_tokens=audio_tokens + result.output_tokens,

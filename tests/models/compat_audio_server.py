@@ -6,7 +6,8 @@ Routes (the subset of OpenAI's API the remote clients use):
 
 * `GET  /v1/models` — {"data": [{"id": "whisper-1"}, {"id": "tts-1"}, {"id": "tts-wav-only"}]}
 * `POST /v1/audio/transcriptions` — multipart `file` (WAV), `model`, `language`, `prompt`,
-  `response_format` (json | text | verbose_json) → {"text": ...}; faster-whisper underneath.
+  `response_format` (json | text | verbose_json), `include[]=logprobs` → {"text": ..., "logprobs": [...]};
+  faster-whisper underneath.
 * `POST /v1/audio/speech` — JSON {model, input, voice, response_format, speed}. `pcm`: raw 24 kHz
   s16le mono, streamed one Piper chunk at a time; `wav`: a *streamed* WAV (placeholder sizes) at
   22.05 kHz (so clients must read the header and resample). Model "tts-wav-only" rejects `pcm`
@@ -89,11 +90,15 @@ def create_app(stt, tts, *, api_key: str | None = None) -> FastAPI:
             audio = _decode_wav(await upload.read())
         except (wave.Error, ValueError, EOFError) as exc:
             return _error(400, f"could not decode the audio file: {exc}", "file")
-        transcript = stt.transcribe(audio, language=fields.get("language") or None, prompt=fields.get("prompt") or None)
+        want_logprobs = "logprobs" in form.getlist("include[]")
+        transcript = stt.transcribe(audio, language=fields.get("language") or None, prompt=fields.get("prompt") or None,
+                                    logprobs=want_logprobs)
         fmt = fields.get("response_format", "json")
         if fmt == "text":
             return PlainTextResponse(transcript.text)
         body = {"text": transcript.text}
+        if want_logprobs and fmt == "json":
+            body["logprobs"] = transcript.logprobs
         if fmt == "verbose_json":
             body.update(language=transcript.language, duration=transcript.audio_seconds)
         return body

@@ -68,6 +68,16 @@ def test_short_turns_take_the_short_path_and_agree_with_the_full_window(tts, whi
     assert whisper.transcribe(noise).text == ""
 
 
+def test_asr_logprobs_cover_the_transcript(tts, whisper):
+    audio = speak16k(tts, "What is the capital of France?")
+    result = whisper.transcribe(audio, logprobs=True)
+    assert result.logprobs and "".join(lp["token"] for lp in result.logprobs).strip() == result.text
+    assert all(lp["logprob"] <= 0 for lp in result.logprobs)
+    assert sum(lp["logprob"] for lp in result.logprobs) / len(result.logprobs) > -1.0  # clear speech: confident
+    assert all(bytes(lp["bytes"]).decode() == lp["token"] for lp in result.logprobs)
+    assert whisper.transcribe(audio).logprobs is None
+
+
 def test_long_audio_takes_the_standard_path(tts, whisper, caplog):
     import logging
 

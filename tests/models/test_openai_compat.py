@@ -376,6 +376,11 @@ def test_stt_transcribes_over_http(spoken, audio_server):
     assert transcript.input_tokens == round(transcript.audio_seconds * 10) and transcript.output_tokens > 0
     sent = sent_requests(audio_server)[-1][1]
     assert sent == {"model": "whisper-1", "response_format": "json", "language": "en", "prompt": "Geography questions."}
+    with_logprobs = stt.transcribe(audio16, language="en", logprobs=True)
+    assert sent_requests(audio_server)[-1][1]["include[]"] == "logprobs"
+    assert "".join(lp["token"] for lp in with_logprobs.logprobs).strip() == with_logprobs.text
+    assert all(lp["logprob"] <= 0 and isinstance(lp["bytes"], list) for lp in with_logprobs.logprobs)
+    assert transcript.logprobs is None
     bad_key = OpenAICompatSTT(RemoteEndpoint(audio_server, api_key="wrong", role="stt"))
     with pytest.raises(RemoteEngineError, match="401.*check --stt-key"):
         bad_key.transcribe(audio16)

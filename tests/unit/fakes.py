@@ -43,9 +43,12 @@ class ScriptedStt:
         self.text = text
         self.calls = 0
 
-    def transcribe(self, audio, *, language=None, prompt=None) -> Transcript:
+    def transcribe(self, audio, *, language=None, prompt=None, logprobs=False) -> Transcript:
         self.calls += 1
-        return Transcript(text=self.text, audio_seconds=len(audio) / 16000, output_tokens=len(self.text.split()))
+        words = self.text.split()
+        return Transcript(text=self.text, audio_seconds=len(audio) / 16000, output_tokens=len(words),
+                          logprobs=[{"token": (" " if i else "") + w, "logprob": -0.25, "bytes": list(w.encode())}
+                                    for i, w in enumerate(words)] if logprobs else None)
 
 
 class ScriptedLlm:

@@ -28,9 +28,9 @@ class LengthStt(ScriptedStt):
         super().__init__(full)
         self.short, self.full, self.split_s = short, full, split_s
 
-    def transcribe(self, audio, *, language=None, prompt=None) -> Transcript:
+    def transcribe(self, audio, *, language=None, prompt=None, logprobs=False) -> Transcript:
         self.text = self.short if len(audio) / 16000 < self.split_s else self.full
-        return super().transcribe(audio)
+        return super().transcribe(audio, logprobs=logprobs)
 
 
 class PrefillLlm(ScriptedLlm):

@@ -110,6 +110,24 @@ async def test_voice_turn_with_server_vad_and_playout():
     assert after(t.types(), "response.done", "output_audio_buffer.stopped")
 
 
+async def test_transcription_logprobs_only_when_included():
+    voice = {"transcription": {"model": "whisper-1"},
+             "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}
+    engine, t = make_engine({"type": "realtime", "include": ["item.input_audio_transcription.logprobs"],
+                             "audio": {"input": voice}})
+    await feed(engine, silence(300) + speech(600) + silence(500))
+    await settle(t, "conversation.item.input_audio_transcription.completed")
+    completed = t.of("conversation.item.input_audio_transcription.completed")[0]
+    delta = t.of("conversation.item.input_audio_transcription.delta")[0]
+    assert "".join(lp["token"] for lp in completed["logprobs"]) == completed["transcript"]
+    assert delta["logprobs"] == completed["logprobs"]
+    assert all(set(lp) == {"token", "logprob", "bytes"} and lp["logprob"] <= 0 for lp in completed["logprobs"])
+    plain, t2 = make_engine({"type": "realtime", "audio": {"input": voice}})
+    await feed(plain, silence(300) + speech(600) + silence(500))
+    await settle(t2, "conversation.item.input_audio_transcription.completed")
+    assert "logprobs" not in t2.of("conversation.item.input_audio_transcription.completed")[0]
+
+
 async def test_manual_commit_and_errors():
     engine, t = make_engine({"type": "realtime", "audio": {"input": {"turn_detection": None}}})
     send(engine, type="input_audio_buffer.commit", event_id="e1")

@@ -27,6 +27,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +127,10 @@ class WhisperSTT:
     def describe(self) -> str:
         return f"faster-whisper {self.model_name} (CTranslate2 int8, {self.cpu_threads} threads, beam 1)"
 
-    def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
+                   logprobs: bool = False) -> Transcript:
+        """`logprobs` are computed on the short-turn path (per Whisper token); a turn over
+        SHORT_AUDIO_S, decoded by faster-whisper, comes back without them."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
         lang = (language or self.language or None)
@@ -140,7 +144,7 @@ class WhisperSTT:
                               input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND))
         started = time.monotonic()
         if seconds <= SHORT_AUDIO_S:
-            short = self._transcribe_short(audio, lang, prompt)
+            short = self._transcribe_short(audio, lang, prompt, logprobs)
             if short is not None:
                 log.debug("transcribed %.2f s of audio in %.3f s (short path): %r",
                           seconds, time.monotonic() - started, short.text)
@@ -174,7 +178,8 @@ class WhisperSTT:
             output_tokens=output_tokens,
         )
 
-    def _transcribe_short(self, audio: np.ndarray, lang: str | None, prompt: str | None) -> Transcript | None:
+    def _transcribe_short(self, audio: np.ndarray, lang: str | None, prompt: str | None,
+                          want_logprobs: bool = False) -> Transcript | None:
         """One greedy decode over [speech + padding | cached silence]; None if it looks like a loop."""
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
@@ -201,7 +206,7 @@ class WhisperSTT:
         result = fw.model.generate(
             encoder_output, [prompt_tokens], beam_size=1, max_length=min(448, len(prompt_tokens) + budget),
             suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-            return_scores=True, return_no_speech_prob=True,
+            return_scores=True, return_no_speech_prob=True, return_logits_vocab=want_logprobs,
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         text = tokenizer.decode(tokens).strip()
@@ -214,7 +219,20 @@ class WhisperSTT:
             log.info("short-path transcript looks like a loop (%d tokens); decoding the full window", len(tokens))
             return None
         return Transcript(text=text, language=lang, audio_seconds=seconds,
-                          input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND), output_tokens=len(tokens))
+                          input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND), output_tokens=len(tokens),
+                          logprobs=_token_logprobs(tokenizer, tokens, result.logits[0]) if want_logprobs else None)
 
     def close(self) -> None:
         self._model = None  # type: ignore[assignment]
+
+
+def _token_logprobs(tokenizer: Any, tokens: list[int], step_logits: list[Any]) -> list[dict[str, Any]]:
+    """Log probability of each chosen token, from the decoder's logits at its step."""
+    out = []
+    for token, logits in zip(tokens, step_logits):
+        scores = np.asarray(logits, dtype=np.float64)
+        top = scores.max()
+        logprob = float(scores[token] - top - np.log(np.exp(scores - top).sum()))
+        piece = tokenizer.decode([token])
+        out.append({"token": piece, "logprob": logprob, "bytes": list(piece.encode("utf-8"))})
+    return out

@@ -57,7 +57,8 @@ class OpenAICompatSTT:
     def describe(self) -> str:
         return f"OpenAI-compatible transcription {self.model} at {self.endpoint.base_url}"
 
-    def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
+                   logprobs: bool = False) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
         lang = language or self.language
@@ -71,6 +72,8 @@ class OpenAICompatSTT:
             data["language"] = lang
         if prompt:
             data["prompt"] = prompt
+        if logprobs:
+            data["include[]"] = "logprobs"  # OpenAI: gpt-4o(-mini)-transcribe with json; others ignore it
         started = time.monotonic()
         try:
             response = self._client.post(self.endpoint.url("audio/transcriptions"), data=data,
@@ -96,6 +99,7 @@ class OpenAICompatSTT:
             audio_seconds=seconds,
             input_tokens=input_tokens if isinstance(input_tokens, int) else round(seconds * AUDIO_TOKENS_PER_SECOND),
             output_tokens=output_tokens if isinstance(output_tokens, int) else (len(text) + 3) // 4,
+            logprobs=_logprobs(body.get("logprobs")) if logprobs else None,
         )
 
     def warmup(self) -> None:
@@ -105,3 +109,18 @@ class OpenAICompatSTT:
     def close(self) -> None:
         if self._own_client:
             self._client.close()
+
+
+def _logprobs(value: object) -> list[dict] | None:
+    """The reply's `logprobs` ([{token, logprob, bytes}]) if it has well-formed ones."""
+    if not isinstance(value, list):
+        return None
+    out = []
+    for entry in value:
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str) \
+                or not isinstance(entry.get("logprob"), (int, float)):
+            return None
+        raw = entry.get("bytes")
+        out.append({"token": entry["token"], "logprob": float(entry["logprob"]),
+                    "bytes": raw if isinstance(raw, list) else list(entry["token"].encode())})
+    return out
