@@ -43,13 +43,14 @@ from ..protocol.responses import RealtimeResponse, ResponseCreateParams
 from ..protocol.session import (
     FunctionTool,
     RealtimeSessionConfig,
+    RetentionRatioTruncation,
     TranscriptionSessionConfig,
     session_object,
 )
 from . import workers
 from .audio_buffer import InputAudioBuffer
 from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
-from .conversation import Conversation, to_chat_messages, trim_to_budget
+from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
 from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun
 from .transport import Transport
 from .speculation import BufferedStream, TurnSpeculation, WarmState
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100
 VAD_RATE = 16000
-CONTEXT_CHARS = 12_000  # our truncation "auto": recent context that fits the local model
+CONTEXT_CHARS = 12_000  # the context budget: recent conversation that fits the local model
 
 
 @dataclass
@@ -89,6 +90,7 @@ class SessionEngine:
         self.echo_delay_s = echo_delay_s
         self.closed = False
         self.conversation = Conversation(ids.conversation_id(), self.limits.max_items)
+        self.context_window = ContextWindow()  # truncation state of the default conversation
         self.buffer = InputAudioBuffer(self.limits.max_input_buffer_ms)
         self.turn = TurnDetector(VadParams())
         self.voice_locked = False
@@ -718,6 +720,10 @@ class SessionEngine:
             choice = {"type": "function", "function": {"name": tool_choice.name}}
         else:
             choice = "auto"
+        in_conversation = params.input is None
+        truncation = config.truncation
+        retention = None if truncation == "disabled" else \
+            truncation.retention_ratio if isinstance(truncation, RetentionRatioTruncation) else AUTO_RETENTION
         with_images = bool(self.models and self.models.llm.supports_images)
         notes = "" if with_images or not any(isinstance(p, InputImageContent) for i in context
                                              if isinstance(i, MessageItem) for p in i.content) else \
@@ -727,8 +733,12 @@ class SessionEngine:
             transcripts = {item_id: (a.transcript_future.result() if a.transcript_future and
                                      a.transcript_future.done() and not a.transcript_future.cancelled() else "")
                            for item_id, a in self.conversation.audio.items()}
-            messages, _ = to_chat_messages(context, transcripts, with_images=with_images)
-            messages = trim_to_budget(messages, CONTEXT_CHARS)
+            def size_of(item: AnyItem) -> int:
+                return sum(message_chars(m) for m in to_chat_messages([item], transcripts, with_images=with_images)[0])
+
+            window = self.context_window if in_conversation else ContextWindow()
+            kept = window.select(context, size_of, CONTEXT_CHARS, retention)
+            messages, _ = to_chat_messages(kept, transcripts, with_images=with_images)
             system = {"role": "system", "content": instructions + notes}
             return ChatRequest(messages=[system, *messages], tools=chat_tools, tool_choice=choice,
                                max_tokens=MAX_TOKENS_WHEN_INF if max_tokens == "inf" else int(max_tokens),
