@@ -355,6 +355,7 @@ class LlamaCppLLM:
         self._json_start_tokens: np.ndarray | None = None
         self._lock = threading.Lock()
         self._waiting = 0  # stream_chat calls waiting for the lock (a prefill yields to them)
+        self._waiting_lock = threading.Lock()
         self._snapshots = _SnapshotCache(session_snapshots, snapshot_bytes) if session_snapshots > 0 else None
         self._live_owner: str | None = None  # the session whose history the live KV cache holds
         self._images_warned = False
@@ -513,14 +514,16 @@ class LlamaCppLLM:
     # -- LanguageModel ---------------------------------------------------------------------
     def stream_chat(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[LlmEvent]:
         cancel = cancel or threading.Event()
-        self._waiting += 1
+        with self._waiting_lock:
+            self._waiting += 1
         try:
             while not self._lock.acquire(timeout=_LOCK_POLL_S):
                 if cancel.is_set():
                     yield Finished(reason="cancelled")
                     return
         finally:
-            self._waiting -= 1
+            with self._waiting_lock:
+                self._waiting -= 1
         try:
             yield from self._generate(request, cancel)
         finally:
