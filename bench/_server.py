@@ -8,6 +8,8 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +91,13 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def run_bounded(name: str, run, deadline: float):
+    """asyncio.run(run(logdir)) with a fresh log directory, aborted (exit 2) after `deadline` s."""
+    logdir = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    try:
+        return asyncio.run(asyncio.wait_for(run(logdir), deadline))
+    except asyncio.TimeoutError:
+        print(f"{name}: aborted after {deadline:.0f}s (logs in {logdir})", file=sys.stderr)
+        sys.exit(2)

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from openrealtime.api.embedded import free_port  # noqa: E402
-from bench._server import ServerProcess  # noqa: E402
+from bench._server import ServerProcess, run_bounded  # noqa: E402
 from openrealtime.client.rtc import RealtimeRtcClient  # noqa: E402
 
 TARGET_P50_MS = 150.0
@@ -253,15 +253,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=300.0, help="abort the whole run after this many seconds")
     args = parser.parse_args()
     args.concurrency = args.concurrency or args.n
-    import tempfile
-
-    logdir = Path(tempfile.mkdtemp(prefix="call_setup_"))
-    try:
-        out = asyncio.run(asyncio.wait_for(run(args, logdir), args.deadline))
-    except asyncio.TimeoutError:
-        print(f"call_setup: aborted after {args.deadline:.0f}s (server logs in {logdir})", file=sys.stderr)
-        sys.exit(2)
-    print(out)
+    print(run_bounded("call_setup", lambda logdir: run(args, logdir), args.deadline))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,7 +61,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import ServerProcess, die_with_parent  # noqa: E402
+from bench._server import ServerProcess, die_with_parent, run_bounded  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FRAME_S = 0.020
@@ -682,12 +681,7 @@ def main() -> None:
         return
     args.ns = [int(x) for x in args.ns.split(",") if x.strip()]
     args.servers = [x.strip() for x in args.servers.split(",") if x.strip()]
-    logdir = Path(tempfile.mkdtemp(prefix="media_plane_"))
-    try:
-        out = asyncio.run(asyncio.wait_for(run(args, logdir), args.deadline))
-    except asyncio.TimeoutError:
-        print(f"media_plane: aborted after {args.deadline:.0f}s (logs in {logdir})", file=sys.stderr)
-        sys.exit(2)
+    out = run_bounded("media_plane", lambda logdir: run(args, logdir), args.deadline)
     print("\n".join(out))
 
 

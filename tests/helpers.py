@@ -42,3 +42,17 @@ async def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{what} not met within {timeout} s (last: {last!r})")
+
+
+def speechlike(seconds: float, *, rate: int = 48000, seed: int = 0, noise: float = 0.02):
+    """Voiced harmonics with a syllable-rate envelope and a little noise (Opus SILK/hybrid
+    territory), as int16 samples at `rate`."""
+    import numpy as np
+
+    t = np.arange(int(rate * seconds)) / rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.5 * t)
+    hiss = np.random.default_rng(seed).normal(0, noise, t.size) if noise else 0.0
+    return (9000 * (voice * env / 2 + hiss)).astype("<i2")

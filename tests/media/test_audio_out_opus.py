@@ -11,6 +11,7 @@ import pytest
 
 from aiortc import RTCRtpSender
 
+from tests.helpers import speechlike
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.media import opus_fec, rtp_patches
 from openrealtime.media.audio_format import FRAME_BYTES, FRAME_SAMPLES
@@ -27,14 +28,8 @@ from openrealtime.media.opus_fec import (
 )
 
 
-def speechlike_24k(seconds: float, seed: int = 0) -> bytes:
-    t = np.arange(int(24000 * seconds)) / 24000
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / 24000
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.5 * t)
-    noise = np.random.default_rng(seed).normal(0, 0.02, t.size)
-    return (9000 * (voice * env / 2 + noise)).astype("<i2").tobytes()
+def speechlike_24k(seconds: float) -> bytes:
+    return speechlike(seconds, rate=24000).tobytes()
 
 
 def frames(pcm: bytes) -> list[bytes]:

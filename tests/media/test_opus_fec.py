@@ -11,6 +11,7 @@ import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from tests.helpers import speechlike
 from openrealtime.media.opus_fec import (
     FecOpusEncoder,
     OpusDecoder,
@@ -22,17 +23,6 @@ from openrealtime.media.opus_fec import (
 from openrealtime.media.sdp_policy import install_codec_policy
 
 OPUS_PT = 111
-
-
-def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
-    """Voiced harmonics with a syllable-rate envelope and a little noise (SILK/hybrid territory)."""
-    t = np.arange(int(48000 * seconds)) / 48000
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / 48000
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.5 * t)
-    noise = np.random.default_rng(seed).normal(0, 0.02, t.size)
-    return (9000 * (voice * env / 2 + noise)).astype(np.int16)
 
 
 def encode(pcm: np.ndarray) -> list[tuple[bytes, int]]:

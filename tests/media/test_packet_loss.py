@@ -19,18 +19,14 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from tests.helpers import speechlike
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.media import rtp_patches
 from openrealtime.media.sdp_policy import install_codec_policy
 
 
 def speechlike_48k(seconds: float) -> bytes:
-    t = np.arange(int(48000 * seconds)) / 48000
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / 48000
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.5 * t)
-    return (9000 * voice * env / 2).astype("<i2").tobytes()
+    return speechlike(seconds, noise=0.0).tobytes()
 
 
 class DropShim:
