@@ -86,7 +86,17 @@ def load_wav_48k(path: str) -> bytes:
 class ReceivedAudio:
     frames: int = 0
     voiced_frames: int = 0
+    # when the RTP packet carrying the first voiced frame arrived (before aiortc's jitter buffer,
+    # which holds 4 frames = 80 ms; a browser's adaptive one holds ≈ 20-40 ms on a LAN)
     first_voiced_at: float | None = None
+    first_voiced_decoded_at: float | None = None  # when that frame left aiortc's decoder
+    arrivals: dict[int, float] = field(default_factory=dict)  # RTP timestamp → arrival time (recent)
+
+    def note_arrival(self, rtp_timestamp: int) -> None:
+        self.arrivals.setdefault(rtp_timestamp, time.monotonic())
+        if len(self.arrivals) > 500:
+            for key in list(self.arrivals)[:250]:
+                del self.arrivals[key]
     pcm: bytearray = field(default_factory=bytearray)
     keep_pcm: bool = False
 
@@ -109,6 +119,8 @@ class RealtimeRtcClient:
         self.timings: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self.pc.addTrack(self.mic)
+        self._audio_receiver = self.pc.getTransceivers()[-1].receiver
+        self._time_arrivals(self._audio_receiver)
         if video:
             self.pc.addTransceiver("video", direction="sendonly")
 
@@ -130,11 +142,31 @@ class RealtimeRtcClient:
             if track.kind == "audio":
                 self._tasks.append(asyncio.create_task(self._consume_audio(track)))
 
+    def _time_arrivals(self, receiver: Any) -> None:
+        """Note when each audio RTP packet arrives (aiortc hands packets to this receiver method)."""
+        handle = receiver._handle_rtp_packet
+
+        async def timed(packet: Any, arrival_time_ms: int) -> None:
+            self.audio.note_arrival(packet.timestamp)
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = timed
+
+    def _arrival_of(self, pts: int | None) -> float | None:
+        """Arrival time of the packet behind a decoded frame: aiortc numbers frames from the first
+        RTP timestamp it decoded (its private TimestampMapper); None when that is not known."""
+        mapper = getattr(self._audio_receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        origin = getattr(mapper, "_origin", None)
+        if pts is None or origin is None:
+            return None
+        return self.audio.arrivals.get((pts + origin) % (1 << 32))
+
     async def _consume_audio(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=24000)
         try:
             while True:
                 frame = await track.recv()
+                arrived = self._arrival_of(frame.pts)
                 for out in resampler.resample(frame):
                     pcm = bytes(out.planes[0])[: out.samples * 2]
                     samples = np.frombuffer(pcm, dtype=np.int16)
@@ -142,7 +174,8 @@ class RealtimeRtcClient:
                     if samples.size and np.sqrt(np.mean(samples.astype(np.float32) ** 2)) > 100:
                         self.audio.voiced_frames += 1
                         if self.audio.first_voiced_at is None:
-                            self.audio.first_voiced_at = time.monotonic()
+                            self.audio.first_voiced_decoded_at = time.monotonic()
+                            self.audio.first_voiced_at = arrived or self.audio.first_voiced_decoded_at
                     if self.audio.keep_pcm:
                         self.audio.pcm += pcm
         except MediaStreamError:

@@ -152,7 +152,9 @@ def load_model_stack(
 
         t0 = time.monotonic()
         report("tts", "loading the voice")
-        tts_threads = max(1, cores // 2)  # TTS runs while the LLM is still generating
+        # all cores: the first clause (the one the user waits for) is synthesized while the LLM
+        # pauses (engines/foreground.py); later clauses share the cores with it
+        tts_threads = cores
         # Piper, or the espeak-ng formant voice when the Piper voice package is missing
         voice: PiperTTS | EspeakTTS = load_tts(chosen.tts, threads=tts_threads)
         loaded.append(voice)

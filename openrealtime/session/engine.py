@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import ids
 from ..engines.base import ChatRequest, ModelStack
+from ..engines.foreground import FOREGROUND
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import client_events as ce
 from ..protocol import server_events as ev
@@ -53,7 +54,7 @@ from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
 from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
 from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun
 from .transport import Transport
-from .speculation import BufferedStream, TurnSpeculation, WarmState
+from .speculation import BufferedStream, TurnSpeculation, WarmState, sounds_complete
 from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped, TurnDetector, VadParams
 
 log = logging.getLogger(__name__)
@@ -391,14 +392,15 @@ class SessionEngine:
 
     async def _warm_prefix(self, warm: WarmState, prefill: Callable[..., int], start_ms: int, end_ms: int) -> None:
         try:
-            result = await self._asr(self.buffer.peek(start_ms, end_ms))
+            result = await self._asr(self.buffer.peek(start_ms, end_ms), partial=True)
         except Exception:
             return
         text = result.text.strip()
         if not text or warm is not self._warm or warm.cancel_event.is_set() or not self._wants_auto_response():
             return
         request = self._provisional_request(text)
-        tokens = await workers.run("warm", lambda: prefill(request, warm.cancel_event))
+        complete = sounds_complete(text)
+        tokens = await workers.run("warm", lambda: prefill(request, warm.cancel_event, complete=complete))
         self.stats["prefix_warmings"] += 1
         self.stats["prefix_tokens_warmed"] += int(tokens or 0)
 
@@ -581,14 +583,21 @@ class SessionEngine:
         self.conversation.audio_of(item.id).transcript_future = future
         self._spawn(self._transcribe(item, pcm, content_index, future, speculative))
 
-    async def _asr(self, pcm: bytes):
+    async def _asr(self, pcm: bytes, *, partial: bool = False):
         stt = self.models.stt
         tc = self.config.audio.input.transcription
         language = tc.language if tc else None
         prompt = tc.prompt if tc else None
         audio = pcm24k_to_f32_16k(pcm)
         extra = {"logprobs": True} if self._wants_logprobs() else {}
-        return await workers.run("asr", lambda: stt.transcribe(audio, language=language, prompt=prompt, **extra))
+
+        def transcribe() -> Any:
+            if partial:
+                return stt.transcribe(audio, language=language, prompt=prompt, **extra)
+            with FOREGROUND.hold():  # the turn's words: the reply waits for them (engines/foreground.py)
+                return stt.transcribe(audio, language=language, prompt=prompt, **extra)
+
+        return await workers.run("asr", transcribe)
 
     def _wants_logprobs(self) -> bool:
         return "item.input_audio_transcription.logprobs" in (self.config.include or [])

@@ -9,7 +9,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import ids
 from ..engines.base import ChatRequest, Finished, TextDelta, ToolCallDelta
+from ..engines.foreground import FOREGROUND
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import server_events as ev
 from ..protocol.items import AnyItem, AssistantMessageItem, FunctionCallItem, OutputAudioContent, OutputTextContent
@@ -204,9 +205,12 @@ class ResponseRun:
             msg = self._open_message()
             start_ms = msg.audio_ms
             cancel = self.cancel_event
-            async for chunk in workers.stream(
-                    "tts", lambda c=clause: tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel),
-                    threading.Event()):
+
+            def synthesize(c: str = clause, first: bool = self.first_audio_at is None) -> Iterator[Any]:
+                chunks = tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel)
+                return _in_foreground(chunks) if first else chunks
+
+            async for chunk in workers.stream("tts", synthesize, threading.Event()):
                 if self.finished:
                     return
                 if self.first_audio_at is None:
@@ -299,6 +303,16 @@ class ResponseRun:
             input_text=prompt, input_audio=self.input_audio_ms * AUDIO_TOKENS_PER_SECOND // 1000,
             input_image=self.image_tokens, cached_text=min(cached, prompt),
             output_text=completion, output_audio=self.audio_out_ms * AUDIO_TOKENS_PER_SECOND // 1000)
+
+
+def _in_foreground(chunks: Iterator[Any]) -> Iterator[Any]:
+    """Synthesize the first clause while the in-process LLM pauses (engines/foreground.py)."""
+    with FOREGROUND.hold():
+        first = next(chunks, None)
+    if first is None:
+        return
+    yield first
+    yield from chunks
 
 
 def trim_leading_silence(chunk: Any, rate: int, *, keep_ms: int = 10, level: float = 0.01) -> np.ndarray:

@@ -12,12 +12,15 @@ well before that. Two kinds of early work, both thrown away when the user keeps 
 - **Prefix warming** (`TurnWarmer` policy): while the user is still speaking, the words heard
   so far are transcribed every `WARM_EVERY_MS` and the model's KV cache is filled with the
   conversation plus those words (`LanguageModel.prefill`, optional). At the end of the turn
-  only the last few tokens are left to evaluate.
+  only the last few tokens are left to evaluate — none when the words so far already read as a
+  finished sentence (`sounds_complete`) and the user stops there: then the prompt is prefilled
+  up to the assistant's header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +30,13 @@ from ..engines.base import ChatRequest
 
 WARM_FIRST_MS = 900  # speech before the first partial transcription + prefill
 WARM_EVERY_MS = 700  # new speech between two of them
+_FINISHED = re.compile(r"(?<![.…])[.?!][\"')\]]*$")
+
+
+def sounds_complete(text: str) -> bool:
+    """Whether a partial transcript reads as a finished sentence (Whisper punctuates one; an
+    utterance cut mid-way usually ends without punctuation or with "...")."""
+    return bool(_FINISHED.search(text.strip())) and not text.strip().endswith("...")
 
 
 class BufferedStream:

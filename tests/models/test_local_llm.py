@@ -99,6 +99,15 @@ def test_prefill_with_partial_words_leaves_only_the_tail_to_evaluate(llm):
     assert "Oslo" in text(done)
 
 
+def test_complete_prefill_leaves_nothing_to_evaluate_when_the_user_stops_there(llm):
+    history = [{"role": "system", "content": "You are a terse geography quiz bot."},
+               {"role": "user", "content": "What is the capital of Italy? One word."}]
+    assert llm.prefill(ChatRequest(messages=history, session_key="complete"), complete=True) >= 10
+    done = run(llm, ChatRequest(messages=history, temperature=0.0, max_tokens=8, session_key="complete"))
+    assert done[-1].input_tokens - done[-1].cached_tokens == 1, done[-1]  # only the last token, for its logits
+    assert "Rome" in text(done)
+
+
 def test_tool_call_is_streamed_as_tool_call_delta(llm):
     events = run(llm, ChatRequest(messages=[{"role": "user", "content": "What's the weather like in Tokyo right now?"}],
                                   tools=[WEATHER_TOOL, TIMER_TOOL], temperature=0.0))

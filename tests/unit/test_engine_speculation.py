@@ -37,9 +37,11 @@ class PrefillLlm(ScriptedLlm):
     def __init__(self, *script, **kw) -> None:
         super().__init__(*script, **kw)
         self.prefills: list[str] = []
+        self.complete: list[bool] = []
 
-    def prefill(self, request, cancel=None) -> int:
+    def prefill(self, request, cancel=None, *, complete=False) -> int:
         self.prefills.append(request.messages[-1]["content"])
+        self.complete.append(complete)
         return 5
 
 
@@ -126,6 +128,16 @@ async def test_prefix_warming_prefills_while_the_user_speaks(monkeypatch):
     await settle(t, "response.done")
     assert engine.stats["prefix_tokens_warmed"] == 5 * engine.stats["prefix_warmings"]
     assert set(llm.prefills) == {"What is the capital of France?"}
+    # a punctuated sentence is prefilled up to the assistant's header
+    assert set(llm.complete) == {True}
+
+
+def test_sounds_complete_only_for_a_finished_sentence():
+    assert speculation.sounds_complete("What is the capital of France?")
+    assert speculation.sounds_complete('He said "yes."')
+    assert not speculation.sounds_complete("What is the capital of")
+    assert not speculation.sounds_complete("What colors the sky on a...")
+    assert not speculation.sounds_complete("Well…")
 
 
 async def test_no_speculative_answer_without_create_response():

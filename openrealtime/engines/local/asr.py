@@ -128,9 +128,10 @@ class WhisperSTT:
         return f"faster-whisper {self.model_name} (CTranslate2 int8, {self.cpu_threads} threads, beam 1)"
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                   logprobs: bool = False) -> Transcript:
+                   logprobs: bool = False, short_path: bool = True) -> Transcript:
         """`logprobs` are computed on the short-turn path (per Whisper token); a turn over
-        SHORT_AUDIO_S, decoded by faster-whisper, comes back without them."""
+        SHORT_AUDIO_S, decoded by faster-whisper, comes back without them. `short_path=False`
+        always decodes faster-whisper's way (the whole 30 s window), e.g. for comparisons."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
         lang = (language or self.language or None)
@@ -143,7 +144,7 @@ class WhisperSTT:
             return Transcript(text="", language=lang, audio_seconds=seconds,
                               input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND))
         started = time.monotonic()
-        if seconds <= SHORT_AUDIO_S:
+        if short_path and seconds <= SHORT_AUDIO_S:
             short = self._transcribe_short(audio, lang, prompt, logprobs)
             if short is not None:
                 log.debug("transcribed %.2f s of audio in %.3f s (short path): %r",

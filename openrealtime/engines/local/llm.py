@@ -33,6 +33,9 @@ LRU of per-session KV snapshots (keyed by `ChatRequest.session_key`, llama.cpp's
 API, ~28 KB/token for the 1.5B model) restores a session's own history instead of recomputing it;
 a snapshot is taken only when another session takes the cache over.
 
+CPU sharing: generation and prefill stop at `FOREGROUND.pause_point()` between tokens, so a
+reply's first clause is synthesized with every core (see `engines/foreground.py`).
+
 Concurrency: one `Llama` per process, guarded by a lock; concurrent sessions queue (a waiting
 request still honours `cancel`). Use a model server (openai_compat backend) for parallelism.
 Images: `supports_images = False` — no vision GGUF ships on PyPI here; image parts are dropped.
@@ -58,6 +61,7 @@ import numpy as np
 from ... import ids
 from .. import assets
 from ..base import ChatRequest, Finished, LlmEvent, ToolCallDelta
+from ..foreground import FOREGROUND
 from .toolcalls import OPEN, ToolCallStreamParser, tool_names, tools_system_block
 
 log = logging.getLogger(__name__)
@@ -529,7 +533,7 @@ class LlamaCppLLM:
         finally:
             self._lock.release()
 
-    def prefill(self, request: ChatRequest, cancel: threading.Event | None = None) -> int:
+    def prefill(self, request: ChatRequest, cancel: threading.Event | None = None, *, complete: bool = False) -> int:
         """Evaluate the prompt of `request` into the KV cache without generating.
 
         The session engine calls this while the user is still speaking, with the words heard so
@@ -537,6 +541,9 @@ class LlamaCppLLM:
         prefix (the rest of the user's words and the assistant header) are left to evaluate.
         The prompt is cut after the last message's text (no end-of-turn, no assistant header)
         and 2 more tokens are left out, because the next word can re-tokenize the last ones.
+        With `complete` (the words heard so far read as a finished sentence) the whole prompt is
+        evaluated, assistant header included: if the user indeed stops there, answering needs no
+        prompt evaluation at all (the last token is evaluated again to get its logits).
         Evaluates in small batches and stops early when `cancel` is set or a response is waiting
         for the model. Returns the number of tokens evaluated.
         """
@@ -545,16 +552,20 @@ class LlamaCppLLM:
             return 0  # the model is busy answering; the warm-up would come too late anyway
         try:
             tokens, text, _prefill, _names, _choice = self._prompt(request)
-            last = request.messages[-1].get("content") if request.messages else None
-            end = text.rfind(last) if isinstance(last, str) and last else -1
-            if end <= 0:
-                return 0
-            tokens = self.tokenize_prompt(text[: end + len(last)])[:-2]
+            if complete:
+                tokens = tokens[:-1]
+            else:
+                last = request.messages[-1].get("content") if request.messages else None
+                end = text.rfind(last) if isinstance(last, str) and last else -1
+                if end <= 0:
+                    return 0
+                tokens = self.tokenize_prompt(text[: end + len(last)])[:-2]
             self._switch_session(request.session_key, tokens)
             llm = self._llm
             common = _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
             done = 0
             for start in range(common, len(tokens), _PREFILL_BATCH):
+                FOREGROUND.pause_point()  # a reply's first clause is being spoken: step aside
                 if cancel.is_set() or self._waiting:
                     break
                 batch = tokens[start: start + _PREFILL_BATCH]
@@ -671,6 +682,7 @@ class LlamaCppLLM:
                     break
                 if run.output_tokens >= max_new:
                     break
+                FOREGROUND.pause_point()  # before the next token: a first clause's synthesis goes first
         finally:
             gen.close()
         if run.reason != "cancelled":

@@ -231,11 +231,13 @@ class PiperTTS:
                 return
             started = time.monotonic()
             phonemes = self.phonemizer.phonemize(" ".join(group))
+            phonemized = time.monotonic()
             if not phonemes.strip(" .,!?;:"):
                 continue
             audio = self.synthesize_ids(self.phoneme_ids(phonemes), speed)
             out = resample(audio, self.native_rate, OUTPUT_RATE)
-            log.debug("tts chunk %r: %.2f s audio in %.3f s", group, out.size / OUTPUT_RATE, time.monotonic() - started)
+            log.debug("tts chunk %r: %.2f s audio in %.3f s (phonemes %.3f s)", group, out.size / OUTPUT_RATE,
+                      time.monotonic() - started, phonemized - started)
             if cancel is not None and cancel.is_set():
                 return
             yield out
