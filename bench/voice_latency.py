@@ -130,7 +130,7 @@ async def measure_server(stack, questions: list[np.ndarray], silence_ms: int,
         stats = call.engine.stats
         info = {"speculation": {k: stats[k] for k in ("asr_speculative_hits", "answers_speculated", "answers_adopted",
                                                       "speculations_abandoned", "prefix_warmings",
-                                                      "prefix_tokens_warmed")},
+                                                      "prefix_tokens_warmed", "speech_speculated", "speech_adopted")},
                 "late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent,
                 "max_gap_ms": call.audio_out.max_gap_s * 1000, "gaps_over_40ms": call.audio_out.gaps_over_40ms}
         await client.close()

@@ -18,6 +18,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MAX_PAUSE_S = 0.5
 
@@ -62,3 +65,13 @@ class ForegroundGate:
 
 
 FOREGROUND = ForegroundGate()
+
+
+def in_foreground(items: Iterator[T]) -> Iterator[T]:
+    """Produce the first item of `items` (e.g. a clause's audio) while holding the foreground."""
+    with FOREGROUND.hold():
+        first = next(items, None)
+    if first is None:
+        return
+    yield first
+    yield from items

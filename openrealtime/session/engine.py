@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 
 from .. import ids
 from ..engines.base import ChatRequest, ModelStack
-from ..engines.foreground import FOREGROUND
+from ..engines.foreground import FOREGROUND, in_foreground
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import client_events as ce
 from ..protocol import server_events as ev
@@ -52,9 +53,10 @@ from . import workers
 from .audio_buffer import InputAudioBuffer
 from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
 from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
-from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun
+from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun, spoken_voice
 from .transport import Transport
-from .speculation import BufferedStream, TurnSpeculation, WarmState, sounds_complete
+from .speculation import (BufferedStream, SpeculativeSpeech, TurnSpeculation, WarmState, first_clause,
+                          sounds_complete)
 from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped, TurnDetector, VadParams
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ class SessionEngine:
         self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0, "asr_speculative_hits": 0,
                       "asr_speculative_misses": 0, "asr_speculative_started": 0, "answers_speculated": 0,
                       "answers_adopted": 0, "speculations_abandoned": 0, "prefix_warmings": 0,
-                      "prefix_tokens_warmed": 0}
+                      "prefix_tokens_warmed": 0, "speech_speculated": 0, "speech_adopted": 0}
         self._apply_config()
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)
@@ -369,6 +371,22 @@ class SessionEngine:
         llm, cancel = self.models.llm, spec.cancel_event
         spec.answer = BufferedStream(workers.stream("llm", lambda: llm.stream_chat(request, cancel), cancel))
         self.stats["answers_speculated"] += 1
+        provisional = RealtimeResponse.from_params(None, self.config, conversation_id=None)
+        if provisional.output_modalities == ["audio"]:
+            spec.speech_task = self._spawn(self._speculate_speech(spec, spoken_voice(provisional), self.speech_speed))
+
+    async def _speculate_speech(self, spec: TurnSpeculation, voice: str, speed: float) -> None:
+        """Synthesize the speculative answer's first clause, unless a response took the answer first."""
+        answer = spec.answer
+        clause = await first_clause(answer.replay()) if answer is not None else None
+        if clause is None or spec.adopted or self._speculation is not spec or spec.cancel_event.is_set():
+            return
+        tts, cancel = self.models.tts, threading.Event()
+        log.debug("speculative first clause %r: synthesizing ahead of the commit", clause)
+        audio = BufferedStream(workers.stream(
+            "tts", lambda: in_foreground(tts.synthesize(clause, voice=voice, speed=speed, cancel=cancel)), cancel))
+        spec.speech = SpeculativeSpeech(clause, voice, speed, audio, cancel)
+        self.stats["speech_speculated"] += 1
 
     def _abandon(self, spec: TurnSpeculation) -> None:
         spec.cancel()

@@ -17,14 +17,14 @@ import numpy as np
 
 from .. import ids
 from ..engines.base import ChatRequest, Finished, TextDelta, ToolCallDelta
-from ..engines.foreground import FOREGROUND
+from ..engines.foreground import in_foreground
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import server_events as ev
 from ..protocol.items import AnyItem, AssistantMessageItem, FunctionCallItem, OutputAudioContent, OutputTextContent
 from ..protocol.responses import RealtimeResponse, ResponseError, ResponseUsage
 from . import workers
 from .clauses import ClauseSplitter
-from .speculation import TurnSpeculation
+from .speculation import SpeculativeSpeech, TurnSpeculation
 
 if TYPE_CHECKING:
     from .engine import SessionEngine
@@ -65,6 +65,8 @@ class ResponseRun:
         self.pending_transcripts = pending_transcripts
         self.speculation = speculation  # an answer may already be under way (speculation.py)
         self.speculative = False  # whether this response adopted it
+        self._adopted: TurnSpeculation | None = None  # the speculation whose answer this response took
+        self._speech: SpeculativeSpeech | None = None  # its first clause's audio, when this response uses it
         self.cancel_event = threading.Event()
         self.finished = False
         self.message: _MessageState | None = None
@@ -142,6 +144,7 @@ class ResponseRun:
                 spec.cancel_event.set()
             self.cancel_event = spec.cancel_event  # the model thread watches this one
             self.speculative = True
+            self._adopted = spec
             self.engine.stats["answers_adopted"] += 1
             return answer.replay()
         llm = self.engine.models.llm
@@ -195,8 +198,7 @@ class ResponseRun:
     async def _speak(self) -> None:
         """Synthesize clauses in order and play them as they come."""
         tts = self.engine.models.tts
-        voice = self.response.audio.output.voice
-        voice_name = voice if isinstance(voice, str) else voice.id
+        voice_name = spoken_voice(self.response)
         speed = self.engine.speech_speed
         while True:
             clause = await self._tts_queue.get()
@@ -208,9 +210,10 @@ class ResponseRun:
 
             def synthesize(c: str = clause, first: bool = self.first_audio_at is None) -> Iterator[Any]:
                 chunks = tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel)
-                return _in_foreground(chunks) if first else chunks
+                return in_foreground(chunks) if first else chunks
 
-            async for chunk in workers.stream("tts", synthesize, threading.Event()):
+            async for chunk in self._first_speech(clause, voice_name, speed) or \
+                    workers.stream("tts", synthesize, threading.Event()):
                 if self.finished:
                     return
                 if self.first_audio_at is None:
@@ -227,6 +230,20 @@ class ResponseRun:
             audio = self.engine.conversation.audio_of(msg.item.id) if self.in_conversation else None
             if audio is not None:
                 audio.clauses.append((clause, start_ms, msg.audio_ms))
+
+    def _first_speech(self, clause: str, voice: str, speed: float) -> AsyncIterator[Any] | None:
+        """The audio of the first clause if the speculation already synthesized exactly it."""
+        if self.first_audio_at is not None or self._adopted is None:
+            return None
+        speech = self._adopted.take_speech()
+        if speech is None:
+            return None
+        if not speech.matches(clause, voice, speed):
+            speech.cancel()
+            return None
+        self._speech = speech
+        self.engine.stats["speech_adopted"] += 1
+        return speech.audio.replay()
 
     # ---- completion --------------------------------------------------------------------------
     def cancel(self, reason: str) -> None:
@@ -248,6 +265,10 @@ class ResponseRun:
             self.speculation = None
         if self._tts_task is not None and not self._tts_task.done():
             self._tts_task.cancel()
+        if self._adopted is not None:
+            self._adopted.cancel()  # a first clause still being synthesized ahead, if any
+        if self._speech is not None:
+            self._speech.cancel()
         item_status = "completed" if status == "completed" else "incomplete"
         emit = self.engine.emit
         if self.message is not None:
@@ -305,14 +326,10 @@ class ResponseRun:
             output_text=completion, output_audio=self.audio_out_ms * AUDIO_TOKENS_PER_SECOND // 1000)
 
 
-def _in_foreground(chunks: Iterator[Any]) -> Iterator[Any]:
-    """Synthesize the first clause while the in-process LLM pauses (engines/foreground.py)."""
-    with FOREGROUND.hold():
-        first = next(chunks, None)
-    if first is None:
-        return
-    yield first
-    yield from chunks
+def spoken_voice(response: RealtimeResponse) -> str:
+    """The voice name a response speaks with."""
+    voice = response.audio.output.voice
+    return voice if isinstance(voice, str) else voice.id
 
 
 def trim_leading_silence(chunk: Any, rate: int, *, keep_ms: int = 10, level: float = 0.01) -> np.ndarray:

@@ -6,9 +6,12 @@ well before that. Two kinds of early work, both thrown away when the user keeps 
 - **Turn speculation** (`TurnSpeculation`): once the user has been quiet for a moment
   (`turn_detection.SilenceBegan`), the speech so far is transcribed and, when that finishes
   and a response would follow the commit, the language model starts answering into a buffer
-  (`BufferedStream`). At the commit, the response adopts the buffer if its request is exactly
-  the speculated one; nothing reaches the client before the commit, so the event order is the
-  one OpenAI documents. Speech resuming cancels it all (`SpeechResumed`).
+  (`BufferedStream`); as soon as the answer's first clause is written (and the response is
+  still not under way) it is synthesized into a buffer too (`SpeculativeSpeech`). At the
+  commit, the response adopts the buffers if its request is exactly the speculated one (and
+  its first clause, voice and speed those of the speech); nothing reaches the client before
+  the commit, so the event order is the one OpenAI documents. Speech resuming cancels it all
+  (`SpeechResumed`).
 - **Prefix warming** (`TurnWarmer` policy): while the user is still speaking, the words heard
   so far are transcribed every `WARM_EVERY_MS` and the model's KV cache is filled with the
   conversation plus those words (`LanguageModel.prefill`, optional). At the end of the turn
@@ -26,7 +29,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engines.base import ChatRequest
+from ..engines.base import ChatRequest, TextDelta, ToolCallDelta
+from .clauses import ClauseSplitter
 
 WARM_FIRST_MS = 900  # speech before the first partial transcription + prefill
 WARM_EVERY_MS = 700  # new speech between two of them
@@ -40,7 +44,7 @@ def sounds_complete(text: str) -> bool:
 
 
 class BufferedStream:
-    """Consumes an async iterator in the background and replays it, from the start, to one reader."""
+    """Consumes an async iterator in the background and replays it, from the start, to each reader."""
 
     def __init__(self, source: AsyncIterator[Any]) -> None:
         self.items: list[Any] = []
@@ -80,6 +84,39 @@ class BufferedStream:
             self.task.cancel()
 
 
+async def first_clause(deltas: AsyncIterator[Any]) -> str | None:
+    """The first clause a response would speak from these model deltas (None: a tool call, or no text)."""
+    splitter = ClauseSplitter()
+    async for delta in deltas:
+        if isinstance(delta, ToolCallDelta):
+            return None
+        if isinstance(delta, TextDelta):
+            clauses = splitter.push(delta.text)
+            if clauses:
+                return clauses[0]
+    rest = splitter.flush()
+    return rest[0] if rest else None
+
+
+@dataclass
+class SpeculativeSpeech:
+    """The speculative answer's first clause, synthesized ahead of the commit."""
+
+    text: str
+    voice: str
+    speed: float
+    audio: BufferedStream
+    cancel_event: threading.Event
+
+    def matches(self, text: str, voice: str, speed: float) -> bool:
+        return (self.text, self.voice, self.speed) == (text, voice, speed) and \
+            not (self.audio.done and self.audio.error is not None)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        self.audio.cancel()
+
+
 @dataclass
 class TurnSpeculation:
     """Transcription (and maybe an answer) for the speech from `start_ms` to `speech_end_ms`."""
@@ -91,6 +128,9 @@ class TurnSpeculation:
     request: ChatRequest | None = None
     answer: BufferedStream | None = None
     task: asyncio.Task | None = None  # transcription → answer
+    speech: SpeculativeSpeech | None = None
+    speech_task: asyncio.Task | None = None  # answer → first clause → speech
+    adopted: bool = False  # a response took the answer: it speaks the clauses not yet synthesized
 
     def matches(self, start_ms: int, speech_end_ms: int) -> bool:
         return self.start_ms == start_ms and self.speech_end_ms == speech_end_ms
@@ -100,9 +140,14 @@ class TurnSpeculation:
         if self.answer is not None and self.request == request and \
                 not (self.answer.done and self.answer.error is not None):
             answer, self.answer = self.answer, None
+            self.adopted = True
             return answer
         self.drop_answer()
         return None
+
+    def take_speech(self) -> SpeculativeSpeech | None:
+        speech, self.speech = self.speech, None
+        return speech
 
     def drop_answer(self) -> None:
         """Stop and forget the speculative answer (the transcription stays: the commit may use it)."""
@@ -112,12 +157,21 @@ class TurnSpeculation:
             self.cancel_event.set()
             self.answer.cancel()
             self.answer = None
+        self._drop_speech()
+
+    def _drop_speech(self) -> None:
+        if self.speech_task is not None and not self.speech_task.done():
+            self.speech_task.cancel()
+        if self.speech is not None:
+            self.speech.cancel()
+            self.speech = None
 
     def cancel(self) -> None:
         """Abandon everything (the user kept talking, or the session ended)."""
         self.cancel_event.set()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        self._drop_speech()
         if self.answer is not None:
             self.answer.cancel()
             self.answer = None

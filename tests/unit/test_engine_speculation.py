@@ -5,7 +5,7 @@ import asyncio
 from openrealtime.engines.base import Transcript
 from openrealtime.session import speculation
 from openrealtime.session.turn_detection import SilenceBegan, SpeechResumed, SpeechStopped, TurnDetector, VadParams
-from tests.unit.fakes import ScriptedLlm, ScriptedStt, silence, speech
+from tests.unit.fakes import ScriptedLlm, ScriptedStt, ToneTts, silence, speech
 from tests.unit.test_engine_turns import feed, make_engine, settle
 
 VOICE = {"type": "realtime", "audio": {"input": {
@@ -77,6 +77,54 @@ async def test_voice_turn_adopts_the_speculative_answer():
     done = t.of("response.done")[0]["response"]
     assert done["status"] == "completed"
     assert done["output"][0]["content"][0]["transcript"] == "Paris is the capital of France."
+
+
+class CountingTts(ToneTts):
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def synthesize(self, text, *, voice, speed, cancel):
+        self.texts.append(text)
+        yield from super().synthesize(text, voice=voice, speed=speed, cancel=cancel)
+
+
+async def test_first_clause_is_synthesized_ahead_of_the_commit_and_played_from_there():
+    llm = ScriptedLlm("Paris is the capital of France.")
+    engine, t = make_engine(VOICE, llm=llm)
+    tts = engine.models.tts = CountingTts()
+    await feed(engine, silence(400) + speech(700) + silence(220))
+    await until(lambda: engine.stats["speech_speculated"] == 1)
+    assert tts.texts == ["Paris is the capital"]
+    assert "input_audio_buffer.committed" not in t.types()
+    assert t.play(5) == 0, "nothing is played before the commit"
+    await feed(engine, silence(300))
+    await settle(t, "response.done")
+    assert engine.stats["speech_adopted"] == 1
+    assert tts.texts == ["Paris is the capital", "of France."], "each clause synthesized once"
+    # both clauses play: 60 ms of tone per word, 6 words = 18 frames of 20 ms
+    assert t.play(40) == 18
+    await asyncio.sleep(0)
+    types = t.types()
+    assert types.index("input_audio_buffer.committed") < types.index("output_audio_buffer.started") \
+        < types.index("output_audio_buffer.stopped")
+
+
+async def test_speculative_speech_is_dropped_with_the_speculation():
+    stt = LengthStt("What is the capital", "What is the capital of France?")
+    llm = ScriptedLlm("Paris is the capital of France.")
+    engine, t = make_engine(VOICE, llm=llm)
+    engine.models.stt = stt
+    tts = engine.models.tts = CountingTts()
+    await feed(engine, silence(300) + speech(500) + silence(200))
+    await until(lambda: engine.stats["speech_speculated"] == 1)
+    stale = engine._speculation.speech
+    assert stale is not None and stale.text == "Paris is the capital"
+    await feed(engine, speech(500) + silence(500))  # the user goes on: that speech is stale
+    await settle(t, "response.done")
+    assert engine.stats["speculations_abandoned"] >= 1
+    assert stale.cancel_event.is_set() and stale.audio.task.done()
+    assert t.of("response.done")[0]["response"]["output"][0]["content"][0]["transcript"] == \
+        "Paris is the capital of France."
 
 
 async def test_speech_after_a_pause_abandons_the_speculation():
