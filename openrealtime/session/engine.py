@@ -117,7 +117,8 @@ class SessionEngine:
         self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0, "asr_speculative_hits": 0,
                       "asr_speculative_misses": 0, "asr_speculative_started": 0, "answers_speculated": 0,
                       "answers_adopted": 0, "speculations_abandoned": 0, "prefix_warmings": 0,
-                      "prefix_tokens_warmed": 0, "speech_speculated": 0, "speech_adopted": 0}
+                      "prefix_tokens_warmed": 0, "speech_speculated": 0, "speech_adopted": 0,
+                      "asr_partials_reused": 0}
         self._apply_config()
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)
@@ -283,8 +284,9 @@ class SessionEngine:
             if td is not None and td.interrupt_response:
                 self._interrupt()
         elif isinstance(event, SilenceBegan):
+            heard = self._warm.transcript_of(event.audio_start_ms, event.speech_end_ms)
             self._warm.cancel()  # the cores are for the final transcription now
-            self._speculate(event.audio_start_ms, event.speech_end_ms)
+            self._speculate(event.audio_start_ms, event.speech_end_ms, heard)
         elif isinstance(event, SpeechResumed):
             self._drop_speculation()
         elif isinstance(event, SpeechStopped):
@@ -336,13 +338,19 @@ class SessionEngine:
             self.send_error(exc)
 
     # ---- speculation (see speculation.py) ------------------------------------------------------
-    def _speculate(self, start_ms: int, speech_end_ms: int) -> None:
-        """Transcribe during the silence hangover and, if a response will follow, start answering."""
+    def _speculate(self, start_ms: int, speech_end_ms: int, heard: asyncio.Future | None = None) -> None:
+        """Transcribe during the silence hangover and, if a response will follow, start answering.
+        `heard`: a partial transcription that already covers all of the speech (used as is)."""
         if self.models is None:
             return
         self._drop_speculation()
-        pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
-        spec = self._speculation = TurnSpeculation(start_ms, speech_end_ms, asyncio.ensure_future(self._asr(pcm)))
+        if heard is not None:
+            self.stats["asr_partials_reused"] += 1
+            asr = heard
+        else:
+            pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
+            asr = asyncio.ensure_future(self._asr(pcm))
+        spec = self._speculation = TurnSpeculation(start_ms, speech_end_ms, asr)
         spec.task = self._spawn(self._speculate_answer(spec))
         log.debug("speculating on %d-%d ms (silence so far %d ms)", start_ms, speech_end_ms,
                   int(self._vad_clock_ms) - speech_end_ms)
@@ -405,12 +413,15 @@ class SessionEngine:
                 or not self._warm.due(self.turn.speech_start_ms, now):
             return
         warm = self._warm
-        warm.upto_ms = now
-        warm.task = self._spawn(self._warm_prefix(warm, prefill, self.turn.speech_start_ms, now))
+        warm.start_ms, warm.upto_ms = self.turn.speech_start_ms, now
+        warm.asr = asyncio.ensure_future(self._asr(self.buffer.peek(warm.start_ms, now), partial=True))
+        warm.asr.add_done_callback(lambda f: f.cancelled() or f.exception())  # failures are only logged
+        warm.task = self._spawn(self._warm_prefix(warm, prefill))
 
-    async def _warm_prefix(self, warm: WarmState, prefill: Callable[..., int], start_ms: int, end_ms: int) -> None:
+    async def _warm_prefix(self, warm: WarmState, prefill: Callable[..., int]) -> None:
         try:
-            result = await self._asr(self.buffer.peek(start_ms, end_ms), partial=True)
+            # shielded: cancelling the warm-up leaves the transcription to a speculation that may reuse it
+            result = await asyncio.shield(warm.asr)
         except Exception:
             return
         text = result.text.strip()

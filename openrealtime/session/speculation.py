@@ -186,6 +186,17 @@ class WarmState:
     upto_ms: int = 0  # audio end of the latest partial transcription
     task: asyncio.Task | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    start_ms: int = 0  # audio start of the latest partial transcription
+    asr: asyncio.Future | None = None  # and its result (kept when the warm-up is cancelled)
+
+    def transcript_of(self, start_ms: int, speech_end_ms: int) -> asyncio.Future | None:
+        """The latest partial transcription if it heard all of this speech: it was taken at or
+        after the last voiced frame, so a speculative transcription would hear the same words."""
+        if self.asr is None or self.start_ms != start_ms or self.upto_ms < speech_end_ms:
+            return None
+        if self.asr.done() and (self.asr.cancelled() or self.asr.exception() is not None):
+            return None
+        return self.asr
 
     def due(self, speech_start_ms: int, now_ms: int) -> bool:
         if self.task is not None and not self.task.done():

@@ -208,3 +208,17 @@ def test_warm_state_is_due_after_enough_new_speech():
     warm.upto_ms = 1000 + first
     assert not warm.due(1000, 1000 + first + every - 1)
     assert warm.due(1000, 1000 + first + every)
+
+
+async def test_a_partial_transcription_is_reused_only_when_it_heard_all_the_speech():
+    loop = asyncio.get_running_loop()
+    warm = speculation.WarmState(start_ms=100, upto_ms=2000)
+    assert warm.transcript_of(100, 2000) is None  # no partial transcription yet
+    warm.asr = loop.create_future()
+    assert warm.transcript_of(100, 2000) is warm.asr  # in flight, taken at the last voiced frame
+    assert warm.transcript_of(100, 2032) is None  # the user spoke on after it was taken
+    assert warm.transcript_of(0, 2000) is None  # another stretch of speech
+    warm.cancel()
+    assert warm.transcript_of(100, 2000) is warm.asr  # cancelling the warm-up keeps the transcription
+    warm.asr.set_exception(RuntimeError("asr failed"))
+    assert warm.transcript_of(100, 2000) is None

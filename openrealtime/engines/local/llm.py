@@ -73,7 +73,10 @@ DEFAULT_SYSTEM_PROMPT = (
 
 DEFAULT_MAX_TOKENS = 1024
 _LOCK_POLL_S = 0.05
-_PREFILL_BATCH = 4  # tokens per llama_decode in a prefill (a waiting response takes over between batches)
+# tokens per llama_decode in a prefill: a waiting response, a cancel or foreground work takes over
+# between batches, so this bounds how long a stale warm-up can delay the turn's transcription
+# (1.5B model: ≈ 0.1 s for 2 tokens)
+_PREFILL_BATCH = 4
 
 MODELS = {
     "qwen2.5-1.5b": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
