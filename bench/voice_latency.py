@@ -3,8 +3,9 @@
     python bench/voice_latency.py [--profiles default,fast] [--questions 6] [--silence-ms 300]
 
 For each profile, the real local stack is loaded once and served in this process; an aiortc
-client (openrealtime.client.rtc) speaks generated questions (Piper voice) into its microphone
-track and times the first voiced frame on the server's audio track: when the RTP packet that
+client (openrealtime.client.rtc) in a process of its own (bench/_speaker.py, as a real caller is;
+same machine, same cores) speaks generated questions (Piper voice) into its microphone track and
+times the first voiced frame on the server's audio track: when the RTP packet that
 carries it arrives at the client (aiortc's receiver then holds 4 frames, 80 ms, in its jitter
 buffer before decoding — printed as "decoded" with --timeline; a browser's adaptive jitter buffer
 holds ≈ 20-40 ms on a LAN). In the same run, a naive sequential cascade of the same models
@@ -21,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import statistics
 import sys
+import tempfile
 import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import rss_mb  # noqa: E402
+from bench._server import die_with_parent, rss_mb  # noqa: E402
+from bench._speaker import INSTRUCTIONS, TIMELINE_EVENTS  # noqa: E402
 from openrealtime.api.embedded import embedded_server  # noqa: E402
-from openrealtime.client.rtc import RealtimeRtcClient  # noqa: E402
 from openrealtime.config import Settings  # noqa: E402
 from openrealtime.engines.base import ChatRequest  # noqa: E402
 from openrealtime.engines.stack import load_model_stack  # noqa: E402
@@ -53,7 +54,9 @@ QUESTIONS = [
     "How many legs does a spider have?",
     "What language is spoken in Brazil?",
 ]
-INSTRUCTIONS = "You are a helpful voice assistant. Answer in one short sentence."
+SPECULATION_STATS = ("asr_speculative_hits", "asr_partials_reused", "answers_speculated", "answers_adopted",
+                     "speculations_abandoned", "prefix_warmings", "prefix_tokens_warmed", "speech_speculated",
+                     "speech_adopted")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -66,74 +69,52 @@ def synth(stack, text: str) -> np.ndarray:
     return resample_f32(audio, stack.tts.sample_rate, 48000)
 
 
-def speech_end_s(audio48: np.ndarray) -> float:
-    """Time of the last sample above -40 dBFS (the end of speech in the file)."""
-    loud = np.nonzero(np.abs(audio48) > 0.01)[0]
-    return (loud[-1] + 1) / 48000 if loud.size else 0.0
-
-
-TIMELINE_EVENTS = {
-    "input_audio_buffer.speech_stopped": "stopped",
-    "input_audio_buffer.committed": "commit",
-    "conversation.item.input_audio_transcription.completed": "asr",
-    "response.created": "resp",
-    "response.output_audio_transcript.delta": "tok1",
-    "output_audio_buffer.started": "audio",
-}
-
-
-def timeline_line(events: list[dict], speech_end: float, heard: float) -> str:
-    """When each stage's first event arrived, in seconds after the end of speech."""
-    seen: dict[str, float] = {}
-    for event in events:
-        label = TIMELINE_EVENTS.get(event.get("type", ""))
-        if label and label not in seen:
-            seen[label] = event["_t"] - speech_end
-    parts = [f"{label} {seen[label]:+.2f}" for label in TIMELINE_EVENTS.values() if label in seen]
-    return " | ".join(parts + [f"arrived {heard - speech_end:+.2f}"])
+def timeline_line(record: dict) -> str:
+    stages = record.get("stages", {})
+    parts = [f"{label} {stages[label]:+.2f}" for label in TIMELINE_EVENTS.values() if label in stages]
+    if "latency" in record:
+        parts += [f"arrived {record['latency']:+.2f}", f"decoded {record['decoded']:+.2f}"]
+    return " | ".join(parts)
 
 
 async def measure_server(stack, questions: list[np.ndarray], silence_ms: int,
                          timeline: bool = False) -> tuple[list[float], dict]:
+    """Serve the stack in this process; the caller speaks from its own process (bench/_speaker.py)."""
     settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local")
     latencies: list[float] = []
     async with embedded_server(settings, models=stack) as server:
-        session = {"type": "realtime", "instructions": INSTRUCTIONS,
-                   "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}}}}
-        client = RealtimeRtcClient(server.url, session=session)
-        await client.connect()
-        await client.next_event("session.created")
-        await asyncio.sleep(0.5)
-        call = next(iter(server.state.calls.all()))
-        late_before = call.audio_out.late_frames
-        call.audio_out.reset_pacing_stats()
-        for audio in questions:
-            client.audio.first_voiced_at = client.audio.first_voiced_decoded_at = None
-            log_from = len(client.log)
-            pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-            # wait until the mic track is about to send the first frame of this question
-            start = time.monotonic() + client.mic.pending_s
-            client.mic.play(pcm)
-            speech_end = start + speech_end_s(audio)
-            done = await client.next_event("response.done", timeout=60)
-            deadline = time.monotonic() + 10
-            while client.audio.first_voiced_at is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            if client.audio.first_voiced_at is not None and done["response"]["status"] == "completed":
-                latencies.append(client.audio.first_voiced_at - speech_end)
-                if timeline:
-                    decoded = client.audio.first_voiced_decoded_at or client.audio.first_voiced_at
-                    print("  " + timeline_line(client.log[log_from:], speech_end, client.audio.first_voiced_at)
-                          + f" | decoded {decoded - speech_end:+.2f}", flush=True)
-            await client.next_event("output_audio_buffer.stopped", timeout=60)
-            await asyncio.sleep(0.3)
-        stats = call.engine.stats
-        info = {"speculation": {k: stats[k] for k in ("asr_speculative_hits", "answers_speculated", "answers_adopted",
-                                                      "speculations_abandoned", "prefix_warmings",
-                                                      "prefix_tokens_warmed", "speech_speculated", "speech_adopted")},
-                "late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent,
-                "max_gap_ms": call.audio_out.max_gap_s * 1000, "gaps_over_40ms": call.audio_out.gaps_over_40ms}
-        await client.close()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "questions.npz"
+            np.savez(path, **{f"q{i}": q for i, q in enumerate(questions)})
+            speaker = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "bench" / "_speaker.py"), server.url, str(path), str(silence_ms),
+                stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+            call = None
+            try:
+                assert speaker.stdout is not None
+                while line := await speaker.stdout.readline():
+                    record = json.loads(line)
+                    if record.get("ready"):
+                        call = next(iter(server.state.calls.all()))
+                        late_before = call.audio_out.late_frames
+                        call.audio_out.reset_pacing_stats()
+                    elif record.get("done"):
+                        break
+                    elif "status" in record:
+                        if "latency" in record and record["status"] == "completed":
+                            latencies.append(record["latency"])
+                        if timeline:
+                            print("  " + timeline_line(record), flush=True)
+                if call is None:
+                    raise RuntimeError("the speaker process ended before its call was up")
+                stats = call.engine.stats
+                info = {"speculation": {k: stats[k] for k in SPECULATION_STATS},
+                        "late_frames": call.audio_out.late_frames - late_before, "frames": call.audio_out.frames_sent,
+                        "max_gap_ms": call.audio_out.max_gap_s * 1000, "gaps_over_40ms": call.audio_out.gaps_over_40ms}
+            finally:
+                if speaker.returncode is None:
+                    speaker.kill()
+                await speaker.wait()
     return latencies, info
 
 
