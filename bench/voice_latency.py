@@ -135,6 +135,16 @@ def naive_cascade(stack, audio48: np.ndarray, silence_ms: int, short_asr: bool) 
     return time.monotonic() - t0
 
 
+def box_speed(stack) -> str:
+    """The LLM's decode speed with nothing else running: this machine's speed varies over time
+    (shared host), so figures from different runs compare only together with this."""
+    request = ChatRequest(messages=[{"role": "user", "content": "Count from one to thirty in words."}],
+                          max_tokens=32, temperature=0.0, session_key="bench-calibration")
+    stamps = [time.monotonic() for _ in stack.llm.stream_chat(request, threading.Event())]
+    rate = (len(stamps) - 2) / (stamps[-2] - stamps[0]) if len(stamps) > 3 else float("nan")
+    return f"LLM alone: {rate:.1f} tok/s"
+
+
 async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, naive_runs: bool) -> None:
     print(f"voice latency bench: {count} questions, silence_duration_ms={silence_ms}, cores={os.cpu_count()}")
     rows = []
@@ -142,18 +152,19 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
         t = time.monotonic()
         stack = call_in_model_thread(lambda: load_model_stack(profile))
         load_s = time.monotonic() - t
+        speed = call_in_model_thread(lambda: box_speed(stack))
         questions = [synth(stack, q) for q in QUESTIONS[:count]]
         ours, info = await measure_server(stack, questions, silence_ms, timeline)
         # same thread priority as the server's model workers, so the comparison is like for like
         naive = {short: [call_in_model_thread(lambda q=q, short=short: naive_cascade(stack, q, silence_ms, short))
                          for q in (questions if naive_runs else [])] or [float("nan")]
                  for short in (False, True)}
-        rows.append((profile, ours, naive, rss_mb(), load_s, info))
+        rows.append((profile, ours, naive, rss_mb(), load_s, info, speed))
         stack.close()
     print()
     print(f"{'profile':8} {'p50 s':>7} {'p95 s':>7} {'naive p50':>10} {'ratio':>6} {'RSS MB':>7} {'load s':>7} "
           f"{'late frames':>11}  target")
-    for profile, ours, naive, rss, load_s, info in rows:
+    for profile, ours, naive, rss, load_s, info, speed in rows:
         p50, p95, n50 = pct(ours, 50), pct(ours, 95), pct(naive[False], 50)
         target = 1.2 if profile == "default" else 0.9
         ok = "ok" if p50 <= target and p50 <= 0.6 * n50 else "MISSED"
@@ -167,6 +178,7 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
         print(f"         outbound RTP pacing while models ran: max inter-frame gap {info['max_gap_ms']:.1f} ms, "
               f"{info['gaps_over_40ms']} gaps > 40 ms of {info['frames']} frames (target: max ≤ 40 ms)")
         print(f"         speculation: {info['speculation']}")
+        print(f"         machine speed during this run: {speed}")
 
 
 def main() -> None:
