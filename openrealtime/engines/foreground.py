@@ -30,7 +30,7 @@ class ForegroundGate:
         self.max_pause_s = max_pause_s
         self._held = 0
         self._cond = threading.Condition()
-        self.pauses = 0  # pause points that waited (for metrics and tests)
+        self.pauses = 0  # pause points that waited, and how long in all (diagnostics, tests)
         self.paused_s = 0.0
 
     @property

@@ -40,7 +40,7 @@ _FINISHED = re.compile(r"(?<![.…])[.?!][\"')\]]*$")
 def sounds_complete(text: str) -> bool:
     """Whether a partial transcript reads as a finished sentence (Whisper punctuates one; an
     utterance cut mid-way usually ends without punctuation or with "...")."""
-    return bool(_FINISHED.search(text.strip())) and not text.strip().endswith("...")
+    return bool(_FINISHED.search(text.strip()))
 
 
 class BufferedStream:

@@ -74,8 +74,8 @@ DEFAULT_SYSTEM_PROMPT = (
 DEFAULT_MAX_TOKENS = 1024
 _LOCK_POLL_S = 0.05
 # tokens per llama_decode in a prefill: a waiting response, a cancel or foreground work takes over
-# between batches, so this bounds how long a stale warm-up can delay the turn's transcription
-# (1.5B model: ≈ 0.1 s for 2 tokens)
+# between batches, so this bounds how long a stale warm-up delays them (1.5B model: ≈ 0.15 s in a
+# call; 2-token batches made the warm-ups slower overall and gained nothing)
 _PREFILL_BATCH = 4
 
 MODELS = {
