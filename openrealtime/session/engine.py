@@ -118,7 +118,7 @@ class SessionEngine:
                       "asr_speculative_misses": 0, "asr_speculative_started": 0, "answers_speculated": 0,
                       "answers_adopted": 0, "speculations_abandoned": 0, "prefix_warmings": 0,
                       "prefix_tokens_warmed": 0, "speech_speculated": 0, "speech_adopted": 0,
-                      "asr_partials_reused": 0}
+                      "asr_partials_reused": 0, "prefix_warmings_deferred": 0}
         self._apply_config()
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)
@@ -411,6 +411,9 @@ class SessionEngine:
         now = int(self._vad_clock_ms)
         if prefill is None or not self._wants_auto_response() or not self.turn.voiced_at(self._vad_clock_ms) \
                 or not self._warm.due(self.turn.speech_start_ms, now):
+            return
+        if workers.busy("asr"):  # another turn's transcription (e.g. another session's): it goes first
+            self.stats["prefix_warmings_deferred"] += 1
             return
         warm = self._warm
         warm.start_ms, warm.upto_ms = self.turn.speech_start_ms, now

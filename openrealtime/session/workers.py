@@ -107,10 +107,34 @@ def queue_depths() -> dict[str, int]:
         return {stage: p._work_queue.qsize() for stage, p in _pools.items()}
 
 
+_in_flight: dict[str, int] = {}  # work submitted through run() and not finished, per stage
+
+
+def busy(stage: str) -> bool:
+    """Whether the stage has work submitted through `run()` that has not finished (queued or
+    running; a cancelled caller does not stop a job that already started)."""
+    with _lock:
+        return _in_flight.get(stage, 0) > 0
+
+
+def _finished(stage: str) -> None:
+    with _lock:
+        _in_flight[stage] -= 1
+
+
 async def run(stage: str, fn: Callable[..., T], *args: Any) -> T:
     started = time.monotonic()
+    executor = pool(stage)
+    with _lock:
+        _in_flight[stage] = _in_flight.get(stage, 0) + 1
     # a copy of the caller's context: the worker's log lines keep the call id
-    result = await asyncio.get_running_loop().run_in_executor(pool(stage), contextvars.copy_context().run, fn, *args)
+    try:
+        job = executor.submit(contextvars.copy_context().run, fn, *args)
+    except BaseException:
+        _finished(stage)
+        raise
+    job.add_done_callback(lambda _job: _finished(stage))
+    result = await asyncio.wrap_future(job)
     observe_stage(stage, time.monotonic() - started)
     return result
 

@@ -1,0 +1,52 @@
+"""Stage worker pools: `busy()` tells a stage's in-flight work, including work whose caller gave up."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from openrealtime.session import speculation, workers
+from tests.unit.fakes import silence, speech
+from tests.unit.test_engine_speculation import PrefillLlm
+from tests.unit.test_engine_turns import feed, make_engine, settle
+
+
+async def test_busy_while_a_job_is_queued_or_running_even_if_its_caller_is_cancelled():
+    release = threading.Event()
+    assert not workers.busy("asr")
+    task = asyncio.ensure_future(workers.run("asr", lambda: release.wait(5)))
+    await asyncio.sleep(0.05)
+    assert workers.busy("asr")
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert workers.busy("asr"), "the job still runs in its thread"
+    release.set()
+    for _ in range(100):
+        if not workers.busy("asr"):
+            break
+        await asyncio.sleep(0.01)
+    assert not workers.busy("asr")
+
+
+async def test_busy_is_cleared_when_the_job_fails():
+    def boom() -> None:
+        raise RuntimeError("model failed")
+
+    try:
+        await workers.run("asr", boom)
+    except RuntimeError:
+        pass
+    assert not workers.busy("asr")
+
+
+async def test_prefix_warming_waits_while_another_transcription_runs(monkeypatch):
+    monkeypatch.setattr(speculation, "WARM_FIRST_MS", 300)
+    monkeypatch.setattr(speculation, "WARM_EVERY_MS", 300)
+    monkeypatch.setattr(workers, "busy", lambda stage: stage == "asr")
+    llm = PrefillLlm("Sure.")
+    engine, t = make_engine({"type": "realtime", "audio": {"input": {
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}}, llm=llm)
+    await feed(engine, silence(300) + speech(1200) + silence(500))
+    await settle(t, "response.done")
+    assert engine.stats["prefix_warmings"] == 0 and engine.stats["prefix_warmings_deferred"] > 0
+    assert llm.prefills == []
