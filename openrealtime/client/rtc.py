@@ -143,8 +143,11 @@ class RealtimeRtcClient:
                 self._tasks.append(asyncio.create_task(self._consume_audio(track)))
 
     def _time_arrivals(self, receiver: Any) -> None:
-        """Note when each audio RTP packet arrives (aiortc hands packets to this receiver method)."""
-        handle = receiver._handle_rtp_packet
+        """Note when each audio RTP packet arrives (aiortc hands packets to this receiver method;
+        without it, the first voiced frame is timed when decoded)."""
+        handle = getattr(receiver, "_handle_rtp_packet", None)
+        if handle is None:
+            return
 
         async def timed(packet: Any, arrival_time_ms: int) -> None:
             self.audio.note_arrival(packet.timestamp)
