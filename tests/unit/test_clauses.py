@@ -1,6 +1,6 @@
 """Streaming text → speakable clauses for TTS."""
 
-from openrealtime.session.clauses import FIRST_MAX_WORDS, ClauseSplitter, speakable
+from openrealtime.session.clauses import FIRST_MAX_WORDS, FIRST_WORDS, ClauseSplitter, speakable
 
 
 def split(text: str, step: int = 3) -> list[str]:
@@ -13,7 +13,7 @@ def split(text: str, step: int = 3) -> list[str]:
 
 def test_first_clause_is_early_and_later_ones_are_sentences():
     assert split("Well, the capital of France is Paris. It is large, old and famous for its museums.") == [
-        "Well, the capital of", "France is Paris.", "It is large, old and famous for its museums."]
+        "Well, the capital", "of France is Paris.", "It is large, old and famous for its museums."]
     assert split("Sure thing, I can help with that, of course. Ask away.")[0] == "Sure thing,"
     assert split("Paris. It is large.") == ["Paris.", "It is large."]
 
@@ -21,8 +21,22 @@ def test_first_clause_is_early_and_later_ones_are_sentences():
 def test_first_clause_without_punctuation_is_capped_in_words():
     words = "one two three four five six seven eight nine ten eleven twelve".split()
     clauses = split(" ".join(words) + ".")
-    assert clauses[0] == " ".join(words[:FIRST_MAX_WORDS])
+    assert clauses[0] == " ".join(words[:FIRST_WORDS])
     assert " ".join(clauses) == " ".join(words) + "."
+    # function words do not end it, up to the cap
+    assert split("The capital of France is Paris.") == ["The capital of France", "is Paris."]
+    assert split("There are 7 days in a week.") == ["There are 7", "days in a week."]
+    assert split("I am not sure that it is.")[0] == "I am not sure"
+    assert split("it is that it is what it is.")[0] == " ".join("it is that it is".split()[:FIRST_MAX_WORDS])
+
+
+def test_first_clause_goes_out_as_soon_as_its_last_word_is_complete():
+    splitter = ClauseSplitter()
+    # LLM tokens carry the space before a word: "France" is complete once " is" arrives
+    assert [splitter.push(t) for t in ["The", " capital", " of", " France"]] == [[], [], [], []]
+    assert splitter.push(" is") == ["The capital of France"]
+    assert splitter.push(" Paris") == []
+    assert splitter.push(".") == [] and splitter.flush() == ["is Paris."]
 
 
 def test_markdown_is_not_read_aloud():
