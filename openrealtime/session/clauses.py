@@ -4,8 +4,7 @@ The first clause is released as early as it can be spoken naturally (a comma or 
 end after a few words; without punctuation, after FIRST_WORDS words unless the last of them is a
 function word like "of" or "is", and after FIRST_MAX_WORDS words at the latest) so the first audio
 starts while the LLM is still writing; later clauses are whole sentences, or long comma-separated
-phrases. Markdown that would be read
-aloud (`*`, `#`, backticks, list bullets) is removed.
+phrases. Markdown that would be read aloud (`*`, `#`, backticks, list bullets) is removed.
 """
 
 from __future__ import annotations
