@@ -51,6 +51,8 @@ from openrealtime.config import Settings  # noqa: E402
 from openrealtime.engines.base import ChatRequest  # noqa: E402
 from openrealtime.engines.stack import load_model_stack  # noqa: E402
 from openrealtime.session.audio_convert import resample_f32  # noqa: E402
+from openrealtime.session.clauses import ClauseSplitter  # noqa: E402
+from openrealtime.session.turn_detection import SPECULATE_AFTER_MS  # noqa: E402
 from openrealtime.session.workers import call_in_model_thread  # noqa: E402
 
 QUESTIONS = [
@@ -165,6 +167,52 @@ def naive_cascade(stack, audio48: np.ndarray, silence_ms: int, short_asr: bool) 
     return time.monotonic() - t0
 
 
+VAD_FRAME_S = 0.032  # a Silero window: the end of speech is seen at the end of the frame it falls in
+FLOOR_STAGES = ("detect", "asr", "prompt", "clause", "tts")
+
+
+def critical_path(stack, audio48: np.ndarray) -> dict[str, float]:
+    """The work that cannot start before the end of speech, timed stage by stage with no call up.
+
+    `detect`: a Silero window plus the silence that starts speculation (constants, not timed);
+    `asr`: Whisper over the utterance (its last words exist only now; Whisper is not streaming);
+    `prompt`: the prompt tokens after what prefix warming can have cached at best (the words
+    but the last, less the 2 tokens it holds back) — the last word and the assistant header;
+    `clause`: generating the reply up to its first clause (our first-clause rule);
+    `tts`: synthesizing that clause. Their sum is a floor for this model stack on this machine:
+    any schedule of the same work takes at least that long after the end of speech."""
+    out = {"detect": VAD_FRAME_S + SPECULATE_AFTER_MS / 1000}
+    t = time.monotonic()
+    text = stack.stt.transcribe(resample_f32(audio48, 48000, 16000)).text
+    out["asr"] = time.monotonic() - t
+    system = {"role": "system", "content": INSTRUCTIONS}
+    heard = text.rsplit(" ", 1)[0] if " " in text.strip() else ""
+    request = ChatRequest(messages=[system, {"role": "user", "content": text}], max_tokens=64,
+                          temperature=0.0, session_key="bench-floor")
+    prefill = getattr(stack.llm, "prefill", None)
+    if prefill is not None:
+        prefill(ChatRequest(messages=[system, {"role": "user", "content": heard}], session_key="bench-floor"))
+    cancel = threading.Event()
+    splitter = ClauseSplitter()
+    clause = None
+    t = time.monotonic()
+    for event in stack.llm.stream_chat(request, cancel):
+        text_delta = getattr(event, "text", None)
+        if text_delta and out.get("prompt") is None:
+            out["prompt"] = time.monotonic() - t
+        if text_delta and (clauses := splitter.push(text_delta)):
+            clause = clauses[0]
+            cancel.set()
+    clause = clause or " ".join(splitter.flush())
+    out["clause"] = time.monotonic() - t - out.get("prompt", 0.0)
+    out.setdefault("prompt", 0.0)
+    t = time.monotonic()
+    next(iter(stack.tts.synthesize(clause, voice="alloy", speed=1.0, cancel=threading.Event())), None)
+    out["tts"] = time.monotonic() - t
+    out["total"] = sum(out[k] for k in FLOOR_STAGES)
+    return out
+
+
 def box_speed(stack) -> str:
     """The LLM's decode speed with nothing else running: this machine's speed varies over time
     (shared host), so figures from different runs compare only together with this."""
@@ -190,12 +238,13 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
         naive = {short: [call_in_model_thread(lambda q=q, short=short: naive_cascade(stack, q, silence_ms, short))
                          for q in (questions if naive_runs else [])] or [float("nan")]
                  for short in (False, True)}
-        rows.append((profile, ours, naive, rss_mb(), load_s, info, speed))
+        floor = [call_in_model_thread(lambda q=q: critical_path(stack, q)) for q in questions]
+        rows.append((profile, ours, naive, rss_mb(), load_s, info, speed, floor))
         stack.close()
     print()
     print(f"{'profile':8} {'p50 s':>7} {'p95 s':>7} {'naive p50':>10} {'ratio':>6} {'RSS MB':>7} {'load s':>7} "
           f"{'late frames':>11}  target")
-    for profile, by_mode, naive, rss, load_s, info, speed in rows:
+    for profile, by_mode, naive, rss, load_s, info, speed, floor in rows:
         ours = by_mode["remote"]
         p50, p95, n50 = pct(ours, 50), pct(ours, 95), pct(naive[False], 50)
         target = 1.2 if profile == "default" else 0.9
@@ -210,6 +259,11 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
         print(f"         samples: {', '.join(f'{x:.2f}' for x in ours)} | naive: "
               f"{', '.join(f'{x:.2f}' for x in naive[False])} | naive, short ASR: "
               f"{', '.join(f'{x:.2f}' for x in naive[True])}")
+        stages = ", ".join(f"{k} {pct([f[k] for f in floor], 50):.3f}" for k in FLOOR_STAGES)
+        totals = [f["total"] for f in floor]
+        floor50 = pct(totals, 50)
+        print(f"         critical path (after the end of speech, no call up, medians): {stages} = floor p50 "
+              f"{floor50:.3f} s ({', '.join(f'{x:.2f}' for x in totals)}); ours/floor {p50 / floor50:.2f}")
         print(f"         outbound RTP pacing while models ran: max inter-frame gap {info['max_gap_ms']:.1f} ms, "
               f"{info['gaps_over_40ms']} gaps > 40 ms of {info['frames']} frames (target: max ≤ 40 ms)")
         print(f"         speculation: {info['speculation']}")

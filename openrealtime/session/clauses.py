@@ -12,6 +12,12 @@ from __future__ import annotations
 import re
 
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s)|[;:](?=\s)|\n+")
+# A sentence end at the very end of the text so far: the word before it, and its punctuation.
+_FINAL_END = re.compile(r"(\S*?)([.!?…]+)[\"')\]]*$")
+# Words whose "." does not end a sentence (the next token could go on: "Dr. Smith", "Mr. Lee").
+_ABBREVIATIONS = frozenset("""
+mr mrs ms dr st jr sr vs etc prof inc ltd co mt ft vol fig approx dept est gen col sgt lt capt rev
+""".split())
 _COMMA = re.compile(r",(?=\s)")
 _MARKDOWN = re.compile(r"[*_#`~]+|^\s*[-•]\s+|^\s*\d+\.\s+", re.MULTILINE)
 
@@ -38,6 +44,30 @@ def speakable(text: str) -> str:
     return re.sub(r"\s+", " ", _MARKDOWN.sub("", text)).strip()
 
 
+_WORD = re.compile(r"\w")
+
+
+def _abbreviation(word: str) -> bool:
+    """A word whose "." need not end the sentence: "Dr.", "Mr.", an initial ("J."), "e.g."."""
+    word = word.strip("\"'([").lower()
+    initial = len(word) == 1 and word.isalpha() and word != "i"
+    return initial or "." in word or word in _ABBREVIATIONS
+
+
+def _ends_sentence(text: str) -> bool:
+    """Whether the text so far ends a sentence, before the next token shows it (saves one token:
+    "Paris." goes to TTS without waiting for what the model writes next). "?", "!" and "…" do;
+    a single "." does after a word that is not an abbreviation or a number ("3." may go on as
+    "3.5")."""
+    m = _FINAL_END.search(text)
+    if m is None or not _WORD.search(text[: m.start(2)]):
+        return False
+    if m.group(2).strip("."):
+        return True  # "?", "!", "…" (with or without dots)
+    word = m.group(1)
+    return m.group(2) == "." and not _abbreviation(word) and word.strip("\"'([").isalpha()
+
+
 class ClauseSplitter:
     def __init__(self) -> None:
         self._buf = ""
@@ -52,20 +82,24 @@ class ClauseSplitter:
                 break
             clause, self._buf = self._buf[:cut], self._buf[cut:]
             clause = speakable(clause)
-            if clause:
+            if _WORD.search(clause):
                 out.append(clause)
                 self._emitted += 1
         return out
 
     def flush(self) -> list[str]:
         clause, self._buf = speakable(self._buf), ""
-        return [clause] if clause else []
+        return [clause] if _WORD.search(clause) else []
 
     def _find_cut(self) -> int | None:
         buf = self._buf
-        m = _SENTENCE_END.search(buf)
-        if m and (self._emitted or len(buf[: m.end()].split()) >= 1):
+        for m in _SENTENCE_END.finditer(buf):
+            before = buf[: m.start()].split()
+            if m.group().startswith(".") and _abbreviation(before[-1] if before else ""):
+                continue  # "Dr. Smith"
             return m.end()
+        if _ends_sentence(buf):
+            return len(buf)
         if self._emitted == 0:
             for c in _COMMA.finditer(buf):
                 if len(buf[: c.end()].split()) >= FIRST_MIN_WORDS:

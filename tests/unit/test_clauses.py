@@ -36,7 +36,30 @@ def test_first_clause_goes_out_as_soon_as_its_last_word_is_complete():
     assert [splitter.push(t) for t in ["The", " capital", " of", " France"]] == [[], [], [], []]
     assert splitter.push(" is") == ["The capital of France"]
     assert splitter.push(" Paris") == []
-    assert splitter.push(".") == [] and splitter.flush() == ["is Paris."]
+    # a sentence end goes out with its "." (not one token later, when the next word shows it)
+    assert splitter.push(".") == ["is Paris."] and splitter.flush() == []
+
+
+def feed(tokens: list[str]) -> list[list[str]]:
+    splitter = ClauseSplitter()
+    return [splitter.push(t) for t in tokens] + [splitter.flush()]
+
+
+def test_a_final_dot_waits_when_the_sentence_may_go_on():
+    assert feed(["Paris", "."]) == [[], ["Paris."], []]
+    assert feed(["Really", "?"]) == [[], ["Really?"], []]
+    assert feed(["Blue", ".\""]) == [[], ['Blue."'], []]
+    # numbers ("3." → "3.5"), abbreviations, initials and dotted abbreviations wait for the next token
+    assert feed(["It", " is", " 3", ".", "5", " metres", "."]) == [[], [], [], [], [], ["It is 3.5"], ["metres."], []]
+    assert feed(["Ask", " Dr", ".", " Smith", "."])[2:4] == [[], []]
+    assert feed(["J", ".", " Smith", " wrote", " it", "."])[1] == []
+    assert feed(["For", " e", ".g", ".", " this"])[3] == []
+    assert split("Ask Dr. Smith about it. He knows.") == ["Ask Dr. Smith", "about it.", "He knows."]
+    assert split("So do I. Yes.") == ["So do I.", "Yes."]
+    assert split("There are 7. Count them.") == ["There are 7.", "Count them."]
+    assert feed(["No", "."]) == [[], ["No."], []]
+    # punctuation alone is nothing to speak
+    assert feed(["Paris", ".", "\"", "\n"]) == [[], ["Paris."], [], [], []]
 
 
 def test_markdown_is_not_read_aloud():
