@@ -23,6 +23,10 @@ caller; the figure the targets are judged on) and once at normal priority ("co-l
 printed. A starved caller can only make the figures worse: the end of speech is timed when the
 caller queues the audio and the reply when its packet is read.
 
+Last, each question's critical path is timed with no call up (`critical_path`): the stages that
+can only start once the speech has ended, one after the other with every core free. Their sum is a
+floor for the model stack on this machine at that moment; "ours/floor" is what live running adds.
+
 Targets (2-core CPU): default p50 ≤ 1.2 s with silence_duration_ms 300, fast p50 ≤ 0.9 s, and
 ≤ 0.6× the naive cascade. Loopback only; bounded in time.
 """
