@@ -180,7 +180,13 @@ def pydantic_error_to_protocol(
         return path or None
 
     first_param = param_of(errs[0])
-    candidates = [e for e in errs if param_of(e) == first_param] if len(errs) > 1 else errs
-    best = min(candidates, key=_rank)
-    code, message, param = _describe(best, first_param)
+    # the errors about the first bad field, or inside it: for a union such as
+    # `"auto" | {type: "retention_ratio", ...}` given a bad object, what is wrong inside the object
+    # says more than "expected 'auto'"
+    params = {id(e): param_of(e) for e in errs}
+    inside = f"{first_param}." if first_param else ""
+    candidates = [e for e in errs
+                  if params[id(e)] == first_param or (inside and (params[id(e)] or "").startswith(inside))]
+    best = min(candidates, key=lambda e: (_rank(e), -len(params[id(e)] or "")))
+    code, message, param = _describe(best, params[id(best)])
     return ProtocolError(message, code=code, param=param, event_id=event_id)

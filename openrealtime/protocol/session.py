@@ -143,7 +143,8 @@ class TracingConfig(_Strict):
 
 
 class TokenLimits(_Strict):
-    post_instructions: int | None = None
+    # the conversation after the instructions (tools included) is cut when it exceeds this many tokens
+    post_instructions: int | None = Field(default=None, ge=0)
 
 
 class RetentionRatioTruncation(_Strict):

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 MIN_COMMIT_MS = 100
 VAD_RATE = 16000
 CONTEXT_CHARS = 12_000  # the context budget: recent conversation that fits the local model
+# truncation.token_limits.post_instructions is in tokens; the budget is measured in characters
+# (model-independent, no tokenizer call per item): English text runs ≈ 4 characters per token.
+CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -765,6 +768,9 @@ class SessionEngine:
         truncation = config.truncation
         retention = None if truncation == "disabled" else \
             truncation.retention_ratio if isinstance(truncation, RetentionRatioTruncation) else AUTO_RETENTION
+        limits = truncation.token_limits if isinstance(truncation, RetentionRatioTruncation) else None
+        budget = CONTEXT_CHARS if limits is None or limits.post_instructions is None else \
+            min(CONTEXT_CHARS, limits.post_instructions * CHARS_PER_TOKEN)
         with_images = bool(self.models and self.models.llm.supports_images)
         notes = "" if with_images or not any(isinstance(p, InputImageContent) for i in context
                                              if isinstance(i, MessageItem) for p in i.content) else \
@@ -778,7 +784,7 @@ class SessionEngine:
                 return sum(message_chars(m) for m in to_chat_messages([item], transcripts, with_images=with_images)[0])
 
             window = self.context_window if in_conversation else ContextWindow()
-            kept = window.select(context, size_of, CONTEXT_CHARS, retention)
+            kept = window.select(context, size_of, budget, retention)
             messages, _ = to_chat_messages(kept, transcripts, with_images=with_images)
             system = {"role": "system", "content": instructions + notes}
             return ChatRequest(messages=[system, *messages], tools=chat_tools, tool_choice=choice,

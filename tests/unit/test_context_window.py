@@ -59,3 +59,29 @@ async def test_engine_keeps_the_prompt_prefix_across_turns(monkeypatch):
     changes = [i for i in range(1, len(firsts)) if firsts[i] != firsts[i - 1]]
     assert 1 <= len(changes) <= 3, firsts
     assert all(b - a >= 3 for a, b in zip(changes, changes[1:])), firsts
+
+
+async def test_token_limit_after_instructions_tightens_the_budget():
+    llm = ScriptedLlm("Noted.")
+    engine, t = make_engine({"type": "realtime", "truncation": {
+        "type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": 200}}}, llm=llm)
+    for turn in range(6):
+        engine.handle_message(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"{turn} " + "z" * 300}]}}))
+        engine.handle_message(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]}}))
+        await settle(t, "response.done", count=turn + 1)
+        # 200 tokens ≈ 800 characters after the instructions (far under the default budget)
+        assert sum(len(m["content"] or "") for m in llm.requests[-1].messages[1:]) <= 200 * engine_module.CHARS_PER_TOKEN
+    # without the limit all six turns fit the default budget; with it the oldest are cut
+    assert not llm.requests[-1].messages[1]["content"].startswith(("0 ", "1 ", "2 "))
+
+
+async def test_a_negative_token_limit_is_rejected():
+    engine, t = make_engine({"type": "realtime"})
+    engine.handle_message(json.dumps({"type": "session.update", "session": {"type": "realtime", "truncation": {
+        "type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": -1}}}}))
+    await settle(t, "error")
+    error = t.of("error")[-1]["error"]
+    # the error names the field inside the object, not the union's other members ("auto", "disabled")
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_value", error
+    assert error["param"] == "session.truncation.token_limits.post_instructions", error
