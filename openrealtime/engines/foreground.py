@@ -10,6 +10,12 @@ audible, while the synthesis gets every core.
 `FOREGROUND.pause_point()` between steps (the LLM between tokens and prefill batches), which
 waits while something is held — never longer than `MAX_PAUSE_S` per call, so a stuck holder
 cannot starve them. Process-wide: the in-process models are shared by all sessions.
+
+`FOREGROUND.expect()` announces such work before it can start: the model thread that has just
+written a reply's first clause calls it, because the synthesis only starts after the clause
+has crossed to the event loop and back to a TTS thread, by which time the model would be well
+into its next token (≈ 0.1 s of a 1.5B model on 2 cores, all of it competing with Piper).
+Pause points then wait for the hold to come and go, or `EXPECT_S` if it never comes.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 MAX_PAUSE_S = 0.5
+EXPECT_S = 0.15  # how long an announced hold is waited for (it normally comes within milliseconds)
 
 
 class ForegroundGate:
     def __init__(self, max_pause_s: float = MAX_PAUSE_S) -> None:
         self.max_pause_s = max_pause_s
         self._held = 0
+        self._expected_until = 0.0  # monotonic deadline of an announced hold (0: none)
         self._cond = threading.Condition()
         self.pauses = 0  # pause points that waited, and how long in all (diagnostics, tests)
         self.paused_s = 0.0
@@ -37,10 +45,23 @@ class ForegroundGate:
     def held(self) -> bool:
         return self._held > 0
 
+    def expect(self, within_s: float = EXPECT_S) -> None:
+        """Foreground work is about to be held: pause points wait for it (at most `within_s`)."""
+        with self._cond:
+            self._expected_until = max(self._expected_until, time.monotonic() + within_s)
+
+    def _waiting_on(self) -> float | None:
+        """None when pause points may go on; else how long to wait before looking again."""
+        if self._held:
+            return self.max_pause_s
+        left = self._expected_until - time.monotonic()
+        return left if left > 0 else None
+
     @contextmanager
     def hold(self) -> Iterator[None]:
         with self._cond:
             self._held += 1
+            self._expected_until = 0.0  # the announced hold has come
         try:
             yield
         finally:
@@ -50,15 +71,21 @@ class ForegroundGate:
                     self._cond.notify_all()
 
     def pause_point(self) -> float:
-        """Wait while foreground work is held (at most `max_pause_s`); the seconds waited."""
-        if not self._held:  # the common case: no lock taken
+        """Wait while foreground work is held or announced (at most `max_pause_s`); the seconds waited."""
+        if not self._held and not self._expected_until:  # the common case: no lock taken
             return 0.0
         started = time.monotonic()
         with self._cond:
-            if not self._held:
-                return 0.0
-            self._cond.wait_for(lambda: not self._held, timeout=self.max_pause_s)
+            while (wait := self._waiting_on()) is not None:
+                left = self.max_pause_s - (time.monotonic() - started)
+                if left <= 0:
+                    break
+                self._cond.wait(min(wait, left))
+            if not self._held and self._expected_until <= time.monotonic():
+                self._expected_until = 0.0
         waited = time.monotonic() - started
+        if waited < 1e-4:
+            return 0.0
         self.pauses += 1
         self.paused_s += waited
         return waited

@@ -10,6 +10,11 @@ phrases. Markdown that would be read aloud (`*`, `#`, backticks, list bullets) i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
+
+from ..engines.base import TextDelta
+from ..engines.foreground import FOREGROUND
 
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s)|[;:](?=\s)|\n+")
 # A sentence end at the very end of the text so far: the word before it, and its punctuation.
@@ -118,3 +123,16 @@ class ClauseSplitter:
             space = buf.rfind(" ", 0, limit)
             return space if space > 0 else limit
         return None
+
+
+def announcing_first_clause(deltas: Iterator[Any], spoken: bool = True) -> Iterator[Any]:
+    """Model deltas as they come; runs in the model's thread and, for a `spoken` answer, on the
+    delta that completes the first clause tells the foreground gate that its synthesis is about
+    to start, so the model waits for it before the next token instead of competing with it
+    (engines/foreground.py)."""
+    splitter: ClauseSplitter | None = ClauseSplitter() if spoken else None
+    for delta in deltas:
+        if splitter is not None and isinstance(delta, TextDelta) and splitter.push(delta.text):
+            FOREGROUND.expect()
+            splitter = None
+        yield delta

@@ -52,6 +52,7 @@ from ..protocol.session import (
 from . import workers
 from .audio_buffer import InputAudioBuffer
 from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
+from .clauses import announcing_first_clause
 from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
 from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun, spoken_voice
 from .transport import Transport
@@ -380,10 +381,12 @@ class SessionEngine:
         log.debug("speculative transcript %r; answering ahead of the commit", text)
         request = spec.request = self._provisional_request(text)
         llm, cancel = self.models.llm, spec.cancel_event
-        spec.answer = BufferedStream(workers.stream("llm", lambda: llm.stream_chat(request, cancel), cancel))
-        self.stats["answers_speculated"] += 1
         provisional = RealtimeResponse.from_params(None, self.config, conversation_id=None)
-        if provisional.output_modalities == ["audio"]:
+        speaks = provisional.output_modalities == ["audio"]
+        spec.answer = BufferedStream(workers.stream(
+            "llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), speaks), cancel))
+        self.stats["answers_speculated"] += 1
+        if speaks:
             spec.speech_task = self._spawn(self._speculate_speech(spec, spoken_voice(provisional), self.speech_speed))
 
     async def _speculate_speech(self, spec: TurnSpeculation, voice: str, speed: float) -> None:

@@ -23,7 +23,7 @@ from ..protocol import server_events as ev
 from ..protocol.items import AnyItem, AssistantMessageItem, FunctionCallItem, OutputAudioContent, OutputTextContent
 from ..protocol.responses import RealtimeResponse, ResponseError, ResponseUsage
 from . import workers
-from .clauses import ClauseSplitter
+from .clauses import ClauseSplitter, announcing_first_clause
 from .speculation import SpeculativeSpeech, TurnSpeculation
 
 if TYPE_CHECKING:
@@ -147,8 +147,9 @@ class ResponseRun:
             self._adopted = spec
             self.engine.stats["answers_adopted"] += 1
             return answer.replay()
-        llm = self.engine.models.llm
-        return workers.stream("llm", lambda: llm.stream_chat(request, self.cancel_event), self.cancel_event)
+        llm, cancel = self.engine.models.llm, self.cancel_event
+        return workers.stream("llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel),
+                                                                      self.audio_mode), cancel)
 
     # ---- streaming pieces --------------------------------------------------------------------
     def _open_message(self) -> _MessageState:

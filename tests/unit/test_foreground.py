@@ -66,3 +66,49 @@ async def test_only_the_first_clause_is_synthesized_in_the_foreground():
     assert len(tts.held) >= 2, tts.held
     assert tts.held[0][1] is True and all(not held for _text, held in tts.held[1:]), tts.held
     assert not FOREGROUND.held
+
+
+def test_an_announced_hold_is_waited_for_and_then_its_work():
+    gate = ForegroundGate(max_pause_s=5.0)
+    order: list[str] = []
+
+    def foreground() -> None:  # starts a little after the announcement, as a TTS thread does
+        time.sleep(0.03)
+        with gate.hold():
+            time.sleep(0.03)
+            order.append("foreground done")
+
+    gate.expect(within_s=2.0)
+    thread = threading.Thread(target=foreground)
+    thread.start()
+    gate.pause_point()
+    order.append("background resumed")
+    thread.join()
+    assert order == ["foreground done", "background resumed"]
+    assert gate.pause_point() == 0.0  # the announcement was used up by the hold
+
+
+def test_an_announced_hold_that_never_comes_expires():
+    gate = ForegroundGate(max_pause_s=5.0)
+    gate.expect(within_s=0.05)
+    started = time.monotonic()
+    waited = gate.pause_point()
+    assert 0.0 < waited < 2.0 and time.monotonic() - started < 2.0
+    assert gate.pause_point() == 0.0 and gate.pauses == 1
+
+
+def test_the_model_thread_announces_the_first_clause_on_the_delta_that_completes_it(monkeypatch):
+    from openrealtime.engines.base import Finished, TextDelta
+    from openrealtime.session import clauses
+
+    announced: list[int] = []
+    seen: list[int] = []
+    monkeypatch.setattr(clauses.FOREGROUND, "expect", lambda *a, **k: announced.append(len(seen)))
+    deltas = [TextDelta(text=t) for t in ["The", " capital", " of", " France", " is", " Paris", "."]] + [Finished(reason="stop")]
+    for delta in clauses.announcing_first_clause(iter(deltas)):
+        seen.append(1)
+    # " is" (the 5th delta) completes "The capital of France": announced before it is handed on, once
+    assert announced == [4] and len(seen) == len(deltas)
+    announced.clear(), seen.clear()
+    list(clauses.announcing_first_clause(iter(deltas), spoken=False))
+    assert announced == []
