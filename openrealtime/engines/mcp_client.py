@@ -1,0 +1,203 @@
+"""A client for remote MCP servers (Model Context Protocol, Streamable HTTP transport).
+
+Realtime sessions may name MCP servers as tools (`{"type": "mcp", "server_url": ...}`); the
+server, not the client, lists their tools and runs the calls the model makes. This module speaks
+the protocol: JSON-RPC 2.0 messages POSTed to the server URL, answered either as one JSON body or
+as a `text/event-stream` whose events carry JSON-RPC messages (the answer is the one with our
+request id). The server may hand out an `Mcp-Session-Id` at `initialize`; it is sent back on
+every later request and the session is closed with a DELETE.
+
+Errors are `McpError` with the shape OpenAI reports on `mcp_call.error`: `protocol_error`
+(a JSON-RPC error or a malformed answer, with its code), `http_error` (a non-2xx status or an
+unreachable server) and, from `call_tool`, `tool_execution_error` (the tool ran and reported
+`isError`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "2025-06-18"
+CLIENT_INFO = {"name": "openrealtime", "version": "0.1.0"}
+MAX_TOOL_PAGES = 20
+
+
+class McpError(Exception):
+    """kind: "protocol_error" | "http_error" | "tool_execution_error"; code: JSON-RPC or HTTP code."""
+
+    def __init__(self, kind: str, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.code = code
+
+    def as_item_error(self) -> dict[str, Any]:
+        """The `error` of an `mcp_call` item."""
+        if self.kind == "tool_execution_error":
+            return {"type": "tool_execution_error", "message": self.message}
+        return {"type": self.kind, "code": self.code if self.code is not None else 0, "message": self.message}
+
+
+@dataclass
+class ListedTool:
+    name: str
+    input_schema: dict[str, Any]
+    description: str | None = None
+    annotations: dict[str, Any] | None = None
+
+    def as_info(self) -> dict[str, Any]:
+        """The tool as listed on an `mcp_list_tools` item."""
+        info: dict[str, Any] = {"name": self.name, "input_schema": self.input_schema}
+        if self.description is not None:
+            info["description"] = self.description
+        if self.annotations is not None:
+            info["annotations"] = self.annotations
+        return info
+
+
+@dataclass
+class McpClient:
+    """One MCP server. `headers` go on every request (e.g. Authorization)."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    _session_id: str | None = None
+    _initialized: bool = False
+    _ids: Any = field(default_factory=lambda: count(1))
+    _http: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> "McpClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=10.0),
+                                           follow_redirects=True)
+        return self._http
+
+    def _request_headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+                   **self.headers}
+        if self._initialized:
+            headers["MCP-Protocol-Version"] = PROTOCOL_VERSION
+        if self._session_id:
+            headers["Mcp-Session-Id"] = self._session_id
+        return headers
+
+    async def _post(self, message: dict[str, Any]) -> httpx.Response:
+        try:
+            response = await self._client().post(self.url, json=message, headers=self._request_headers())
+        except httpx.HTTPError as exc:
+            raise McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            detail = response.text[:300].strip()
+            raise McpError("http_error", f"the MCP server at {self.url} answered HTTP {response.status_code}"
+                           + (f": {detail}" if detail else ""), code=response.status_code)
+        return response
+
+    async def _rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        request_id = next(self._ids)
+        response = await self._post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        if method == "initialize" and response.headers.get("mcp-session-id"):
+            self._session_id = response.headers["mcp-session-id"]
+        answer = _find_answer(response, request_id)
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            raise McpError("protocol_error", str(error.get("message") or "JSON-RPC error"),
+                           code=error.get("code") if isinstance(error.get("code"), int) else None)
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise McpError("protocol_error", f"{method}: the MCP server's answer has no result object", code=-32603)
+        return result
+
+    async def _ensure_initialized(self) -> None:
+        if self._initialized:
+            return
+        await self._rpc("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                                       "clientInfo": CLIENT_INFO})
+        self._initialized = True
+        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def list_tools(self) -> list[ListedTool]:
+        await self._ensure_initialized()
+        tools: list[ListedTool] = []
+        cursor: str | None = None
+        for _page in range(MAX_TOOL_PAGES):
+            result = await self._rpc("tools/list", {"cursor": cursor} if cursor else {})
+            for raw in result.get("tools") or []:
+                if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                    schema = raw.get("inputSchema")
+                    tools.append(ListedTool(name=raw["name"],
+                                         input_schema=schema if isinstance(schema, dict) else {"type": "object"},
+                                         description=raw.get("description"), annotations=raw.get("annotations")))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> str:
+        """Run a tool; its text content (joined) or, without text, its structured content as JSON."""
+        await self._ensure_initialized()
+        result = await self._rpc("tools/call", {"name": name, "arguments": arguments})
+        output = _content_text(result)
+        if result.get("isError"):
+            raise McpError("tool_execution_error", output or f"the tool {name} failed")
+        return output
+
+    async def close(self) -> None:
+        http, self._http = self._http, None
+        if http is None:
+            return
+        if self._session_id:
+            try:
+                await http.delete(self.url, headers=self._request_headers())
+            except httpx.HTTPError:
+                pass  # the server may not support closing sessions; it expires them itself
+        await http.aclose()
+
+
+def _find_answer(response: httpx.Response, request_id: int) -> dict[str, Any]:
+    """The JSON-RPC answer to `request_id` in a JSON body or an event stream."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    messages: list[Any] = []
+    try:
+        if kind == "text/event-stream":
+            data: list[str] = []
+            for line in response.text.splitlines() + [""]:
+                if line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+                elif not line and data:
+                    messages.append(json.loads("\n".join(data)))
+                    data = []
+        else:
+            body = response.json()
+            messages = body if isinstance(body, list) else [body]
+    except ValueError as exc:
+        raise McpError("protocol_error", f"the MCP server sent a malformed answer: {exc}", code=-32700) from exc
+    for message in messages:
+        if isinstance(message, dict) and message.get("id") == request_id and ("result" in message or "error" in message):
+            return message
+    raise McpError("protocol_error", "the MCP server did not answer the request", code=-32603)
+
+
+def _content_text(result: dict[str, Any]) -> str:
+    texts = [part.get("text", "") for part in result.get("content") or []
+             if isinstance(part, dict) and part.get("type") == "text"]
+    if texts:
+        return "\n".join(texts)
+    structured = result.get("structuredContent")
+    if structured is not None:
+        return json.dumps(structured, ensure_ascii=False)
+    return ""
