@@ -17,6 +17,9 @@ from ..protocol.items import (
     InputAudioContent,
     InputImageContent,
     InputTextContent,
+    McpApprovalRequestItem,
+    McpApprovalResponseItem,
+    McpCallItem,
     MessageItem,
     OutputAudioContent,
     OutputTextContent,
@@ -176,6 +179,7 @@ def to_chat_messages(items: list[AnyItem], transcripts: dict[str, str], *, with_
     """Chat-completions messages for the items; returns (messages, images_included)."""
     messages: list[dict[str, Any]] = []
     images = 0
+    answers = {i.approval_request_id: i for i in items if isinstance(i, McpApprovalResponseItem)}
     for item in items:
         if isinstance(item, SystemMessageItem):
             messages.append({"role": "system", "content": item.text()})
@@ -195,14 +199,37 @@ def to_chat_messages(items: list[AnyItem], transcripts: dict[str, str], *, with_
             if text:
                 messages.append({"role": "assistant", "content": text})
         elif isinstance(item, FunctionCallItem):
-            call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
-            if messages and messages[-1]["role"] == "assistant" and "tool_calls" in messages[-1]:
-                messages[-1]["tool_calls"].append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            _add_call(messages, {"id": item.call_id, "type": "function",
+                                 "function": {"name": item.name, "arguments": item.arguments}})
         elif isinstance(item, FunctionCallOutputItem):
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+        elif isinstance(item, (McpCallItem, McpApprovalRequestItem)):
+            result = _mcp_result(item, answers)
+            if result is not None:  # a call still running, or a request not answered yet, is left out
+                _add_call(messages, {"id": item.id, "type": "function",
+                                     "function": {"name": item.name, "arguments": item.arguments}})
+                messages.append({"role": "tool", "tool_call_id": item.id, "content": result})
     return messages, images
+
+
+def _add_call(messages: list[dict[str, Any]], call: dict[str, Any]) -> None:
+    """A tool call joins the assistant turn just before it, or starts one."""
+    if messages and messages[-1]["role"] == "assistant" and "tool_calls" in messages[-1]:
+        messages[-1]["tool_calls"].append(call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+def _mcp_result(item: McpCallItem | McpApprovalRequestItem, answers: dict[str, McpApprovalResponseItem]) -> str | None:
+    """What the model reads back for an MCP call: its output or error, or a declined approval."""
+    if isinstance(item, McpCallItem):
+        if item.error is not None:
+            return f"Error: {item.error.message}"
+        return item.output
+    answer = answers.get(item.id or "")
+    if answer is None or answer.approve:
+        return None  # pending, or approved: the mcp_call item that ran it carries the result
+    return "The user declined this call." + (f" Reason: {answer.reason}" if answer.reason else "")
 
 
 AUTO_RETENTION = 0.75  # our truncation "auto": on overflow keep 75 % of the budget (see ContextWindow)

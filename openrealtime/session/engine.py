@@ -35,6 +35,7 @@ from ..protocol.items import (
     InputImageContent,
     InputTextContent,
     ItemReference,
+    McpApprovalResponseItem,
     MessageItem,
     OutputAudioContent,
     UserMessageItem,
@@ -54,6 +55,7 @@ from .audio_buffer import InputAudioBuffer
 from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
 from .clauses import announcing_first_clause
 from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
+from .mcp_tools import SessionMcp
 from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun, spoken_voice
 from .transport import Transport
 from .speculation import (BufferedStream, SpeculativeSpeech, TurnSpeculation, WarmState, first_clause,
@@ -98,6 +100,7 @@ class SessionEngine:
         self.closed = False
         self.conversation = Conversation(ids.conversation_id(), self.limits.max_items)
         self.context_window = ContextWindow()  # truncation state of the default conversation
+        self.mcp = SessionMcp(self)  # the MCP servers named by tools (mcp_tools.py)
         self.buffer = InputAudioBuffer(self.limits.max_input_buffer_ms)
         self.turn = TurnDetector(VadParams())
         self.voice_locked = False
@@ -130,6 +133,11 @@ class SessionEngine:
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.emit(ev.SessionCreatedEvent(session=self._session_obj()))
+        if isinstance(self.config, RealtimeSessionConfig) and self.config.tools:
+            try:
+                self.mcp.configure(self.config.tools, param="session.tools")
+            except ProtocolError as exc:  # the session starts; these MCP tools are not offered
+                self.send_error(exc)
 
     def close(self, reason: str = "closed") -> None:
         if self.closed:
@@ -142,6 +150,7 @@ class SessionEngine:
         self._warm.cancel()
         for task in list(self._tasks):
             task.cancel()
+        self.mcp.close()
         self.closed = True
 
     def expire(self) -> None:
@@ -485,7 +494,10 @@ class SessionEngine:
         handler(event)
 
     def _on_session_update(self, event: ce.SessionUpdateEvent) -> None:
-        self.config = event.apply(self.config, voice_locked=self.voice_locked)
+        config = event.apply(self.config, voice_locked=self.voice_locked)
+        if isinstance(config, RealtimeSessionConfig):
+            self.mcp.configure(config.tools, param="session.tools")
+        self.config = config
         self._apply_config()
         self.emit(ev.SessionUpdatedEvent(session=self._session_obj()))
 
@@ -523,6 +535,8 @@ class SessionEngine:
             raise ProtocolError(f"The conversation has reached its limit of {self.limits.max_items} items; "
                                 "delete items with conversation.item.delete first.", code="conversation_item_limit")
         item = prepare_client_item(event.item)
+        if isinstance(item, McpApprovalResponseItem):
+            self.mcp.check_approval(item)
         if isinstance(item, FunctionCallOutputItem) and not any(
                 isinstance(i, FunctionCallItem) and i.call_id == item.call_id for i in self.conversation.items):
             raise ProtocolError(f"No function call with call_id '{item.call_id}' found in the conversation.",
@@ -535,6 +549,8 @@ class SessionEngine:
         self.images += images
         self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
         self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
+        if isinstance(item, McpApprovalResponseItem):
+            self.mcp.approval_answered(item)
         if isinstance(item, UserMessageItem):
             for index, part in enumerate(item.content):
                 if isinstance(part, InputAudioContent) and part.audio and part.transcript is None:
@@ -710,9 +726,12 @@ class SessionEngine:
                    and not a.transcript_future.done()]
         input_audio_ms = sum(self.conversation.audio[i.id].duration_ms for i in context
                              if isinstance(i, UserMessageItem) and i.id in self.conversation.audio)
-        run = ResponseRun(self, response, self._chat_request(params, context), in_conversation=not oob,
+        if params.tools is not None:
+            self.mcp.configure(params.tools, param="response.tools")
+        offered = self.mcp.offered(params.tools if params.tools is not None else self.config.tools)
+        run = ResponseRun(self, response, self._chat_request(params, context, offered), in_conversation=not oob,
                           input_audio_ms=input_audio_ms, image_tokens=self._image_tokens(context),
-                          pending_transcripts=pending, speculation=speculation)
+                          pending_transcripts=pending, speculation=speculation, mcp_offered=offered)
         if oob:
             self.out_of_band[run.id] = run
         else:
@@ -750,7 +769,8 @@ class SessionEngine:
         return sum(image_tokens_for_data_url(p.image_url, p.detail) for i in context if isinstance(i, MessageItem)
                    for p in i.content if isinstance(p, InputImageContent))
 
-    def _chat_request(self, params: ResponseCreateParams, context: list[AnyItem]) -> Callable[[], ChatRequest]:
+    def _chat_request(self, params: ResponseCreateParams, context: list[AnyItem],
+                      mcp_offered: dict[str, Any] | None = None) -> Callable[[], ChatRequest]:
         config = self.config
         assert isinstance(config, RealtimeSessionConfig)
         instructions = params.instructions if params.instructions is not None else config.instructions
@@ -761,12 +781,13 @@ class SessionEngine:
                                                         "parameters": t.parameters or {"type": "object",
                                                                                        "properties": {}}}}
                       for t in tools if isinstance(t, FunctionTool)]
+        chat_tools += SessionMcp.chat_tools(mcp_offered or {})
         if isinstance(tool_choice, str):
             choice: Any = tool_choice
-        elif getattr(tool_choice, "type", "") == "function":
+        elif getattr(tool_choice, "type", "") == "function" or (tool_choice.type == "mcp" and tool_choice.name):
             choice = {"type": "function", "function": {"name": tool_choice.name}}
-        else:
-            choice = "auto"
+        else:  # {"type": "mcp", "server_label": ...}: one of its tools
+            choice = "required" if tool_choice.type == "mcp" else "auto"
         in_conversation = params.input is None
         truncation = config.truncation
         retention = None if truncation == "disabled" else \

@@ -20,7 +20,8 @@ from ..engines.base import ChatRequest, Finished, TextDelta, ToolCallDelta
 from ..engines.foreground import in_foreground
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import server_events as ev
-from ..protocol.items import AnyItem, AssistantMessageItem, FunctionCallItem, OutputAudioContent, OutputTextContent
+from ..protocol.items import (AnyItem, AssistantMessageItem, FunctionCallItem, McpApprovalRequestItem, McpCallItem,
+                              OutputAudioContent, OutputTextContent)
 from ..protocol.responses import RealtimeResponse, ResponseError, ResponseUsage
 from . import workers
 from .clauses import ClauseSplitter, announcing_first_clause
@@ -28,6 +29,7 @@ from .speculation import SpeculativeSpeech, TurnSpeculation
 
 if TYPE_CHECKING:
     from .engine import SessionEngine
+    from .mcp_tools import McpServer
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +47,17 @@ class _MessageState:
 
 @dataclass
 class _CallState:
-    item: FunctionCallItem
+    item: FunctionCallItem | McpCallItem | McpApprovalRequestItem
     output_index: int
     arguments: list[str] = field(default_factory=list)
+    server: "McpServer | None" = None  # an MCP tool's server (mcp_tools.py)
 
 
 class ResponseRun:
     def __init__(self, engine: "SessionEngine", response: RealtimeResponse, build_request: Callable[[], ChatRequest], *,
                  in_conversation: bool, input_audio_ms: int, image_tokens: int,
-                 pending_transcripts: list[asyncio.Future], speculation: TurnSpeculation | None = None) -> None:
+                 pending_transcripts: list[asyncio.Future], speculation: TurnSpeculation | None = None,
+                 mcp_offered: "dict[str, McpServer] | None" = None) -> None:
         self.engine = engine
         self.response = response
         self.build_request = build_request
@@ -71,6 +75,7 @@ class ResponseRun:
         self.finished = False
         self.message: _MessageState | None = None
         self.calls: dict[int, _CallState] = {}
+        self.mcp_offered = mcp_offered or {}  # MCP tool name -> its server
         self.audio_out_ms = 0
         self._tts_queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._tts_task: asyncio.Task | None = None
@@ -120,6 +125,8 @@ class ResponseRun:
                     self._tts_queue.put_nowait(clause)
                 self._tts_queue.put_nowait(None)
                 await self._tts_task
+            if self.calls and not self.finished:
+                await self._run_mcp_calls()
             if self.finished:
                 return
             reason = finished.reason if finished else "stop"
@@ -176,19 +183,52 @@ class ResponseRun:
     def _on_tool_call(self, delta: ToolCallDelta) -> None:
         state = self.calls.get(delta.index)
         if state is None:
-            item = FunctionCallItem(id=ids.item_id(), status="in_progress", call_id=delta.call_id or ids.call_tool_id(),
-                                    name=delta.name or "", arguments="")
-            state = _CallState(item, len(self.response.output))
+            server = self.mcp_offered.get(delta.name or "")
+            item: FunctionCallItem | McpCallItem | McpApprovalRequestItem
+            if server is None:
+                item = FunctionCallItem(id=ids.item_id(), status="in_progress",
+                                        call_id=delta.call_id or ids.call_tool_id(), name=delta.name or "", arguments="")
+            elif server.needs_approval(delta.name or ""):
+                item = McpApprovalRequestItem(id=ids.item_id(), server_label=server.label, name=delta.name or "",
+                                              arguments="")
+            else:
+                item = McpCallItem(id=ids.item_id(), server_label=server.label, name=delta.name or "", arguments="")
+            state = _CallState(item, len(self.response.output), server=server)
             self.calls[delta.index] = state
             self.response.output.append(item)
             self._item_added(item, state.output_index)
         if delta.name and not state.item.name:
             state.item.name = delta.name
-        if delta.arguments:
-            state.arguments.append(delta.arguments)
+        if not delta.arguments:
+            return
+        state.arguments.append(delta.arguments)
+        item = state.item
+        if isinstance(item, FunctionCallItem):
             self.engine.emit(ev.ResponseFunctionCallArgumentsDeltaEvent(
-                response_id=self.id, item_id=state.item.id, output_index=state.output_index,
-                call_id=state.item.call_id, delta=delta.arguments))
+                response_id=self.id, item_id=item.id, output_index=state.output_index,
+                call_id=item.call_id, delta=delta.arguments))
+        elif isinstance(item, McpCallItem):
+            self.engine.emit(ev.ResponseMcpCallArgumentsDeltaEvent(
+                response_id=self.id, item_id=item.id, output_index=state.output_index, delta=delta.arguments))
+
+    async def _run_mcp_calls(self) -> None:
+        """The model's MCP calls, before the response ends: run them, or hand them to the client for
+        approval (mcp_tools.py)."""
+        mcp = self.engine.mcp
+        for state in sorted(self.calls.values(), key=lambda s: s.output_index):
+            item = state.item
+            if isinstance(item, McpApprovalRequestItem):
+                item.arguments = "".join(state.arguments)
+                mcp.approval_requested(item)
+            elif isinstance(item, McpCallItem) and state.server is not None:
+                item.arguments = "".join(state.arguments)
+                self.engine.emit(ev.ResponseMcpCallArgumentsDoneEvent(
+                    response_id=self.id, item_id=item.id, output_index=state.output_index, arguments=item.arguments))
+                self.engine.emit(ev.ResponseMcpCallInProgressEvent(item_id=item.id, output_index=state.output_index))
+                await mcp.run(state.server, item)
+                done = ev.ResponseMcpCallFailedEvent if item.error is not None else ev.ResponseMcpCallCompletedEvent
+                self.engine.emit(done(item_id=item.id, output_index=state.output_index))
+                state.server = None  # ran
 
     def _item_added(self, item: AnyItem, output_index: int) -> None:
         self.engine.emit(ev.ResponseOutputItemAddedEvent(response_id=self.id, output_index=output_index, item=item))
@@ -296,10 +336,11 @@ class ResponseRun:
         for state in sorted(self.calls.values(), key=lambda s: s.output_index):
             item = state.item
             item.arguments = "".join(state.arguments)
-            item.status = item_status
-            emit(ev.ResponseFunctionCallArgumentsDoneEvent(
-                response_id=self.id, item_id=item.id, output_index=state.output_index, call_id=item.call_id,
-                name=item.name, arguments=item.arguments))
+            if isinstance(item, FunctionCallItem):
+                item.status = item_status
+                emit(ev.ResponseFunctionCallArgumentsDoneEvent(
+                    response_id=self.id, item_id=item.id, output_index=state.output_index, call_id=item.call_id,
+                    name=item.name, arguments=item.arguments))
             self._item_done(item, state.output_index)
         self.response.finish(status, reason=reason, error=error, usage=self._usage(finished))  # type: ignore[arg-type]
         emit(ev.ResponseDoneEvent(response=self.response))

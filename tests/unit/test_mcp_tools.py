@@ -1,0 +1,152 @@
+"""MCP tools in a session: listing, calls run by the server, approvals — against a real MCP server
+(FastMCP over Streamable HTTP); the language model is scripted so the calls are deterministic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.mcp_server import running_mcp_server
+from tests.unit.fakes import ScriptedLlm
+from tests.unit.test_engine_turns import make_engine, send, settle
+
+
+@pytest.fixture(scope="module")
+def mcp_url():
+    with running_mcp_server() as url:
+        yield url
+
+
+def mcp_tool(url: str, **extra) -> dict:
+    return {"type": "mcp", "server_label": "weather", "server_url": url, **extra}
+
+
+async def configured(url: str, llm: ScriptedLlm, **tool):
+    engine, t = make_engine({"type": "realtime", "output_modalities": ["text"], "tools": [mcp_tool(url, **tool)]},
+                            llm=llm)
+    await settle(t, "mcp_list_tools.completed")
+    return engine, t
+
+
+async def test_tools_are_listed_into_the_conversation(mcp_url):
+    engine, t = await configured(mcp_url, ScriptedLlm("Hi."), allowed_tools=["get_weather", "add"])
+    types = t.types()
+    added = next(e for e in t.of("conversation.item.added") if e["item"]["type"] == "mcp_list_tools")
+    assert added["item"]["tools"] == [] and added["item"]["server_label"] == "weather"
+    assert types.index("mcp_list_tools.in_progress") < types.index("mcp_list_tools.completed")
+    done = next(e for e in t.of("conversation.item.done") if e["item"]["type"] == "mcp_list_tools")
+    assert done["item"]["id"] == added["item"]["id"] == t.of("mcp_list_tools.completed")[0]["item_id"]
+    assert {tool["name"] for tool in done["item"]["tools"]} == {"get_weather", "add"}  # allowed_tools
+    # the same definition again (or by its label alone) is not listed again
+    send(engine, type="session.update", session={"type": "realtime", "tools": [{"type": "mcp", "server_label": "weather"}]})
+    await settle(t, "session.updated", count=1)
+    assert len(t.of("mcp_list_tools.in_progress")) == 1
+
+
+async def test_a_call_runs_on_the_server_and_the_next_response_uses_its_output(mcp_url):
+    llm = ScriptedLlm({"name": "get_weather", "arguments": '{"city": "Paris"}'}, "Sunny, 21 degrees.")
+    engine, t = await configured(mcp_url, llm, require_approval="never")
+    send(engine, type="conversation.item.create",
+         item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]})
+    send(engine, type="response.create")
+    await settle(t, "response.done")
+    offered = [tool["function"]["name"] for tool in llm.requests[0].tools]
+    assert set(offered) == {"get_weather", "add", "broken"}
+    types = t.types()
+    order = ["response.output_item.added", "response.mcp_call_arguments.delta", "response.mcp_call_arguments.done",
+             "response.mcp_call.in_progress", "response.mcp_call.completed", "response.output_item.done",
+             "response.done"]
+    assert [types.index(x) for x in order] == sorted(types.index(x) for x in order), types
+    item = t.of("response.output_item.done")[0]["item"]
+    assert item["type"] == "mcp_call" and item["name"] == "get_weather" and item["server_label"] == "weather"
+    assert json.loads(item["arguments"]) == {"city": "Paris"}
+    assert item["output"] == "It is 21 degrees and sunny in Paris." and item.get("error") is None
+    assert t.of("response.done")[0]["response"]["status"] == "completed"
+    # as with OpenAI, the client asks for the answer; the model reads the tool's output
+    send(engine, type="response.create")
+    await settle(t, "response.done", count=2)
+    messages = llm.requests[1].messages
+    assert any(m["role"] == "tool" and "sunny in Paris" in m["content"] for m in messages), messages
+    assert t.of("response.done")[1]["response"]["output"][0]["content"][0]["text"] == "Sunny, 21 degrees."
+
+
+async def test_a_failing_tool_is_an_error_on_the_call_item(mcp_url):
+    llm = ScriptedLlm({"name": "broken", "arguments": "{}"})
+    engine, t = await configured(mcp_url, llm, require_approval="never")
+    send(engine, type="response.create")
+    await settle(t, "response.done")
+    assert t.of("response.mcp_call.failed") and not t.of("response.mcp_call.completed")
+    item = t.of("response.output_item.done")[0]["item"]
+    assert item["error"]["type"] == "tool_execution_error" and "offline" in item["error"]["message"]
+    assert item.get("output") is None
+
+
+async def test_approval_is_requested_by_default_and_an_approved_call_runs(mcp_url):
+    llm = ScriptedLlm({"name": "add", "arguments": '{"a": 2, "b": 3}'}, "Five.")
+    engine, t = await configured(mcp_url, llm)  # require_approval defaults to "always"
+    send(engine, type="response.create")
+    await settle(t, "response.done")
+    request = t.of("response.output_item.done")[0]["item"]
+    assert request["type"] == "mcp_approval_request" and request["name"] == "add"
+    assert json.loads(request["arguments"]) == {"a": 2, "b": 3}
+    assert not t.of("response.mcp_call.in_progress")  # nothing ran
+    # an answer to an unknown request is an error
+    send(engine, type="conversation.item.create",
+         item={"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": True})
+    await settle(t, "error")
+    assert t.of("error")[-1]["error"]["param"] == "item.approval_request_id"
+    send(engine, type="conversation.item.create",
+         item={"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True})
+    await settle(t, "response.mcp_call.completed")
+    call = next(e["item"] for e in t.of("conversation.item.done") if e["item"]["type"] == "mcp_call")
+    assert call["approval_request_id"] == request["id"] and call["output"] == "5"
+    send(engine, type="response.create")
+    await settle(t, "response.done", count=2)
+    assert any(m["role"] == "tool" and m["content"] == "5" for m in llm.requests[1].messages)
+
+
+async def test_a_declined_call_does_not_run_and_the_model_is_told(mcp_url):
+    llm = ScriptedLlm({"name": "add", "arguments": '{"a": 1, "b": 1}'}, "OK, I won't.")
+    engine, t = await configured(mcp_url, llm, require_approval={"always": {"tool_names": ["add"]}})
+    send(engine, type="response.create")
+    await settle(t, "response.done")
+    request = t.of("response.output_item.done")[0]["item"]
+    send(engine, type="conversation.item.create", item={
+        "type": "mcp_approval_response", "approval_request_id": request["id"], "approve": False, "reason": "no"})
+    send(engine, type="response.create")
+    await settle(t, "response.done", count=2)
+    assert not t.of("response.mcp_call.in_progress")
+    tool_messages = [m for m in llm.requests[1].messages if m["role"] == "tool"]
+    assert tool_messages and "declined" in tool_messages[0]["content"]
+
+
+async def test_read_only_tools_skip_approval_when_configured(mcp_url):
+    llm = ScriptedLlm({"name": "add", "arguments": '{"a": 4, "b": 4}'})
+    engine, t = await configured(mcp_url, llm, require_approval={"never": {"read_only": True}})
+    send(engine, type="response.create")
+    await settle(t, "response.done")
+    assert t.of("response.output_item.done")[0]["item"]["output"] == "8"
+
+
+async def test_unreachable_server_fails_its_listing_with_a_clear_error():
+    engine, t = make_engine({"type": "realtime", "tools": [mcp_tool("http://127.0.0.1:9/mcp")]})
+    await settle(t, "mcp_list_tools.failed")
+    await settle(t, "error")
+    error = t.of("error")[-1]["error"]
+    assert error["code"] == "mcp_list_tools_failed" and "server_url" in error["message"]
+    done = next(e for e in t.of("conversation.item.done") if e["item"]["type"] == "mcp_list_tools")
+    assert done["item"]["tools"] == []
+
+
+@pytest.mark.parametrize("tool, param", [
+    ({"type": "mcp", "server_label": "cal", "connector_id": "connector_googlecalendar"}, "session.tools.0.connector_id"),
+    ({"type": "mcp", "server_label": "nowhere"}, "session.tools.0.server_url"),
+    ({"type": "mcp", "server_label": "x", "server_url": "ftp://example.com"}, "session.tools.0.server_url"),
+])
+async def test_definitions_that_cannot_be_served_are_rejected(tool, param):
+    engine, t = make_engine()
+    send(engine, type="session.update", session={"type": "realtime", "tools": [tool]})
+    await settle(t, "error")
+    assert t.of("error")[-1]["error"]["param"] == param
+    assert not t.of("session.updated") and not t.of("mcp_list_tools.in_progress")
