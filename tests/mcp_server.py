@@ -38,11 +38,11 @@ def build_server(json_response: bool = False):
 
 
 @contextlib.contextmanager
-def running_mcp_server(json_response: bool = False) -> Iterator[str]:
-    """Serve it in a thread of its own; yields the URL (…/mcp)."""
+def serving(app, path: str = "/mcp") -> Iterator[str]:
+    """Serve an ASGI app in a thread of its own on a free port; yields its URL (+ path)."""
     port = _free_port()
-    app = build_server(json_response).streamable_http_app()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                          timeout_graceful_shutdown=1))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     for _ in range(200):
@@ -50,7 +50,47 @@ def running_mcp_server(json_response: bool = False) -> Iterator[str]:
             break
         threading.Event().wait(0.02)
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def running_mcp_server(json_response: bool = False):
+    """The FastMCP server above; yields its URL (…/mcp)."""
+    return serving(build_server(json_response).streamable_http_app())
+
+
+def lingering_stream_app(linger_s: float = 30.0):
+    """A minimal MCP endpoint that answers every request on an event stream and then keeps the
+    stream open (as a server sending notifications may), to check clients stop at the answer."""
+    import json
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        message = json.loads(body)
+        if "id" not in message:
+            await send({"type": "http.response.start", "status": 202, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        result = {"tools": [{"name": "ping", "inputSchema": {"type": "object"}}]} \
+            if message["method"] == "tools/list" else {"protocolVersion": "2025-06-18", "capabilities": {}}
+        answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": f"event: message\ndata: {answer}\n\n".encode(),
+                    "more_body": True})
+        await asyncio.sleep(linger_s)
+        await send({"type": "http.response.body", "body": b""})
+
+    return app

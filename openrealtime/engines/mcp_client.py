@@ -96,23 +96,33 @@ class McpClient:
             headers["Mcp-Session-Id"] = self._session_id
         return headers
 
-    async def _post(self, message: dict[str, Any]) -> httpx.Response:
+    async def _send(self, message: dict[str, Any]) -> None:
+        """A notification: the server answers 202 with no body."""
         try:
             response = await self._client().post(self.url, json=message, headers=self._request_headers())
         except httpx.HTTPError as exc:
             raise McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}") from exc
-        if response.status_code >= 400:
-            detail = response.text[:300].strip()
-            raise McpError("http_error", f"the MCP server at {self.url} answered HTTP {response.status_code}"
-                           + (f": {detail}" if detail else ""), code=response.status_code)
-        return response
+        _check_status(response, self.url, response.text)
 
     async def _rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and read its answer: a JSON body, or the event stream up to the event that
+        carries it (a server may keep the stream open for notifications after it)."""
         request_id = next(self._ids)
-        response = await self._post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        if method == "initialize" and response.headers.get("mcp-session-id"):
-            self._session_id = response.headers["mcp-session-id"]
-        answer = _find_answer(response, request_id)
+        message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        try:
+            async with self._client().stream("POST", self.url, json=message,
+                                             headers=self._request_headers()) as response:
+                if response.status_code >= 400:
+                    _check_status(response, self.url, (await response.aread()).decode("utf-8", "replace"))
+                if method == "initialize" and response.headers.get("mcp-session-id"):
+                    self._session_id = response.headers["mcp-session-id"]
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind == "text/event-stream":
+                    answer = await _answer_in_stream(response, request_id)
+                else:
+                    answer = _answer_in_body(await response.aread(), request_id)
+        except httpx.HTTPError as exc:
+            raise McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}") from exc
         if "error" in answer:
             error = answer["error"] if isinstance(answer["error"], dict) else {}
             raise McpError("protocol_error", str(error.get("message") or "JSON-RPC error"),
@@ -128,7 +138,7 @@ class McpClient:
         await self._rpc("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
                                        "clientInfo": CLIENT_INFO})
         self._initialized = True
-        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     async def list_tools(self) -> list[ListedTool]:
         await self._ensure_initialized()
@@ -168,28 +178,42 @@ class McpClient:
         await http.aclose()
 
 
-def _find_answer(response: httpx.Response, request_id: int) -> dict[str, Any]:
-    """The JSON-RPC answer to `request_id` in a JSON body or an event stream."""
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    messages: list[Any] = []
+def _check_status(response: httpx.Response, url: str, body: str) -> None:
+    if response.status_code >= 400:
+        detail = body[:300].strip()
+        raise McpError("http_error", f"the MCP server at {url} answered HTTP {response.status_code}"
+                       + (f": {detail}" if detail else ""), code=response.status_code)
+
+
+def _is_answer(message: Any, request_id: int) -> bool:
+    return isinstance(message, dict) and message.get("id") == request_id and ("result" in message or "error" in message)
+
+
+def _answer_in_body(body: bytes, request_id: int) -> dict[str, Any]:
     try:
-        if kind == "text/event-stream":
-            data: list[str] = []
-            for line in response.text.splitlines() + [""]:
-                if line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-                elif not line and data:
-                    messages.append(json.loads("\n".join(data)))
-                    data = []
-        else:
-            body = response.json()
-            messages = body if isinstance(body, list) else [body]
+        parsed = json.loads(body)
     except ValueError as exc:
         raise McpError("protocol_error", f"the MCP server sent a malformed answer: {exc}", code=-32700) from exc
-    for message in messages:
-        if isinstance(message, dict) and message.get("id") == request_id and ("result" in message or "error" in message):
+    for message in parsed if isinstance(parsed, list) else [parsed]:
+        if _is_answer(message, request_id):
             return message
     raise McpError("protocol_error", "the MCP server did not answer the request", code=-32603)
+
+
+async def _answer_in_stream(response: httpx.Response, request_id: int) -> dict[str, Any]:
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif not line and data:
+            try:
+                message = json.loads("\n".join(data))
+            except ValueError as exc:
+                raise McpError("protocol_error", f"the MCP server sent a malformed event: {exc}", code=-32700) from exc
+            data = []
+            if _is_answer(message, request_id):
+                return message
+    raise McpError("protocol_error", "the MCP server's event stream ended without an answer", code=-32603)
 
 
 def _content_text(result: dict[str, Any]) -> str:

@@ -260,7 +260,10 @@ class SessionMcp:
     def _close_server(self, server: McpServer) -> None:
         if server.task is not None and not server.task.done():
             server.task.cancel()
-        asyncio.ensure_future(server.client.close())
+        try:
+            asyncio.get_running_loop().create_task(server.client.close())
+        except RuntimeError:  # no loop any more (interpreter shutdown): the server expires the session itself
+            pass
 
     def close(self) -> None:
         for server in self.servers.values():

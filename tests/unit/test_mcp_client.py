@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from openrealtime.engines.mcp_client import McpClient, McpError
-from tests.mcp_server import running_mcp_server
+from tests.mcp_server import lingering_stream_app, running_mcp_server, serving
 
 
 @pytest.fixture(params=[False, True], ids=["event-stream", "json"])
@@ -47,3 +47,12 @@ async def test_an_unreachable_or_wrong_server_is_an_http_error():
         with pytest.raises(McpError) as down:
             await client.list_tools()
         assert down.value.kind == "http_error" and "could not reach" in down.value.message
+
+
+async def test_an_answer_is_read_without_waiting_for_the_stream_to_end():
+    import asyncio
+
+    with serving(lingering_stream_app(linger_s=120)) as url:
+        async with McpClient(url, timeout_s=300) as client:
+            tools = await asyncio.wait_for(client.list_tools(), timeout=60)
+    assert [t.name for t in tools] == ["ping"]
