@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 
 from tests.compat.conftest import KEY, pcm24k_from_wav
 from tests.e2e.conftest import piper_to_wav
+from tests.mcp_server import running_mcp_server
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
@@ -102,6 +103,34 @@ async def test_websocket_session_text_audio_and_function_call(compat_server, mod
         final = done.response.output[0]
         assert final.type == "message", done
         assert "21" in final.content[0].text or "sunny" in final.content[0].text.lower(), final.content[0].text
+
+
+async def test_websocket_mcp_tool_runs_on_the_server(compat_server):
+    """An MCP server as a session tool: listed, called by the real model, run by our server; every
+    MCP event and item the SDK receives validates against its own types."""
+    client = client_for(compat_server)
+    seen: list = []
+    with running_mcp_server() as url:
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            await next_of(conn, "session.created", seen)
+            await conn.session.update(session={
+                "type": "realtime", "output_modalities": ["text"], "instructions": INSTRUCTIONS,
+                "tools": [{"type": "mcp", "server_label": "weather", "server_url": url,
+                           "allowed_tools": ["get_weather"], "require_approval": "never"}]})
+            listed = await next_of(conn, "mcp_list_tools.completed", seen)
+            item = next(e.item for e in seen if e.type == "conversation.item.added" and e.item.type == "mcp_list_tools")
+            assert item.id == listed.item_id
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "What is the weather in Paris right now?"}]})
+            await conn.response.create(response={"tool_choice": {"type": "mcp", "server_label": "weather"}})
+            done = await next_of(conn, "response.done", seen)
+            call = done.response.output[0]
+            assert call.type == "mcp_call" and call.name == "get_weather" and "sunny in Paris" in call.output, done
+            assert any(e.type == "response.mcp_call.completed" and e.item_id == call.id for e in seen)
+            await conn.response.create()
+            done = await next_of(conn, "response.done", seen)
+            answer = done.response.output[0].content[0].text.lower()
+            assert any(word in answer for word in ("21", "sunny", "degrees")), answer
 
 
 async def test_client_secret_webrtc_call_sideband_and_hangup(compat_server):
