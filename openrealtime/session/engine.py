@@ -782,12 +782,13 @@ class SessionEngine:
                                                                                        "properties": {}}}}
                       for t in tools if isinstance(t, FunctionTool)]
         chat_tools += SessionMcp.chat_tools(mcp_offered or {})
+        kind = getattr(tool_choice, "type", None)
         if isinstance(tool_choice, str):
             choice: Any = tool_choice
-        elif getattr(tool_choice, "type", "") == "function" or (tool_choice.type == "mcp" and tool_choice.name):
+        elif kind == "function" or (kind == "mcp" and tool_choice.name):
             choice = {"type": "function", "function": {"name": tool_choice.name}}
         else:  # {"type": "mcp", "server_label": ...}: one of its tools
-            choice = "required" if tool_choice.type == "mcp" else "auto"
+            choice = "required" if kind == "mcp" else "auto"
         in_conversation = params.input is None
         truncation = config.truncation
         retention = None if truncation == "disabled" else \

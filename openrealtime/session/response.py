@@ -228,7 +228,6 @@ class ResponseRun:
                 await mcp.run(state.server, item)
                 done = ev.ResponseMcpCallFailedEvent if item.error is not None else ev.ResponseMcpCallCompletedEvent
                 self.engine.emit(done(item_id=item.id, output_index=state.output_index))
-                state.server = None  # ran
 
     def _item_added(self, item: AnyItem, output_index: int) -> None:
         self.engine.emit(ev.ResponseOutputItemAddedEvent(response_id=self.id, output_index=output_index, item=item))
