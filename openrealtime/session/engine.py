@@ -781,13 +781,17 @@ class SessionEngine:
                                                         "parameters": t.parameters or {"type": "object",
                                                                                        "properties": {}}}}
                       for t in tools if isinstance(t, FunctionTool)]
-        chat_tools += SessionMcp.chat_tools(mcp_offered or {})
+        offered = mcp_offered or {}
         kind = getattr(tool_choice, "type", None)
+        if kind == "mcp":  # one of that server's tools: only they are offered
+            chat_tools = []
+            offered = {name: server for name, server in offered.items() if server.label == tool_choice.server_label}
+        chat_tools += SessionMcp.chat_tools(offered)
         if isinstance(tool_choice, str):
             choice: Any = tool_choice
         elif kind == "function" or (kind == "mcp" and tool_choice.name):
             choice = {"type": "function", "function": {"name": tool_choice.name}}
-        else:  # {"type": "mcp", "server_label": ...}: one of its tools
+        else:
             choice = "required" if kind == "mcp" else "auto"
         in_conversation = params.input is None
         truncation = config.truncation

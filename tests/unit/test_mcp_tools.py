@@ -150,3 +150,20 @@ async def test_definitions_that_cannot_be_served_are_rejected(tool, param):
     await settle(t, "error")
     assert t.of("error")[-1]["error"]["param"] == param
     assert not t.of("session.updated") and not t.of("mcp_list_tools.in_progress")
+
+
+async def test_a_server_tool_choice_offers_only_that_servers_tools_and_requires_a_call(mcp_url):
+    llm = ScriptedLlm({"name": "get_weather", "arguments": '{"city": "Oslo"}'})
+    engine, t = make_engine({"type": "realtime", "output_modalities": ["text"], "tools": [
+        mcp_tool(mcp_url, require_approval="never"),
+        {"type": "function", "name": "set_timer", "parameters": {"type": "object", "properties": {}}}]}, llm=llm)
+    await settle(t, "mcp_list_tools.completed")
+    send(engine, type="response.create", response={"tool_choice": {"type": "mcp", "server_label": "weather"}})
+    await settle(t, "response.done")
+    request = llm.requests[0]
+    assert {tool["function"]["name"] for tool in request.tools} == {"get_weather", "add", "broken"}
+    assert request.tool_choice == "required"
+    send(engine, type="response.create",
+         response={"tool_choice": {"type": "mcp", "server_label": "weather", "name": "get_weather"}})
+    await settle(t, "response.done", count=2)
+    assert llm.requests[1].tool_choice == {"type": "function", "function": {"name": "get_weather"}}
