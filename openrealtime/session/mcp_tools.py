@@ -144,7 +144,8 @@ class SessionMcp:
                                     code="invalid_value", param=f"{where}.authorization")
         for _index, tool in mcp:
             known = self.servers.get(tool.server_label)
-            if tool.server_url is None or (known is not None and _same_server(known.definition, tool)):
+            failed = known is not None and not known.ready and known.task is not None and known.task.done()
+            if tool.server_url is None or (known is not None and _same_server(known.definition, tool) and not failed):
                 if known is not None and tool.require_approval is not None:
                     known.definition = known.definition.model_copy(update={"require_approval": tool.require_approval})
                 continue

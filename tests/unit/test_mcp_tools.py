@@ -137,6 +137,9 @@ async def test_unreachable_server_fails_its_listing_with_a_clear_error():
     assert error["code"] == "mcp_list_tools_failed" and "server_url" in error["message"]
     done = next(e for e in t.of("conversation.item.done") if e["item"]["type"] == "mcp_list_tools")
     assert done["item"]["tools"] == []
+    # sending the definition again (say, once the server is up) lists it again
+    send(engine, type="session.update", session={"type": "realtime", "tools": [mcp_tool("http://127.0.0.1:9/mcp")]})
+    await settle(t, "mcp_list_tools.failed", count=2)
 
 
 @pytest.mark.parametrize("tool, param", [
