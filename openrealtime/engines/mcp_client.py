@@ -15,6 +15,7 @@ unreachable server) and, from `call_tool`, `tool_execution_error` (the tool ran 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class McpClient:
     _initialized: bool = False
     _ids: Any = field(default_factory=lambda: count(1))
     _http: httpx.AsyncClient | None = None
+    _init_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def __aenter__(self) -> "McpClient":
         return self
@@ -133,19 +135,33 @@ class McpClient:
         return result
 
     async def _ensure_initialized(self) -> None:
-        if self._initialized:
-            return
-        await self._rpc("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
-                                       "clientInfo": CLIENT_INFO})
-        self._initialized = True
-        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        async with self._init_lock:
+            if self._initialized:
+                return
+            await self._rpc("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                                           "clientInfo": CLIENT_INFO})
+            self._initialized = True
+            await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A request in an initialized session. A server that no longer knows our session (it
+        restarted: HTTP 404 for a session id) gets a new one, and the request once more."""
+        await self._ensure_initialized()
+        try:
+            return await self._rpc(method, params)
+        except McpError as exc:
+            if not (exc.kind == "http_error" and exc.code == 404 and self._session_id):
+                raise
+        log.info("MCP server %s forgot our session; starting a new one", self.url)
+        self._session_id, self._initialized = None, False
+        await self._ensure_initialized()
+        return await self._rpc(method, params)
 
     async def list_tools(self) -> list[ListedTool]:
-        await self._ensure_initialized()
         tools: list[ListedTool] = []
         cursor: str | None = None
         for _page in range(MAX_TOOL_PAGES):
-            result = await self._rpc("tools/list", {"cursor": cursor} if cursor else {})
+            result = await self._request("tools/list", {"cursor": cursor} if cursor else {})
             for raw in result.get("tools") or []:
                 if isinstance(raw, dict) and isinstance(raw.get("name"), str):
                     schema = raw.get("inputSchema")
@@ -159,8 +175,7 @@ class McpClient:
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> str:
         """Run a tool; its text content (joined) or, without text, its structured content as JSON."""
-        await self._ensure_initialized()
-        result = await self._rpc("tools/call", {"name": name, "arguments": arguments})
+        result = await self._request("tools/call", {"name": name, "arguments": arguments})
         output = _content_text(result)
         if result.get("isError"):
             raise McpError("tool_execution_error", output or f"the tool {name} failed")

@@ -56,3 +56,12 @@ async def test_an_answer_is_read_without_waiting_for_the_stream_to_end():
         async with McpClient(url, timeout_s=300) as client:
             tools = await asyncio.wait_for(client.list_tools(), timeout=60)
     assert [t.name for t in tools] == ["ping"]
+
+
+async def test_a_restarted_server_gets_a_new_session():
+    with running_mcp_server() as url:
+        async with McpClient(url) as client:
+            assert len(await client.list_tools()) == 3
+            client._session_id = "a-session-the-server-never-issued"  # as after a server restart: 404
+            assert await client.call_tool("add", {"a": 1, "b": 2}) == "3"
+            assert client._session_id != "a-session-the-server-never-issued"
