@@ -56,8 +56,10 @@ def serving(app, path: str = "/mcp") -> Iterator[str]:
         thread.join(5)
 
 
-def running_mcp_server(json_response: bool = False):
-    """The FastMCP server above; yields its URL (…/mcp)."""
+def running_mcp_server(json_response: bool = False, legacy_sse: bool = False):
+    """The FastMCP server above; yields its URL (…/mcp, or …/sse for the older HTTP+SSE transport)."""
+    if legacy_sse:
+        return serving(build_server().sse_app(), path="/sse")
     return serving(build_server(json_response).streamable_http_app())
 
 

@@ -7,6 +7,11 @@ as a `text/event-stream` whose events carry JSON-RPC messages (the answer is the
 request id). The server may hand out an `Mcp-Session-Id` at `initialize`; it is sent back on
 every later request and the session is closed with a DELETE.
 
+Servers that only speak the older HTTP+SSE transport (protocol 2024-11-05: a long-lived GET event
+stream whose first `endpoint` event names the URL to POST messages to; answers come back on the
+stream) are detected as the specification suggests — the initialize POST fails with 400, 404 or
+405 — and served over that transport instead (`_LegacySse`).
+
 Errors are `McpError` with the shape OpenAI reports on `mcp_call.error`: `protocol_error`
 (a JSON-RPC error or a malformed answer, with its code), `http_error` (a non-2xx status or an
 unreachable server) and, from `call_tool`, `tool_execution_error` (the tool ran and reported
@@ -21,12 +26,14 @@ import logging
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "2025-06-18"
+LEGACY_PROTOCOL_VERSION = "2024-11-05"
 CLIENT_INFO = {"name": "openrealtime", "version": "0.1.0"}
 MAX_TOOL_PAGES = 20
 
@@ -76,6 +83,7 @@ class McpClient:
     _ids: Any = field(default_factory=lambda: count(1))
     _http: httpx.AsyncClient | None = None
     _init_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _legacy: "_LegacySse | None" = None
 
     async def __aenter__(self) -> "McpClient":
         return self
@@ -100,6 +108,9 @@ class McpClient:
 
     async def _send(self, message: dict[str, Any]) -> None:
         """A notification: the server answers 202 with no body."""
+        if self._legacy is not None:
+            await self._legacy.post(message)
+            return
         try:
             response = await self._client().post(self.url, json=message, headers=self._request_headers())
         except httpx.HTTPError as exc:
@@ -107,10 +118,25 @@ class McpClient:
         _check_status(response, self.url, response.text)
 
     async def _rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Send a request and read its answer: a JSON body, or the event stream up to the event that
-        carries it (a server may keep the stream open for notifications after it)."""
         request_id = next(self._ids)
         message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        if self._legacy is not None:
+            answer = await self._legacy.exchange(message, self.timeout_s)
+        else:
+            answer = await self._exchange(message, method)
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            raise McpError("protocol_error", str(error.get("message") or "JSON-RPC error"),
+                           code=error.get("code") if isinstance(error.get("code"), int) else None)
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise McpError("protocol_error", f"{method}: the MCP server's answer has no result object", code=-32603)
+        return result
+
+    async def _exchange(self, message: dict[str, Any], method: str) -> dict[str, Any]:
+        """Streamable HTTP: POST a request and read its answer — a JSON body, or the event stream up to
+        the event that carries it (a server may keep the stream open for notifications after it)."""
+        request_id = message["id"]
         try:
             async with self._client().stream("POST", self.url, json=message,
                                              headers=self._request_headers()) as response:
@@ -125,27 +151,30 @@ class McpClient:
                     answer = _answer_in_body(await response.aread(), request_id)
         except httpx.HTTPError as exc:
             raise McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}") from exc
-        if "error" in answer:
-            error = answer["error"] if isinstance(answer["error"], dict) else {}
-            raise McpError("protocol_error", str(error.get("message") or "JSON-RPC error"),
-                           code=error.get("code") if isinstance(error.get("code"), int) else None)
-        result = answer.get("result")
-        if not isinstance(result, dict):
-            raise McpError("protocol_error", f"{method}: the MCP server's answer has no result object", code=-32603)
-        return result
+        return answer
 
     async def _ensure_initialized(self) -> None:
         async with self._init_lock:
             if self._initialized:
                 return
-            await self._rpc("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
-                                           "clientInfo": CLIENT_INFO})
+            hello = {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}
+            try:
+                await self._rpc("initialize", hello)
+            except McpError as exc:
+                if self._legacy is not None or exc.kind != "http_error" or exc.code not in (400, 404, 405):
+                    raise
+                log.info("MCP server %s does not take Streamable HTTP (HTTP %s); trying the HTTP+SSE transport",
+                         self.url, exc.code)
+                self._legacy = await _LegacySse.open(self._client(), self.url, self.headers, self.timeout_s)
+                await self._rpc("initialize", {**hello, "protocolVersion": LEGACY_PROTOCOL_VERSION})
             self._initialized = True
             await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A request in an initialized session. A server that no longer knows our session (it
         restarted: HTTP 404 for a session id) gets a new one, and the request once more."""
+        if self._legacy is not None and self._legacy.closed:  # its event stream ended: start over
+            self._legacy, self._initialized = None, False
         await self._ensure_initialized()
         try:
             return await self._rpc(method, params)
@@ -182,6 +211,9 @@ class McpClient:
         return output
 
     async def close(self) -> None:
+        legacy, self._legacy = self._legacy, None
+        if legacy is not None:
+            legacy.close()
         http, self._http = self._http, None
         if http is None:
             return
@@ -191,6 +223,104 @@ class McpClient:
             except httpx.HTTPError:
                 pass  # the server may not support closing sessions; it expires them itself
         await http.aclose()
+
+
+class _LegacySse:
+    """The HTTP+SSE transport: a GET event stream carries the answers of the messages POSTed to the
+    URL its `endpoint` event names."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
+        self.http = http
+        self.url = url
+        self.headers = headers
+        self.endpoint = ""
+        self.pending: dict[Any, asyncio.Future] = {}
+        self.closed = False
+        self.task: asyncio.Task | None = None
+
+    @classmethod
+    async def open(cls, http: httpx.AsyncClient, url: str, headers: dict[str, str], timeout_s: float) -> "_LegacySse":
+        self = cls(http, url, headers)
+        ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(self._read(ready))
+        try:
+            self.endpoint = await asyncio.wait_for(asyncio.shield(ready), timeout_s)
+        except asyncio.TimeoutError:
+            self.close()
+            raise McpError("protocol_error", f"the MCP server at {url} sent no endpoint event", code=-32603) from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def _read(self, ready: asyncio.Future) -> None:
+        failure: McpError | None = None
+        try:
+            # no read timeout: the stream is idle between answers
+            async with self.http.stream("GET", self.url, headers={**self.headers, "Accept": "text/event-stream"},
+                                        timeout=httpx.Timeout(None, connect=10.0)) as response:
+                if response.status_code >= 400:
+                    _check_status(response, self.url, (await response.aread()).decode("utf-8", "replace"))
+                event, data = "message", []
+                async for line in response.aiter_lines():
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+                    elif not line:
+                        if data:
+                            self._on_event(event, "\n".join(data), ready)
+                        event, data = "message", []
+            failure = McpError("http_error", f"the MCP server at {self.url} closed its event stream")
+        except McpError as exc:
+            failure = exc
+        except httpx.HTTPError as exc:
+            failure = McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}")
+        finally:
+            self.closed = True
+            failure = failure or McpError("http_error", "the MCP connection was closed")
+            for future in [ready, *self.pending.values()]:
+                if not future.done():
+                    future.set_exception(failure)
+            self.pending.clear()
+
+    def _on_event(self, event: str, data: str, ready: asyncio.Future) -> None:
+        if event == "endpoint":
+            if not ready.done():
+                ready.set_result(urljoin(self.url, data.strip()))
+            return
+        try:
+            message = json.loads(data)
+        except ValueError:
+            log.warning("MCP server %s sent a malformed event; ignored", self.url)
+            return
+        future = self.pending.pop(message.get("id"), None) if isinstance(message, dict) else None
+        if future is not None and not future.done() and ("result" in message or "error" in message):
+            future.set_result(message)
+
+    async def post(self, message: dict[str, Any]) -> None:
+        try:
+            response = await self.http.post(self.endpoint, json=message,
+                                            headers={**self.headers, "Content-Type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise McpError("http_error", f"could not reach the MCP server at {self.endpoint}: {exc}") from exc
+        _check_status(response, self.endpoint, response.text)
+
+    async def exchange(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.pending[message["id"]] = future
+        try:
+            await self.post(message)
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise McpError("http_error", f"the MCP server at {self.url} did not answer within {timeout_s:.0f} s",
+                           code=504) from None
+        finally:
+            self.pending.pop(message["id"], None)
+
+    def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
 
 def _check_status(response: httpx.Response, url: str, body: str) -> None:

@@ -8,9 +8,9 @@ from openrealtime.engines.mcp_client import McpClient, McpError
 from tests.mcp_server import lingering_stream_app, running_mcp_server, serving
 
 
-@pytest.fixture(params=[False, True], ids=["event-stream", "json"])
+@pytest.fixture(params=["event-stream", "json", "legacy-sse"])
 def mcp_url(request):
-    with running_mcp_server(json_response=request.param) as url:
+    with running_mcp_server(json_response=request.param == "json", legacy_sse=request.param == "legacy-sse") as url:
         yield url
 
 
