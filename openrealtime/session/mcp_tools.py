@@ -160,11 +160,9 @@ class SessionMcp:
         server = McpServer(tool, ids.item_id(), McpClient(tool.server_url or "", headers=headers))
         self.servers[tool.server_label] = server
         item = McpListToolsItem(id=server.item_id, server_label=server.label, tools=[])
-        engine = self.engine
-        previous = engine.conversation.insert(item)
-        engine.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
-        engine.emit(ev.McpListToolsInProgressEvent(item_id=item.id))
-        server.task = engine._spawn(self._list_tools(server, item))
+        self._item_added(item)
+        self.engine.emit(ev.McpListToolsInProgressEvent(item_id=item.id))
+        server.task = self.engine._spawn(self._list_tools(server, item))
 
     async def _list_tools(self, server: McpServer, item: McpListToolsItem) -> None:
         engine = self.engine
@@ -186,6 +184,11 @@ class SessionMcp:
         log.info("MCP server %s: %d tools (%s)", server.label, len(item.tools), ", ".join(server.tools))
         engine.emit(ev.McpListToolsCompletedEvent(item_id=item.id))
         self._item_done(item)
+
+    def _item_added(self, item: Any) -> None:
+        """A server-made item joins the conversation (its `done` follows when it is complete)."""
+        previous = self.engine.conversation.insert(item)
+        self.engine.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
 
     def _item_done(self, item: Any) -> None:
         conversation = self.engine.conversation
@@ -241,10 +244,8 @@ class SessionMcp:
         server = self.servers.get(request.server_label)
         call = McpCallItem(id=ids.item_id(), server_label=request.server_label, name=request.name,
                            arguments=request.arguments, approval_request_id=request.id)
-        engine = self.engine
-        previous = engine.conversation.insert(call)
-        engine.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=call))
-        engine._spawn(self._run_approved(server, call))
+        self._item_added(call)
+        self.engine._spawn(self._run_approved(server, call))
 
     async def _run_approved(self, server: McpServer | None, call: McpCallItem) -> None:
         engine = self.engine
