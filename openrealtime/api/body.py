@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from ..protocol.json_limits import JsonTooDeep
+from ..protocol.json_limits import loads as loads_limited
 from .errors import ApiError
 
 
@@ -21,6 +23,8 @@ class OfferRequest:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused (413) at the first byte over `limit`: a declared Content-Length is checked
+    before anything is read, a chunked body as it arrives."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"Request body of {declared} bytes exceeds the {limit}-byte limit.", code="request_too_large")
@@ -43,10 +47,13 @@ def _utf8(data: bytes, what: str) -> str:
 
 def _session_json(text: str) -> Any:
     try:
-        value = json.loads(text)
+        value = loads_limited(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"The 'session' field is not valid JSON: {exc.msg} at position {exc.pos}.",
                        code="invalid_json", param="session") from None
+    except JsonTooDeep as exc:
+        raise ApiError(400, f"The 'session' field is not valid JSON: {exc}.", code="invalid_json",
+                       param="session") from None
     if not isinstance(value, dict):
         raise ApiError(400, "The 'session' field must be a JSON object.", code="invalid_type", param="session")
     return value
@@ -114,9 +121,11 @@ def parse_offer_body(content_type: str, body: bytes) -> OfferRequest:
         return OfferRequest(_utf8(body, "sdp"))
     if ctype == "application/json":
         try:
-            data = json.loads(_utf8(body, "body"))
+            data = loads_limited(_utf8(body, "body"))
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"Invalid JSON body: {exc.msg}.", code="invalid_json") from None
+        except JsonTooDeep as exc:
+            raise ApiError(400, f"Invalid JSON body: {exc}.", code="invalid_json") from None
         if not isinstance(data, dict) or not isinstance(data.get("sdp"), str):
             raise ApiError(400, "Missing required parameter: 'sdp' (a string).", code="missing_required_parameter",
                            param="sdp")

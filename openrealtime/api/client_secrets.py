@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Literal
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import ids
 from ..protocol.errors import ProtocolError, pydantic_error_to_protocol
+from ..protocol.json_limits import loads as loads_limited
 from ..protocol.session import parse_session_config, session_object
 from .body import read_body
 from .errors import ApiError
@@ -38,8 +38,8 @@ async def create_client_secret(request: Request) -> dict[str, Any]:
     state.auth(request)
     raw = await read_body(request, state.settings.max_body_bytes)
     try:
-        data = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = loads_limited(raw.decode("utf-8")) if raw.strip() else {}
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: not JSON, or JsonTooDeep
         raise ApiError(400, f"Invalid JSON body: {exc}.", code="invalid_json") from None
     try:
         req = ClientSecretRequest.model_validate(data)

@@ -9,13 +9,15 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from ..limits import MAX_SDP_BYTES
 from ..media.sdp_inspect import inspect_sdp
+from ..protocol.json_limits import JsonTooDeep
+from ..protocol.json_limits import loads as loads_limited
 from .body import read_body
 from .errors import ApiError
 
 router = APIRouter()
 INDEX = Path(__file__).resolve().parent.parent / "web" / "index.html"
-MAX_SDP_BYTES = 256 * 1024
 
 
 @lru_cache(maxsize=1)
@@ -47,10 +49,12 @@ async def inspect_sdp_route(request: Request) -> JSONResponse:
         raise ApiError(400, "The body is not valid UTF-8 text.", code="invalid_encoding") from None
     if "json" in request.headers.get("content-type", "").lower():
         try:
-            value = json.loads(text)
+            value = loads_limited(text)
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"The body is not valid JSON: {exc.msg} at position {exc.pos}.",
                            code="invalid_json") from None
+        except JsonTooDeep as exc:
+            raise ApiError(400, f"The body is not valid JSON: {exc}.", code="invalid_json") from None
         if isinstance(value, dict) and isinstance(value.get("sdp"), str):
             text = value["sdp"]
         elif isinstance(value, str):

@@ -92,30 +92,18 @@ def image_tokens(width: int, height: int, detail: str = "auto") -> int:
 
 
 def image_size_from_data_url(data_url: str) -> tuple[int, int] | None:
-    """Width and height of a PNG or JPEG data URL, read from its header (no decoding)."""
+    """Width and height of a PNG, JPEG, WebP or GIF data URL, read from its header (no decoding)."""
     import base64
-    import struct
+
+    from .image_header import read_header
 
     try:
         head = data_url.split(",", 1)[1][:88_000]
         raw = base64.b64decode(head[: len(head) - len(head) % 4])
     except (IndexError, ValueError):
         return None
-    if raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) >= 24:
-        return struct.unpack(">II", raw[16:24])
-    if raw[:2] == b"\xff\xd8":
-        pos = 2
-        while pos + 9 < len(raw):
-            if raw[pos] != 0xFF:
-                pos += 1
-                continue
-            marker = raw[pos + 1]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                height, width = struct.unpack(">HH", raw[pos + 5:pos + 9])
-                return width, height
-            length = struct.unpack(">H", raw[pos + 2:pos + 4])[0]
-            pos += 2 + length
-    return None
+    header = read_header(raw)
+    return (header.width, header.height) if header is not None else None
 
 
 def image_tokens_for_data_url(data_url: str, detail: str = "auto") -> int:

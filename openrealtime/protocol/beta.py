@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .json_limits import loads as loads_limited
+
 BETA_HEADER_VALUE = "realtime=v1"
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 BETA_TEMPERATURE = 0.8  # what beta sessions reported; our models' sampling is not configurable per session
@@ -157,8 +159,8 @@ def client_text_to_ga(raw: str | bytes, max_bytes: int) -> str | bytes:
     if len(raw) > max_bytes:
         return raw
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
+        data = loads_limited(raw)  # too deep (a ValueError): passed on for the engine to report
+    except ValueError:
         return raw
     if not isinstance(data, dict):
         return raw

@@ -16,9 +16,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from .. import ids
+from ..limits import IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from ..media.image_header import read_header
 
 ItemStatus = Literal["completed", "incomplete", "in_progress"]
 MAX_AUDIO_BASE64_CHARS = 15 * 1024 * 1024
+_MAX_IMAGE_BASE64_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4
 
 
 class WireModel(BaseModel):
@@ -41,10 +44,38 @@ def validate_base64(value: str, *, max_chars: int = MAX_AUDIO_BASE64_CHARS) -> s
 
 
 def _validate_image_url(value: str) -> str:
+    """A base64 data URL of a PNG, JPEG, WebP or GIF within limits.MAX_IMAGE_BYTES whose header declares
+    at most limits.MAX_IMAGE_PIXELS (decompression bombs are refused here, before any decoder sees them)."""
     head = value[:64].lower()
     if not head.startswith("data:image/") or ";base64," not in value[:128].lower():
         raise PydanticCustomError(
             "invalid_value", "expected a base64 data URL such as 'data:image/jpeg;base64,...'.")
+    media, _, payload = value.partition(",")
+    subtype = media[len("data:image/"):].split(";", 1)[0].lower()
+    if subtype not in IMAGE_TYPES:
+        raise PydanticCustomError(
+            "invalid_value", "unsupported image type 'image/{subtype}': send PNG, JPEG, WebP or GIF.",
+            {"subtype": subtype[:32]})
+    if len(payload) > _MAX_IMAGE_BASE64_CHARS:
+        raise PydanticCustomError(
+            "invalid_value", "image too large ({size} bytes of base64; the limit is {limit} bytes of image "
+            "data). Downscale it first.", {"size": len(payload), "limit": MAX_IMAGE_BYTES})
+    try:
+        data = binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise PydanticCustomError("invalid_value", "the image data is not valid base64.") from None
+    header = read_header(data)
+    if header is None or header.width <= 0 or header.height <= 0:
+        raise PydanticCustomError(
+            "invalid_value", "the image data is not a PNG, JPEG, WebP or GIF whose size can be read "
+            "(truncated or another format).")
+    if header.decoded_pixels > MAX_IMAGE_PIXELS:
+        frames = f" × {header.frames} frames" if header.frames > 1 else ""
+        raise PydanticCustomError(
+            "invalid_value", "image too large: it declares {width}×{height}{frames}, {pixels} pixels to decode; "
+            "the limit is {limit}. Downscale it first.",
+            {"width": header.width, "height": header.height, "frames": frames, "pixels": header.decoded_pixels,
+             "limit": MAX_IMAGE_PIXELS})
     return value
 
 

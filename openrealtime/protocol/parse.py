@@ -2,7 +2,8 @@
 
 Error codes (all `type: invalid_request_error`; `event_id` = the client's, when readable):
   message_too_large            raw message longer than `max_bytes` (our code; OpenAI's is undocumented)
-  invalid_json                 not UTF-8, not JSON, or JSON that is not an object
+  invalid_json                 not UTF-8, not JSON, JSON that is not an object, or JSON nested deeper
+                               than limits.MAX_JSON_DEPTH
   invalid_event                no `type` field
   invalid_type (param "type")  `type` is not a string
   invalid_value (param "type") unknown event type
@@ -21,6 +22,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from .client_events import CLIENT_EVENT_TYPES, ClientEvent
 from .errors import ProtocolError, json_kind, quoted_list, pydantic_error_to_protocol
+from .json_limits import JsonTooDeep
+from .json_limits import loads as loads_limited
 from .server_events import ErrorEvent, ServerEvent
 
 MAX_EVENT_ID_CHARS = 512
@@ -57,16 +60,15 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int | None = None) -> Cli
             code="message_too_large", event_id=_sniff_event_id(raw))
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
-        data = json.loads(text)
+        data = loads_limited(text)
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"Invalid JSON: the message is not valid UTF-8 ({exc.reason} at byte {exc.start}).",
                             code="invalid_json", event_id=_sniff_event_id(raw)) from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"Invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
                             code="invalid_json", event_id=_sniff_event_id(raw)) from None
-    except RecursionError:
-        raise ProtocolError("Invalid JSON: nesting too deep.", code="invalid_json",
-                            event_id=_sniff_event_id(raw)) from None
+    except JsonTooDeep as exc:
+        raise ProtocolError(f"Invalid JSON: {exc}.", code="invalid_json", event_id=_sniff_event_id(raw)) from None
     if not isinstance(data, dict):
         raise ProtocolError(f"Invalid JSON: expected an object, but got {json_kind(data)}.", code="invalid_json")
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_serializer
 
 from .. import ids
+from ..limits import MAX_INSTRUCTIONS_CHARS, MAX_TOOLS
 from .items import Item, ResponseInputItem, WireModel, item_to_wire
 from .session import (AudioFormat, CustomVoice, MaxTokens, PcmFormat, PromptRef, RealtimeSessionConfig, Tool,
                       ToolChoice)
@@ -145,9 +146,9 @@ class ResponseCreateParams(WireModel):
     """`response.create.response`: every field optional; absent/null means "use the session's"."""
 
     output_modalities: Modalities | None = None
-    instructions: str | None = None
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS)
     audio: ResponseAudioParams | None = None
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     max_output_tokens: MaxTokens | None = None
     conversation: str | None = Field(None, min_length=1)  # "auto" | "none" | a conversation id

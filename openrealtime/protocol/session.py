@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..limits import MAX_INSTRUCTIONS_CHARS, MAX_TOOLS
 from .errors import ProtocolError, pydantic_error_to_protocol
 
 DEFAULT_MODEL = "gpt-realtime"
@@ -167,10 +168,10 @@ class RealtimeSessionConfig(_Strict):
 
     type: Literal["realtime"] = "realtime"
     model: str = DEFAULT_MODEL
-    instructions: str = DEFAULT_INSTRUCTIONS
+    instructions: str = Field(DEFAULT_INSTRUCTIONS, max_length=MAX_INSTRUCTIONS_CHARS)
     output_modalities: list[Literal["audio", "text"]] = Field(default_factory=lambda: ["audio"], min_length=1, max_length=1)
     audio: AudioConfig = Field(default_factory=AudioConfig)
-    tools: list[Tool] = Field(default_factory=list)
+    tools: list[Tool] = Field(default_factory=list, max_length=MAX_TOOLS)
     tool_choice: ToolChoice = "auto"
     max_output_tokens: MaxTokens = "inf"
     tracing: Literal["auto"] | TracingConfig | None = None

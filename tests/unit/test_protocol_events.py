@@ -24,7 +24,7 @@ from openrealtime.protocol import (
 # ---- §10b client examples ---------------------------------------------------------------------
 CLIENT_EXAMPLES = [
     '{"type":"session.update","session":{"type":"realtime","instructions":"Be brief.","audio":{"input":{"turn_detection":{"type":"semantic_vad"}},"output":{"voice":"marin"}},"tools":[{"type":"function","name":"get_weather","description":"...","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}],"tool_choice":"auto"}}',  # noqa: E501
-    '{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"What is this?"},{"type":"input_image","image_url":"data:image/jpeg;base64,/9j/4AAQ...","detail":"auto"}]}}',  # noqa: E501
+    '{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"What is this?"},{"type":"input_image","image_url":"data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGNgYGAAAAAEAAH2FzhVAAAAAElFTkSuQmCC","detail":"auto"}]}}',  # noqa: E501
     '{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_sHlR7iaFwQ2YQOqm","output":"{\\"temp_c\\":21}"}}',  # noqa: E501
     '{"type":"response.create"}',
     '{"type":"response.create","response":{"conversation":"none","output_modalities":["text"],"metadata":{"topic":"classification"},"instructions":"Classify.","input":[{"type":"item_reference","id":"item_123"}]}}',  # noqa: E501
@@ -203,13 +203,14 @@ def test_omitted_nulls():
 
 
 _ITEMS = TypeAdapter(Item)
+PNG_1PX = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGNgYGAAAAAEAAH2FzhVAAAAAElFTkSuQmCC"
 
 
 @pytest.mark.parametrize("role, part, ok", [
     ("system", {"type": "input_text", "text": "x"}, True),
     ("system", {"type": "input_audio", "audio": "AAAA"}, False),
     ("system", {"type": "output_text", "text": "x"}, False),
-    ("user", {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "low"}, True),
+    ("user", {"type": "input_image", "image_url": PNG_1PX, "detail": "low"}, True),
     ("user", {"type": "output_text", "text": "x"}, False),
     ("assistant", {"type": "output_text", "text": "x"}, True),
     ("assistant", {"type": "input_text", "text": "x"}, False),

@@ -18,6 +18,8 @@ from openrealtime.protocol import (
     to_json,
 )
 
+PNG_1PX = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGNgYGAAAAAEAAH2FzhVAAAAAElFTkSuQmCC"  # a real 1×1 PNG
+
 
 def _err(raw: str | bytes, **kw) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
@@ -109,7 +111,7 @@ def test_type_not_a_string():
     (_item_event({"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "x"}]}),
      "invalid_value", "item.content.0.image_url"),
     (_item_event({"type": "message", "role": "user",
-                  "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA", "detail": "max"}]}),
+                  "content": [{"type": "input_image", "image_url": PNG_1PX, "detail": "max"}]}),
      "invalid_value", "item.content.0.detail"),
     (_item_event({"type": "message", "role": "user", "content": [{"type": "input_text", "text": 3}]}),
      "invalid_type", "item.content.0.text"),
