@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tts-voice", default=_env("TTS_VOICE"), help="voice for --tts-url (OPENREALTIME_TTS_VOICE)")
     serve.add_argument("--llm-no-images", action="store_true", default=_env_bool("LLM_NO_IMAGES"),
                        help="the --llm-url model cannot take images (OPENREALTIME_LLM_NO_IMAGES=1)")
+    serve.add_argument("--mcp-allow", dest="mcp_allow", action="append", default=None, metavar="HOST|CIDR",
+                       help="an MCP server on an internal address that sessions may use: a host name (exact) or "
+                            "an IP/CIDR of the addresses it resolves to, repeatable; loopback, private, "
+                            "link-local and other internal addresses are refused otherwise "
+                            "(OPENREALTIME_MCP_ALLOW=h1,10.0.0.0/8)")
     serve.add_argument("--insecure-no-auth", action="store_true", default=_env_bool("INSECURE_NO_AUTH"),
                        help="allow a public bind without API keys (OPENREALTIME_INSECURE_NO_AUTH=1)")
     serve.add_argument("--connect-timeout", type=float, default=float(_env("CONNECT_TIMEOUT", "15")),
@@ -105,6 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         api_keys=args.api_keys if args.api_keys is not None else _env_list("API_KEYS"),
         advertise_ips=args.advertise_ips if args.advertise_ips is not None else _env_list("ADVERTISE_IPS"),
         bind_ips=args.bind_ips if args.bind_ips is not None else _env_list("BIND_IPS"),
+        mcp_allow=args.mcp_allow if args.mcp_allow is not None else _env_list("MCP_ALLOW"),
         udp_port=args.udp_port,
         tcp_port=args.tcp_port,
         engine=args.engine,

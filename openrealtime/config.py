@@ -39,6 +39,8 @@ class Settings:
     tts_key: str | None = None
     tts_model: str | None = None
     tts_voice: str | None = None
+    # MCP servers a session may name on internal addresses: host names and IPs/CIDRs (engines/egress.py)
+    mcp_allow: list[str] = field(default_factory=list)
 
     @property
     def remote_stages(self) -> dict[str, str]:
@@ -61,3 +63,9 @@ class Settings:
             raise SystemExit(f"--opus-complexity must be 0-10, not {self.opus_complexity}")
         if self.profile not in ("default", "fast", "test"):
             raise SystemExit(f"--profile must be default, fast or test, not {self.profile!r}")
+        from .engines.egress import parse_allow_list
+
+        try:
+            parse_allow_list(self.mcp_allow)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None

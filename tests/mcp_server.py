@@ -10,6 +10,16 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from openrealtime.engines.egress import EgressPolicy
+
+# The servers below listen on 127.0.0.1, an address the egress policy refuses by default: tests allow
+# it as an operator would (`--mcp-allow 127.0.0.1`).
+LOCAL_ALLOW = ["127.0.0.1"]
+
+
+def local_egress() -> EgressPolicy:
+    return EgressPolicy(LOCAL_ALLOW)
+
 
 def _free_port() -> int:
     with socket.socket() as s:

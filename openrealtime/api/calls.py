@@ -53,7 +53,7 @@ async def create_call(request: Request) -> Response:
     def engine_factory(transport):
         return SessionEngine(transport, config, mode=settings.engine, models=state.models,
                              limits=SessionLimits(max_duration_s=settings.max_call_duration_s),
-                             echo_delay_s=settings.echo_delay_s)
+                             echo_delay_s=settings.echo_delay_s, egress=state.egress)
 
     call = RealtimeCall(call_id, CallOptions(ice=state.ice, connect_timeout_s=settings.connect_timeout_s,
                                              max_duration_s=settings.max_call_duration_s,

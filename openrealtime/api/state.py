@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Settings
+from ..engines.egress import EgressPolicy
 from ..media.ice import IceSettings, default_advertise_ips
 from ..media.ice_mux import MuxSet, address_pairs
 from ..media.registry import CallRegistry
@@ -25,6 +26,7 @@ class ServerState:
     models: Any = None  # engines.base.ModelStack once loaded (local engine)
     owns_models: bool = False  # loaded by this server (closed on shutdown) rather than shared in
     ready: bool = False
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # what MCP tools may reach (--mcp-allow)
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -37,5 +39,9 @@ class ServerState:
             raise SystemExit(str(exc)) from None
         mux = MuxSet(pairs, udp_port=settings.udp_port, tcp_port=settings.tcp_port or None)
         ice = IceSettings(addresses=pairs, mux=mux)
+        try:
+            egress = EgressPolicy(settings.mcp_allow)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
         return cls(settings=settings, store=store, auth=Authenticator(settings.api_keys, store),
-                   calls=CallRegistry(settings.max_calls), ice=ice, mux=mux)
+                   calls=CallRegistry(settings.max_calls), ice=ice, mux=mux, egress=egress)

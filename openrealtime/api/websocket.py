@@ -173,7 +173,7 @@ async def _run_session(websocket: WebSocket, state: ServerState, config: Any, be
     engine = SessionEngine(transport, config, mode=settings.engine, models=state.models,
                            limits=SessionLimits(max_duration_s=settings.max_call_duration_s,
                                                 max_event_bytes=MAX_EVENT_BYTES),
-                           echo_delay_s=settings.echo_delay_s)
+                           echo_delay_s=settings.echo_delay_s, egress=state.egress)
     transport.conversation_id = engine.conversation.id
     set_call_id(engine.id)
     sessions = _sessions(websocket)

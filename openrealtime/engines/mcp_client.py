@@ -12,10 +12,13 @@ stream whose first `endpoint` event names the URL to POST messages to; answers c
 stream) are detected as the specification suggests — the initialize POST fails with 400, 404 or
 405 — and served over that transport instead (`_LegacySse`).
 
+Every connection, redirects and the HTTP+SSE message endpoint included, goes through the
+`EgressPolicy` the client is given (egress.py; the default refuses internal addresses).
+
 Errors are `McpError` with the shape OpenAI reports on `mcp_call.error`: `protocol_error`
-(a JSON-RPC error or a malformed answer, with its code), `http_error` (a non-2xx status or an
-unreachable server) and, from `call_tool`, `tool_execution_error` (the tool ran and reported
-`isError`).
+(a JSON-RPC error or a malformed answer, with its code), `http_error` (a non-2xx status, an
+unreachable server or one the egress policy refuses: `refused`) and, from `call_tool`,
+`tool_execution_error` (the tool ran and reported `isError`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from .egress import EgressPolicy, EgressRefused
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "2025-06-18"
@@ -41,11 +46,12 @@ MAX_TOOL_PAGES = 20
 class McpError(Exception):
     """kind: "protocol_error" | "http_error" | "tool_execution_error"; code: JSON-RPC or HTTP code."""
 
-    def __init__(self, kind: str, message: str, code: int | None = None) -> None:
+    def __init__(self, kind: str, message: str, code: int | None = None, *, refused: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.code = code
+        self.refused = refused  # the egress policy refused the server's address
 
     def as_item_error(self) -> dict[str, Any]:
         """The `error` of an `mcp_call` item."""
@@ -73,11 +79,13 @@ class ListedTool:
 
 @dataclass
 class McpClient:
-    """One MCP server. `headers` go on every request (e.g. Authorization)."""
+    """One MCP server. `headers` go on every request (e.g. Authorization); `egress` decides which
+    addresses may be reached (None: the default policy, public addresses only)."""
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
+    egress: EgressPolicy | None = None
     _session_id: str | None = None
     _initialized: bool = False
     _ids: Any = field(default_factory=lambda: count(1))
@@ -93,8 +101,10 @@ class McpClient:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=10.0),
-                                           follow_redirects=True)
+            policy = self.egress if self.egress is not None else EgressPolicy()
+            # the policy's transport checks every connection, each redirect hop included
+            self._http = httpx.AsyncClient(transport=policy.transport(), follow_redirects=True,
+                                           timeout=httpx.Timeout(self.timeout_s, connect=10.0))
         return self._http
 
     def _request_headers(self) -> dict[str, str]:
@@ -113,8 +123,8 @@ class McpClient:
             return
         try:
             response = await self._client().post(self.url, json=message, headers=self._request_headers())
-        except httpx.HTTPError as exc:
-            raise McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}") from exc
+        except _UNREACHABLE as exc:
+            raise _unreachable(self.url, exc) from exc
         _check_status(response, self.url, response.text)
 
     async def _rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +159,8 @@ class McpClient:
                     answer = await _answer_in_stream(response, request_id)
                 else:
                     answer = _answer_in_body(await response.aread(), request_id)
-        except httpx.HTTPError as exc:
-            raise McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}") from exc
+        except _UNREACHABLE as exc:
+            raise _unreachable(self.url, exc) from exc
         return answer
 
     async def _ensure_initialized(self) -> None:
@@ -220,7 +230,7 @@ class McpClient:
         if self._session_id:
             try:
                 await http.delete(self.url, headers=self._request_headers())
-            except httpx.HTTPError:
+            except _UNREACHABLE:
                 pass  # the server may not support closing sessions; it expires them itself
         await http.aclose()
 
@@ -274,8 +284,8 @@ class _LegacySse:
             failure = McpError("http_error", f"the MCP server at {self.url} closed its event stream")
         except McpError as exc:
             failure = exc
-        except httpx.HTTPError as exc:
-            failure = McpError("http_error", f"could not reach the MCP server at {self.url}: {exc}")
+        except _UNREACHABLE as exc:
+            failure = _unreachable(self.url, exc)
         finally:
             self.closed = True
             failure = failure or McpError("http_error", "the MCP connection was closed")
@@ -302,8 +312,8 @@ class _LegacySse:
         try:
             response = await self.http.post(self.endpoint, json=message,
                                             headers={**self.headers, "Content-Type": "application/json"})
-        except httpx.HTTPError as exc:
-            raise McpError("http_error", f"could not reach the MCP server at {self.endpoint}: {exc}") from exc
+        except _UNREACHABLE as exc:
+            raise _unreachable(self.endpoint, exc) from exc
         _check_status(response, self.endpoint, response.text)
 
     async def exchange(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -321,6 +331,17 @@ class _LegacySse:
     def close(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+
+# a request that never got an answer: a transport failure, a URL httpx cannot use, a refused address
+_UNREACHABLE = (httpx.HTTPError, httpx.InvalidURL, EgressRefused)
+
+
+def _unreachable(url: str, exc: Exception) -> McpError:
+    if isinstance(exc, EgressRefused):
+        return McpError("http_error", f"the MCP server URL {url} is refused by this server's egress policy: "
+                        f"{exc.message}", refused=True)
+    return McpError("http_error", f"could not reach the MCP server at {url}: {exc}")
 
 
 def _check_status(response: httpx.Response, url: str, body: str) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import ids
 from ..engines.base import ChatRequest, ModelStack
+from ..engines.egress import EgressPolicy
 from ..engines.foreground import FOREGROUND, in_foreground
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import client_events as ce
@@ -87,7 +88,7 @@ ImageSource = Callable[[], "dict[str, Any] | None"]  # -> {"image_url": data_url
 class SessionEngine:
     def __init__(self, transport: Transport, config: RealtimeSessionConfig | TranscriptionSessionConfig, *,
                  mode: str = "local", models: ModelStack | None = None, limits: SessionLimits | None = None,
-                 echo_delay_s: float = 0.3) -> None:
+                 echo_delay_s: float = 0.3, egress: EgressPolicy | None = None) -> None:
         self.transport = transport
         self.config = config
         self.mode = mode
@@ -100,7 +101,8 @@ class SessionEngine:
         self.closed = False
         self.conversation = Conversation(ids.conversation_id(), self.limits.max_items)
         self.context_window = ContextWindow()  # truncation state of the default conversation
-        self.mcp = SessionMcp(self)  # the MCP servers named by tools (mcp_tools.py)
+        # the MCP servers named by tools (mcp_tools.py); without a policy: public addresses only
+        self.mcp = SessionMcp(self, egress if egress is not None else EgressPolicy())
         self.buffer = InputAudioBuffer(self.limits.max_input_buffer_ms)
         self.turn = TurnDetector(VadParams())
         self.voice_locked = False

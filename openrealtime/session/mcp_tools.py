@@ -7,6 +7,8 @@ As on OpenAI's Realtime API, the server, not the client, talks to them:
   tools are listed in the background, then `mcp_list_tools.completed` and `conversation.item.done`
   carry the tools kept by `allowed_tools` — or `mcp_list_tools.failed` and an `error` event that
   says what to check. A later tool list may name the server by its `server_label` alone.
+  Every request goes through the server's egress policy (engines/egress.py): a server_url on an
+  internal address fails its listing with an `error` that names the policy and `--mcp-allow`.
   A response only offers the tools listed by then.
 - **Calls.** The model sees the listed tools as functions. A call it makes becomes an `mcp_call`
   output item, run by the server before `response.done` (see response.py); the client sends
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import ids
+from ..engines.egress import EgressPolicy
 from ..engines.mcp_client import ListedTool, McpClient, McpError
 from pydantic import TypeAdapter
 
@@ -111,8 +114,9 @@ def _same_server(a: McpTool, b: McpTool) -> bool:
 class SessionMcp:
     """The MCP servers of one session (shared by its responses)."""
 
-    def __init__(self, engine: "SessionEngine") -> None:
+    def __init__(self, engine: "SessionEngine", egress: EgressPolicy) -> None:
         self.engine = engine
+        self.egress = egress
         self.servers: dict[str, McpServer] = {}
         self.pending_approvals: dict[str, McpApprovalRequestItem] = {}
 
@@ -157,7 +161,8 @@ class SessionMcp:
         headers = dict(tool.headers or {})
         if tool.authorization:
             headers["Authorization"] = f"Bearer {tool.authorization}"
-        server = McpServer(tool, ids.item_id(), McpClient(tool.server_url or "", headers=headers))
+        server = McpServer(tool, ids.item_id(), McpClient(tool.server_url or "", headers=headers,
+                                                                 egress=self.egress))
         self.servers[tool.server_label] = server
         item = McpListToolsItem(id=server.item_id, server_label=server.label, tools=[])
         self._item_added(item)
@@ -173,6 +178,11 @@ class SessionMcp:
                         exc.message)
             engine.emit(ev.McpListToolsFailedEvent(item_id=item.id))
             self._item_done(item)
+            if exc.refused:
+                engine.send_error(ProtocolError(
+                    f"Could not list the tools of MCP server '{server.label}': {exc.message}. Its tools are not "
+                    "offered to the model.", code="mcp_list_tools_failed"))
+                return
             engine.send_error(ProtocolError(
                 f"Could not list the tools of MCP server '{server.label}': {exc.message}. Check its server_url, "
                 "authorization and headers; its tools are not offered to the model.",

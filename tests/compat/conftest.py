@@ -15,6 +15,7 @@ import pytest
 
 from openrealtime.api.embedded import embedded_server
 from tests.helpers import server_settings
+from tests.mcp_server import LOCAL_ALLOW
 
 JS_DIR = Path(__file__).parent / "js"
 KEY = "sk-compat-test"
@@ -23,8 +24,10 @@ INSTALL_HINT = "run .ci/run (it installs Node.js 20+ and runs tests/compat/js/in
 
 @pytest.fixture
 async def compat_server(model_stack):
-    """A server on the real local stack that requires an API key (so auth paths are exercised)."""
-    async with embedded_server(server_settings(engine="local", api_keys=[KEY]), models=model_stack) as server:
+    """A server on the real local stack that requires an API key (so auth paths are exercised). The
+    tests' MCP servers listen on 127.0.0.1: allowed as an operator would (--mcp-allow 127.0.0.1)."""
+    settings = server_settings(engine="local", api_keys=[KEY], mcp_allow=list(LOCAL_ALLOW))
+    async with embedded_server(settings, models=model_stack) as server:
         yield server
 
 

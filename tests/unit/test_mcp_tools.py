@@ -7,9 +7,23 @@ import json
 
 import pytest
 
-from tests.mcp_server import running_mcp_server
-from tests.unit.fakes import ScriptedLlm
-from tests.unit.test_engine_turns import make_engine, send, settle
+from openrealtime.protocol.session import parse_session_config
+from openrealtime.session.engine import SessionEngine
+from tests.mcp_server import build_server, local_egress, running_mcp_server, serving
+from tests.unit.fakes import RecordingTransport, ScriptedLlm, fake_stack
+from tests.unit.test_egress import listening
+from tests.unit.test_engine_turns import send, settle
+
+LOCAL = local_egress()  # the test MCP servers listen on 127.0.0.1: allowed as with --mcp-allow 127.0.0.1
+
+
+def make_engine(session: dict | None = None, *, llm=None, egress=LOCAL):
+    """A session engine (scripted models) with an egress policy; egress=None: the engine's default."""
+    transport = RecordingTransport()
+    engine = SessionEngine(transport, parse_session_config(session or {"type": "realtime"}),
+                           models=fake_stack(llm=llm), egress=egress)
+    engine.start()
+    return engine, transport
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +184,65 @@ async def test_a_server_tool_choice_offers_only_that_servers_tools_and_requires_
          response={"tool_choice": {"type": "mcp", "server_label": "weather", "name": "get_weather"}})
     await settle(t, "response.done", count=2)
     assert llm.requests[1].tool_choice == {"type": "function", "function": {"name": "get_weather"}}
+
+
+async def test_a_server_on_an_internal_address_is_refused_naming_the_policy_and_the_flag():
+    with listening() as listener:
+        engine, t = make_engine({"type": "realtime", "tools": [mcp_tool(f"http://127.0.0.1:{listener.port}/mcp")]},
+                                egress=None)  # the default policy of a session built without one
+        await settle(t, "mcp_list_tools.failed")
+        await settle(t, "error")
+        error = t.of("error")[-1]["error"]
+        assert error["code"] == "mcp_list_tools_failed" and error["type"] == "invalid_request_error"
+        message = error["message"]
+        assert "'weather'" in message and "egress policy" in message and "127.0.0.1 is a loopback address" in message
+        assert "--mcp-allow HOST|CIDR" in message and "OPENREALTIME_MCP_ALLOW" in message
+        done = next(e for e in t.of("conversation.item.done") if e["item"]["type"] == "mcp_list_tools")
+        assert done["item"]["tools"] == []
+        assert listener.connections == 0
+        engine.close()
+
+
+def redirecting_calls(inner, location: str):
+    """An MCP server that answers `tools/call` with a redirect to `location` (the rest as usual)."""
+    async def app(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await inner(scope, receive, send)
+        body, more = b"", True
+        while more:
+            event = await receive()
+            body, more = body + event.get("body", b""), event.get("more_body", False)
+        if json.loads(body).get("method") == "tools/call":
+            await send({"type": "http.response.start", "status": 307, "headers": [(b"location", location.encode())]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await inner(scope, replay, send)
+
+    return app
+
+
+async def test_a_call_redirected_to_an_internal_address_fails_with_the_items_error():
+    with listening() as listener:
+        app = redirecting_calls(build_server().streamable_http_app(), f"http://169.254.169.254:{listener.port}/")
+        with serving(app) as url:
+            llm = ScriptedLlm({"name": "get_weather", "arguments": '{"city": "Paris"}'})
+            engine, t = await configured(url, llm, require_approval="never")
+            send(engine, type="response.create")
+            await settle(t, "response.done")
+            call = t.of("response.output_item.done")[0]["item"]
+            assert call["type"] == "mcp_call" and call["output"] is None
+            assert call["error"]["type"] == "http_error"
+            assert "169.254.169.254 is a link-local (cloud metadata) address" in call["error"]["message"]
+            assert "--mcp-allow" in call["error"]["message"]
+            assert t.of("response.mcp_call.failed")
+            engine.close()
+        assert listener.connections == 0
