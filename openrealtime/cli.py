@@ -24,6 +24,11 @@ def _env_list(name: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _env_float(name: str) -> float | None:
+    value = _env(name)
+    return float(value) if value not in (None, "") else None
+
+
 def _env_bool(name: str) -> bool:
     return str(_env(name, "")).lower() in ("1", "true", "yes", "on")
 
@@ -73,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a call may take to connect (OPENREALTIME_CONNECT_TIMEOUT)")
     serve.add_argument("--max-call-duration", type=float, default=float(_env("MAX_CALL_DURATION", "3600")),
                        help="seconds before a call is ended (OPENREALTIME_MAX_CALL_DURATION)")
+    serve.add_argument("--drain-timeout", type=float, default=_env_float("DRAIN_TIMEOUT"),
+                       help="seconds live sessions may go on after SIGTERM/SIGINT before they are closed; "
+                            "default: --max-call-duration (OPENREALTIME_DRAIN_TIMEOUT)")
+    serve.add_argument("--backend-first-token-timeout", type=float,
+                       default=float(_env("BACKEND_FIRST_TOKEN_TIMEOUT", "30")),
+                       help="seconds a remote model server may take to start answering before the response "
+                            "fails (OPENREALTIME_BACKEND_FIRST_TOKEN_TIMEOUT)")
+    serve.add_argument("--backend-stall-timeout", type=float, default=float(_env("BACKEND_STALL_TIMEOUT", "15")),
+                       help="seconds a remote model server may stop sending in the middle of an answer before "
+                            "the response fails (OPENREALTIME_BACKEND_STALL_TIMEOUT)")
     serve.add_argument("--max-calls", type=int, default=int(_env("MAX_CALLS", "64")),
                        help="concurrent calls (OPENREALTIME_MAX_CALLS)")
     serve.add_argument("--opus-complexity", type=int, default=int(_env("OPUS_COMPLEXITY", "5")),
@@ -121,6 +136,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         connect_timeout_s=args.connect_timeout,
         max_call_duration_s=args.max_call_duration,
         max_calls=args.max_calls,
+        drain_timeout_s=getattr(args, "drain_timeout", None),
+        backend_first_token_timeout_s=getattr(args, "backend_first_token_timeout", 30.0),
+        backend_stall_timeout_s=getattr(args, "backend_stall_timeout", 15.0),
         opus_complexity=getattr(args, "opus_complexity", 5),
     )
 
@@ -129,15 +147,21 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .api.app import create_app
-    from .api.websocket import WS_MAX_FRAME_BYTES
+    from .api.lifecycle import DrainingServer
+    from .limits import uvicorn_limits
     from .observability.logs import setup_logging
 
     settings.check()
     setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
+    state = app.state.server
     print(f"openrealtime: http://{settings.host}:{settings.port}/  (engine={settings.engine})", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level,
-                ws_max_size=WS_MAX_FRAME_BYTES)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            log_level=settings.log_level, **uvicorn_limits())
+    DrainingServer(config, state.lifecycle).run()  # SIGTERM/SIGINT: drain first (api/lifecycle.py)
+    if state.lifecycle.fatal:
+        print(f"openrealtime: {state.lifecycle.fatal}", file=sys.stderr)
+    sys.exit(state.lifecycle.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,11 @@ class Settings:
     # super-wideband at 32 kbps; 1: about half the encoder CPU, wideband SILK (bench/README.md)
     opus_complexity: int = 5
     max_body_bytes: int = 1024 * 1024
+    # graceful drain on SIGTERM/SIGINT: live sessions get this long to end (None: max_call_duration_s)
+    drain_timeout_s: float | None = None
+    # a remote backend that sends nothing this long after a request / stops mid-answer this long fails it
+    backend_first_token_timeout_s: float = 30.0
+    backend_stall_timeout_s: float = 15.0
     # Remote OpenAI-compatible model servers, per stage (None: the local engine of --profile)
     llm_url: str | None = None
     llm_key: str | None = None

@@ -7,6 +7,7 @@ Checks, each printed as ``[ok]``, ``[warn]`` or ``[FAIL]`` with what to do:
 * every advertised ICE address is on this host, or else what 1:1 NAT it needs;
 * the model files of the profile are installed, assembled and verified (`--verify-models`
   re-hashes them); skipped with ``--engine echo``;
+* every remote model server (`--llm-url`, `--stt-url`, `--tts-url`) answers, with its model;
 * the espeak-ng program (Piper's phonemes);
 * PyAV has the codecs WebRTC needs: libopus (decode + encode), H.264 decode, MJPEG encode;
 * (optional) Chromium, used by the browser tests.
@@ -140,6 +141,27 @@ def check_models(settings: Settings, *, verify: bool = False) -> list[Check]:
     return out
 
 
+def check_backends(settings: Settings) -> list[Check]:
+    """Each `--llm-url` / `--stt-url` / `--tts-url` answers (the check `serve` retries until it passes)."""
+    if settings.engine != "local" or not settings.remote_stages:
+        return []
+    from .engines.mixed import remote_backends
+
+    out: list[Check] = []
+    backends = remote_backends(llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
+                               stt_url=settings.stt_url, stt_key=settings.stt_key, stt_model=settings.stt_model,
+                               tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model)
+    for stage, backend in backends.items():
+        try:
+            endpoint = backend.resolve()
+        except Exception as exc:  # noqa: BLE001 - RemoteEngineError names the flag; anything else as is
+            out.append(Check("fail", f"backend {stage}", f"{exc} (serve keeps retrying it and is not ready "
+                                                         f"until it answers: GET /readyz says why)"))
+        else:
+            out.append(Check("ok", f"backend {stage}", f"{backend.label} answers; model {endpoint.model}"))
+    return out
+
+
 def check_espeak() -> list[Check]:
     path = shutil.which("espeak-ng")
     if path:
@@ -181,6 +203,7 @@ def run_checks(settings: Settings, *, verify_models: bool = False) -> list[Check
     checks += check_ports(settings)
     checks += check_addresses(settings)
     checks += check_models(settings, verify=verify_models)
+    checks += check_backends(settings)
     checks += check_espeak()
     checks += check_codecs()
     checks += check_chromium()

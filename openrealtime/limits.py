@@ -4,13 +4,16 @@ README.md "Security → Limits" lists them with what a client gets when it cross
 OpenAI's error shape: over HTTP `{"error": {"message", "type", "param", "code"}}` with the status
 below, on a session an `error` event (the session goes on working).
 
-HTTP (every route)
-  MAX_HEADER_BYTES      request line + headers of one request (or WebSocket handshake). Over it the
-                        HTTP parser (h11) answers 431 before the app sees the request.
-  MAX_HEADER_COUNT      headers in one request: more → 431 `request_header_fields_too_large`.
-  MAX_HEADER_FIELD_BYTES one header (name + value): longer → 431 `request_header_fields_too_large`.
-  MAX_BODY_BYTES        request body (`--max-body-bytes`); chunked bodies are counted as they arrive
-                        and refused at the first byte over → 413 `request_too_large`.
+HTTP (every route; api/request_limits.py checks the head before any route runs)
+  MAX_HEADER_COUNT      headers in one request (or WebSocket handshake): more → 431
+                        `request_header_fields_too_large`.
+  MAX_HEADER_FIELD_BYTES one header (name + value): longer → 431.
+  MAX_HEADER_BYTES      all headers together: more → 431. The HTTP parser (h11) stops reading a request
+                        head at twice this (a plain-text 400 and the connection closed: nothing is
+                        buffered without bound, whatever a client sends).
+  MAX_BODY_BYTES        request body (Settings.max_body_bytes): a larger Content-Length → 413
+                        `request_too_large` before the body is read; chunked bodies are counted as they
+                        arrive and refused at the first byte over (api/body.py).
   MAX_SDP_BYTES         POST /v1/tools/inspect-sdp body → 413.
   MAX_JSON_DEPTH        nesting of any JSON we parse (bodies, `session` form parts, client events):
                         deeper → 400 / `error` event `invalid_json`, checked without recursion.
@@ -40,9 +43,9 @@ from __future__ import annotations
 KIB = 1024
 MIB = 1024 * 1024
 
-MAX_HEADER_BYTES = 64 * KIB
+MAX_HEADER_BYTES = 32 * KIB
 MAX_HEADER_COUNT = 100
-MAX_HEADER_FIELD_BYTES = 16 * KIB
+MAX_HEADER_FIELD_BYTES = 8000  # below the 8 KiB per line that WebSocket handshakes (websockets) allow
 MAX_BODY_BYTES = 1 * MIB
 MAX_SDP_BYTES = 256 * KIB
 MAX_JSON_DEPTH = 64
@@ -62,5 +65,5 @@ def uvicorn_limits() -> dict[str, object]:
     """The uvicorn.Config arguments that apply the transport-level limits (`serve` and the embedded
     server). h11 is chosen over httptools because it bounds the request head (`h11_max_incomplete_event_size`);
     httptools accepts headers without a size limit."""
-    return {"http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+    return {"http": "h11", "h11_max_incomplete_event_size": 2 * MAX_HEADER_BYTES,
             "ws_max_size": WS_MAX_FRAME_BYTES, "ws_max_queue": WS_MAX_QUEUE}

@@ -15,7 +15,9 @@ from ..config import Settings
 from .calls import router as calls_router
 from .client_secrets import router as secrets_router
 from .errors import install_error_handlers
+from .health import BackendWatch
 from .operator import install as install_operator
+from .request_limits import RequestLimits
 from .state import ServerState
 from .web import router as web_router
 from .websocket import router as websocket_router
@@ -23,29 +25,46 @@ from .websocket import router as websocket_router
 log = logging.getLogger("openrealtime.server")
 
 
-async def _load_models(state: ServerState) -> None:
-    """Load and warm the model stack in a worker thread, then mark the server ready."""
+async def _load_models(state: ServerState) -> BackendWatch | None:
+    """Load and warm the model stack in a worker thread, then mark it loaded; remote stages are
+    connected by a `BackendWatch` (retrying until they answer). A local model that cannot be loaded
+    stops the server with a non-zero exit: waiting cannot repair it."""
+    from ..engines.stack import ModelLoadError
+    from ..session import workers
+
     settings = state.settings
+    watch = None
     if settings.engine == "local" and state.models is None:
         from ..engines.mixed import load_mixed_stack
 
         def progress(stage: str, message: str) -> None:
             log.info("models stage=%s %s", stage, message)
 
-        from ..session import workers
-
-        state.models = await workers.run_in_model_thread(
-            lambda: load_mixed_stack(
-                settings.profile, progress=progress,
-                llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
-                stt_url=settings.stt_url, stt_key=settings.stt_key, stt_model=settings.stt_model,
-                tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model,
-                tts_voice=settings.tts_voice, llm_supports_images=settings.llm_images))
+        try:
+            state.models = await workers.run_in_model_thread(
+                lambda: load_mixed_stack(
+                    settings.profile, progress=progress, defer_remote=True,
+                    llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
+                    stt_url=settings.stt_url, stt_key=settings.stt_key, stt_model=settings.stt_model,
+                    tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model,
+                    tts_voice=settings.tts_voice, llm_supports_images=settings.llm_images,
+                    first_token_timeout_s=settings.backend_first_token_timeout_s,
+                    stall_timeout_s=settings.backend_stall_timeout_s))
+        except ModelLoadError as exc:
+            state.lifecycle.fail(str(exc))
+            return None
         state.owns_models = True
         for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("tts", state.models.tts)):
             workers.configure(stage, getattr(engine, "max_concurrency", 1))
-    state.ready = True
-    log.info("ready engine=%s advertise=%s", settings.engine, ",".join(a for _, a in state.ice.addresses))
+        if state.models.remote:
+            pools = {"stt": "asr", "llm": "llm", "tts": "tts"}
+            watch = BackendWatch(state.health, state.models, on_connected=lambda stage, engine: workers.configure(
+                pools[stage], getattr(engine, "max_concurrency", 1)))
+            watch.start()
+    state.health.loaded = True
+    log.info("models loaded engine=%s advertise=%s", settings.engine,
+             ",".join(a for _, a in state.ice.addresses))
+    return watch
 
 
 def create_app(settings: Settings, *, state: ServerState | None = None) -> FastAPI:
@@ -64,6 +83,9 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
             yield
         finally:
             loader.cancel()
+            watch = None if loader.cancelled() or not loader.done() or loader.exception() else loader.result()
+            if watch is not None:
+                await watch.close()
             await state.calls.close_all()
             if state.mux is not None:
                 await state.mux.close()
@@ -73,6 +95,9 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
     app = FastAPI(title="openrealtime", version="0.1.0", lifespan=lifespan)
     app.state.server = state
     install_error_handlers(app)
+    # header count/size and declared body size on every route (limits.py); inside CORS, so browsers can read
+    # the error
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     # Browsers call the API directly with ephemeral keys, like api.openai.com allows.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Location"])
@@ -84,8 +109,15 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
 
     @app.get("/healthz")
     async def healthz(request: Request) -> Any:
-        if not state.ready:
-            return JSONResponse({"status": "loading"}, status_code=503)
-        return {"status": "ok"}
+        """Liveness: 200 while the process serves, with what it can do (health.py)."""
+        return {"status": state.health.status()}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Any:
+        """Readiness: 200 only when sessions can be served here now; else 503 saying why."""
+        reason = state.health.reason()
+        if reason is None:
+            return {"status": "ready"}
+        return JSONResponse({"status": state.health.status(), "reason": reason}, status_code=503)
 
     return app

@@ -28,9 +28,9 @@ def _state(request: Request) -> ServerState:
 async def create_call(request: Request) -> Response:
     state = _state(request)
     principal = state.auth(request, allow_ephemeral=True)
-    if not state.ready:
-        raise ApiError(503, "The server is still loading its models; retry in a few seconds (GET /healthz).",
-                       code="server_not_ready", type="server_error", headers={"Retry-After": "2"})
+    refused = state.health.admission_error()
+    if refused is not None:
+        raise refused
     body = await read_body(request, state.settings.max_body_bytes)
     offer = parse_offer_body(request.headers.get("content-type", ""), body)
     try:

@@ -13,7 +13,7 @@ import uvicorn
 from ..config import Settings
 from .app import create_app
 from .state import ServerState
-from .websocket import WS_MAX_FRAME_BYTES
+from ..limits import uvicorn_limits
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -36,6 +36,8 @@ class EmbeddedServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self.state.ready:
+            if self.state.lifecycle.fatal:
+                raise RuntimeError(self.state.lifecycle.fatal)
             if loop.time() > deadline:
                 raise TimeoutError("server did not become ready")
             await asyncio.sleep(0.05)
@@ -51,7 +53,8 @@ async def embedded_server(settings: Settings, *, wait_ready: bool = True,
     state.models = models
     app = create_app(settings, state=state)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                                           log_level="warning", lifespan="on", ws_max_size=WS_MAX_FRAME_BYTES))
+                                           log_level="warning", lifespan="on", **uvicorn_limits()))
+    state.lifecycle.attach(server, asyncio.get_running_loop())
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

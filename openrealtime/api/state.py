@@ -12,6 +12,8 @@ from ..media.ice import IceSettings, default_advertise_ips
 from ..media.ice_mux import MuxSet, address_pairs
 from ..media.registry import CallRegistry
 from .auth import Authenticator
+from .health import ServiceHealth
+from .lifecycle import Lifecycle
 from .secrets_store import MemorySecretStore, SecretStore
 
 
@@ -25,9 +27,23 @@ class ServerState:
     mux: MuxSet | None = None  # the shared ICE UDP/TCP ports; started by the app's lifespan
     models: Any = None  # engines.base.ModelStack once loaded (local engine)
     owns_models: bool = False  # loaded by this server (closed on shutdown) rather than shared in
-    ready: bool = False
     egress: EgressPolicy = field(default_factory=EgressPolicy)  # what MCP tools may reach (--mcp-allow)
+    health: ServiceHealth = field(default_factory=ServiceHealth)  # loading / ready / degraded / draining
+    ws_sessions: set[Any] = field(default_factory=set)  # live direct WebSocket sessions (SessionEngine)
     started_at: float = field(default_factory=time.time)
+    lifecycle: Lifecycle = field(init=False)  # drain and exit (lifecycle.py)
+
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self)
+
+    @property
+    def ready(self) -> bool:
+        """Sessions can be served: models loaded, every remote stage connected (health.py)."""
+        return self.health.accepting
+
+    def live_sessions(self) -> int:
+        """Calls and direct WebSocket sessions running now (a sideband is part of its call)."""
+        return len(self.calls) + len(self.ws_sessions)
 
     @classmethod
     def build(cls, settings: Settings, store: SecretStore | None = None) -> "ServerState":

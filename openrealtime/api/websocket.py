@@ -6,7 +6,7 @@ Auth: `Authorization: Bearer KEY`, or the browser subprotocols `realtime` +
 subprotocols are accepted and ignored; `realtime` is echoed when offered). `ek_` client secrets open
 direct sessions (their stored session applies); a sideband needs an API key. A failed handshake is
 an HTTP reply in OpenAI's error shape: 401 (auth), 404 (unknown call_id), 400 (bad query),
-429 (session limit), 503 (models still loading).
+429 (session limit), 503 (models still loading, a backend not answering yet, or draining).
 
 Beta: the header `OpenAI-Beta: realtime=v1` or the subprotocol `openai-beta.realtime-v1` selects
 the beta event names and shapes (protocol/beta.py). `POST /v1/realtime?model=` (beta WebRTC
@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
+from ..limits import MAX_EVENT_BYTES
 from ..observability.logs import set_call_id
 from ..protocol import beta as beta_protocol
 from ..protocol import server_events as ev
@@ -38,24 +39,8 @@ log = logging.getLogger("openrealtime.websocket")
 router = APIRouter()
 
 API_KEY_PROTOCOL = "openai-insecure-api-key."
-MAX_EVENT_BYTES = 16 * 1024 * 1024  # larger text frames get an `error` event; the socket stays open
-# The transport's own frame limit (uvicorn `ws_max_size`): frames above it are refused with close 1009.
-WS_MAX_FRAME_BYTES = 32 * 1024 * 1024
-
-
-class _Sessions:
-    """Live direct WebSocket sessions of one app (bounded by --max-calls, like WebRTC calls)."""
-
-    def __init__(self) -> None:
-        self.live: set[SessionEngine] = set()
-
-
-def _sessions(websocket: WebSocket) -> _Sessions:
-    app_state = websocket.app.state
-    sessions = getattr(app_state, "ws_sessions", None)
-    if sessions is None:
-        sessions = app_state.ws_sessions = _Sessions()
-    return sessions
+# Text frames over limits.MAX_EVENT_BYTES get an `error` event and the socket stays open; frames over
+# limits.WS_MAX_FRAME_BYTES (uvicorn's `ws_max_size`) are refused by the protocol layer with close 1009.
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -91,10 +76,9 @@ async def realtime_websocket(websocket: WebSocket) -> None:
             if call is None:
                 raise ApiError(404, f"Call '{call_id}' not found (it may have ended already).",
                                code="call_not_found", param="call_id")
-        elif not state.ready:
-            raise ApiError(503, "The server is still loading its models; retry in a few seconds (GET /healthz).",
-                           code="server_not_ready", type="server_error", headers={"Retry-After": "2"})
-        elif len(_sessions(websocket).live) >= state.settings.max_calls:
+        elif (refused := state.health.admission_error()) is not None:
+            raise refused
+        elif len(state.ws_sessions) >= state.settings.max_calls:
             raise ApiError(429, f"This server is at its limit of {state.settings.max_calls} concurrent WebSocket "
                                 "sessions; retry later or raise --max-calls.", code="too_many_sessions",
                            type="rate_limit_exceeded")
@@ -176,8 +160,7 @@ async def _run_session(websocket: WebSocket, state: ServerState, config: Any, be
                            echo_delay_s=settings.echo_delay_s, egress=state.egress)
     transport.conversation_id = engine.conversation.id
     set_call_id(engine.id)
-    sessions = _sessions(websocket)
-    sessions.live.add(engine)
+    state.ws_sessions.add(engine)  # bounded by --max-calls, like WebRTC calls
     client = websocket.client.host if websocket.client else "-"
     log.info("websocket session=%s client=%s state=open model=%s beta=%s", engine.id, client,
              getattr(config, "model", "-"), beta)
@@ -190,7 +173,7 @@ async def _run_session(websocket: WebSocket, state: ServerState, config: Any, be
         expiry.cancel()
         engine.close("websocket_closed")
         transport.abort()
-        sessions.live.discard(engine)
+        state.ws_sessions.discard(engine)
         log.info("websocket session=%s state=closed code=%s events_out=%d", engine.id, transport.close_code,
                  transport.events_out)
 

@@ -36,10 +36,11 @@ CLOSE_TIMEOUT_S = 5.0
 
 CLOSE_NORMAL = 1000
 CLOSE_SERVER_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012  # the server is shutting down (drain): reconnect, to another node
 CLOSE_SESSION_EXPIRED = 4000
 CLOSE_SLOW_CLIENT = 4001
 CLOSE_CODES = {"session_expired": CLOSE_SESSION_EXPIRED, "slow_client": CLOSE_SLOW_CLIENT,
-               "server_error": CLOSE_SERVER_ERROR}
+               "server_error": CLOSE_SERVER_ERROR, "server_shutting_down": CLOSE_SERVICE_RESTART}
 
 
 class WebSocketTransport:

@@ -16,6 +16,16 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 
+# ---- failures -------------------------------------------------------------------------------
+class BackendError(RuntimeError):
+    """A model backend failed (refused, errored, broke off). The message says which one and what to do;
+    the session engine fails the response with it and goes on."""
+
+
+class BackendTimeout(BackendError):
+    """A model backend accepted a request and then sent nothing in time (a hang)."""
+
+
 # ---- voice activity ------------------------------------------------------------------------
 class VadStream(Protocol):
     """Per-session VAD state. Feed consecutive frames of `frame_samples` at `sample_rate`."""
@@ -127,6 +137,8 @@ class ModelStack:
     llm: LanguageModel
     tts: TextToSpeech
     description: dict[str, str] = field(default_factory=dict)  # stage -> human-readable backend
+    # stages served by a remote server: role -> engines.mixed.RemoteBackend (connects, probes)
+    remote: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         for part in (self.vad, self.stt, self.llm, self.tts):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ import numpy as np
 from .base import ModelStack
 from .openai_compat import OpenAICompatLLM, OpenAICompatSTT, OpenAICompatTTS, RemoteEndpoint, RemoteEngineError
 from .openai_compat.http import list_models
-from .stack import StageProgress, _cores, assemble_stack, close_loaded, load_model_stack, resolve_profile
+from .stack import (ModelLoadError, StageProgress, StageTracker, _cores, assemble_stack, close_loaded, load_model_stack,
+                    resolve_profile)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,104 @@ def _pick_model(endpoint: RemoteEndpoint, listed: list[str] | None, *, default: 
     return default
 
 
+class RemoteBackend:
+    """One stage served by a remote OpenAI-compatible server: `connect()` checks the endpoint (reachable,
+    key accepted, `/v1` not forgotten), fills in its model name and returns the warmed-up engine;
+    `probe()` checks later that it still answers. Both raise `RemoteEngineError` naming the flag to fix."""
+
+    def __init__(self, role: str, url: str, *, key: str | None = None, model: str | None = None,
+                 voice: str | None = None, supports_images: bool = True,
+                 first_token_timeout_s: float = 30.0, stall_timeout_s: float = 15.0) -> None:
+        self.role = role
+        self.endpoint = RemoteEndpoint(url, api_key=key or None, model=model or None, role=role,
+                                       first_token_timeout_s=first_token_timeout_s, stall_timeout_s=stall_timeout_s)
+        self.voice = voice
+        self.supports_images = supports_images
+
+    @property
+    def label(self) -> str:
+        return self.endpoint.label
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.base_url
+
+    def resolve(self) -> RemoteEndpoint:
+        """The endpoint with its model name, from `GET /models` where the flag did not give it."""
+        endpoint = self.endpoint
+        listed = list_models(endpoint)
+        if self.role == "llm":
+            model = _pick_model(endpoint, listed, default=None if listed else "default")
+        elif self.role == "stt":
+            model = _pick_model(endpoint, listed, default="whisper-1", hints=_STT_HINTS)
+        else:
+            model = _pick_model(endpoint, listed, default="tts-1", hints=_TTS_HINTS)
+        # a transcription is one request: it gets the first-token timeout as its read timeout
+        read = 120.0 if self.role == "llm" else 60.0 if self.role == "tts" else endpoint.first_token_timeout_s
+        return replace(endpoint, model=model, read_timeout_s=read)
+
+    def connect(self, endpoint: RemoteEndpoint | None = None, *, warm: bool = True,
+                report: StageProgress | None = None) -> Any:
+        endpoint = endpoint or self.resolve()
+        engine: Any
+        if self.role == "llm":
+            engine = OpenAICompatLLM(endpoint, supports_images=self.supports_images)
+        elif self.role == "stt":
+            engine = OpenAICompatSTT(endpoint)
+        else:
+            engine = OpenAICompatTTS(endpoint, voice=self.voice)
+        if warm:
+            if report:
+                report(self.role, f"warming up {engine.describe()}")
+            try:
+                engine.warmup()
+            except BaseException:
+                engine.close()
+                raise
+        return engine
+
+    def probe(self) -> None:
+        """Whether the server still answers (`GET /models`, short timeouts)."""
+        list_models(replace(self.endpoint, connect_timeout_s=5.0, read_timeout_s=5.0))
+
+
+class NotConnected:
+    """Stands for a remote stage whose server has not answered yet (the server retries it and is not
+    ready meanwhile); using it raises the reason."""
+
+    sample_rate = 24_000
+    supports_images = False
+    max_concurrency = 1
+
+    def __init__(self, backend: RemoteBackend) -> None:
+        self.backend = backend
+        self.reason = f"{backend.label} has not answered yet"
+
+    def describe(self) -> str:
+        return f"{self.backend.label} (not connected)"
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise RemoteEngineError(self.reason)
+
+    transcribe = stream_chat = synthesize = _fail
+
+
+def remote_backends(*, llm_url: str | None = None, llm_key: str | None = None, llm_model: str | None = None,
+                    stt_url: str | None = None, stt_key: str | None = None, stt_model: str | None = None,
+                    tts_url: str | None = None, tts_key: str | None = None, tts_model: str | None = None,
+                    tts_voice: str | None = None, llm_supports_images: bool = True,
+                    first_token_timeout_s: float = 30.0, stall_timeout_s: float = 15.0) -> dict[str, RemoteBackend]:
+    """The stages given a URL, by role."""
+    out: dict[str, RemoteBackend] = {}
+    for role, url, key, model in (("llm", llm_url, llm_key, llm_model), ("stt", stt_url, stt_key, stt_model),
+                                  ("tts", tts_url, tts_key, tts_model)):
+        if url:
+            out[role] = RemoteBackend(role, url, key=key, model=model, voice=tts_voice if role == "tts" else None,
+                                      supports_images=llm_supports_images,
+                                      first_token_timeout_s=first_token_timeout_s, stall_timeout_s=stall_timeout_s)
+    return out
+
+
 def load_mixed_stack(
     profile: str = "default",
     *,
@@ -76,38 +176,40 @@ def load_mixed_stack(
     progress: StageProgress | None = None,
     llm_supports_images: bool = True,
     warm: bool = True,
+    defer_remote: bool = False,
+    first_token_timeout_s: float = 30.0,
+    stall_timeout_s: float = 15.0,
 ) -> ModelStack:
-    """Remote stages where a URL is given, local ones (of `profile`) elsewhere; see the module doc."""
-    if not (llm_url or stt_url or tts_url):
+    """Remote stages where a URL is given, local ones (of `profile`) elsewhere; see the module doc.
+
+    `defer_remote`: do not contact the remote servers here; their stages are `NotConnected` and
+    `stack.remote` holds their `RemoteBackend`s for the caller to connect (the server does, retrying
+    until they answer, so a backend that is down at start does not stop it)."""
+    backends = remote_backends(llm_url=llm_url, llm_key=llm_key, llm_model=llm_model, stt_url=stt_url,
+                               stt_key=stt_key, stt_model=stt_model, tts_url=tts_url, tts_key=tts_key,
+                               tts_model=tts_model, tts_voice=tts_voice, llm_supports_images=llm_supports_images,
+                               first_token_timeout_s=first_token_timeout_s, stall_timeout_s=stall_timeout_s)
+    if not backends:
         return load_model_stack(profile, progress=progress, warm=warm)
 
     from .local.vad import SileroVad
 
     chosen = resolve_profile(profile)
     cores = _cores()
-
-    def report(stage: str, message: str) -> None:
-        log.info("[%s] %s", stage, message)
-        if progress:
-            progress(stage, message)
+    report = StageTracker(progress)
 
     # 1. endpoints and their model names, before anything slow is loaded
     endpoints: dict[str, RemoteEndpoint] = {}
-    for role, url, key, model in (("llm", llm_url, llm_key, llm_model), ("stt", stt_url, stt_key, stt_model),
-                                  ("tts", tts_url, tts_key, tts_model)):
-        if url:
-            endpoints[role] = RemoteEndpoint(url, api_key=key or None, model=model or None, role=role)
-    for role, endpoint in endpoints.items():
-        report(role, f"checking {endpoint.label}")
-        listed = list_models(endpoint)
-        if role == "llm":
-            model = _pick_model(endpoint, listed, default=None if listed else "default")
-        elif role == "stt":
-            model = _pick_model(endpoint, listed, default="whisper-1", hints=_STT_HINTS)
-        else:
-            model = _pick_model(endpoint, listed, default="tts-1", hints=_TTS_HINTS)
-        endpoints[role] = RemoteEndpoint(endpoint.base_url, api_key=endpoint.api_key, model=model, role=role,
-                                         read_timeout_s=120.0 if role == "llm" else 60.0)
+    if not defer_remote:
+        for role, backend in backends.items():
+            report(role, f"checking {backend.label}")
+            endpoints[role] = backend.resolve()
+
+    def remote_stage(role: str) -> Any:
+        backend = backends[role]
+        if defer_remote:
+            return NotConnected(backend)
+        return backend.connect(endpoints[role], warm=warm, report=report)
 
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -126,12 +228,9 @@ def load_mixed_stack(
         timed("vad", t0)
 
         t0 = time.monotonic()
-        if "stt" in endpoints:
-            stt: Any = OpenAICompatSTT(endpoints["stt"])
+        if "stt" in backends:
+            stt: Any = remote_stage("stt")
             loaded.append(stt)
-            if warm:
-                report("stt", f"warming up {stt.describe()}")
-                stt.warmup()
         else:
             from .local.asr import WhisperSTT
 
@@ -143,12 +242,9 @@ def load_mixed_stack(
         timed("stt", t0)
 
         t0 = time.monotonic()
-        if "llm" in endpoints:
-            lm: Any = OpenAICompatLLM(endpoints["llm"], supports_images=llm_supports_images)
+        if "llm" in backends:
+            lm: Any = remote_stage("llm")
             loaded.append(lm)
-            if warm:
-                report("llm", f"warming up {lm.describe()}")
-                lm.warmup()
         else:
             from .local.llm import LlamaCppLLM
 
@@ -160,12 +256,9 @@ def load_mixed_stack(
         timed("llm", t0)
 
         t0 = time.monotonic()
-        if "tts" in endpoints:
-            voice: Any = OpenAICompatTTS(endpoints["tts"], voice=tts_voice)
+        if "tts" in backends:
+            voice: Any = remote_stage("tts")
             loaded.append(voice)
-            if warm:
-                report("tts", f"warming up {voice.describe()}")
-                voice.warmup()
         else:
             from .local.tts import EspeakTTS, PiperTTS, load_tts
 
@@ -177,7 +270,15 @@ def load_mixed_stack(
                 for _chunk in voice.synthesize("Hello.", voice="", speed=1.0, cancel=threading.Event()):
                     pass
         timed("tts", t0)
+    except RemoteEngineError:
+        close_loaded(loaded)
+        raise
+    except Exception as exc:
+        close_loaded(loaded)
+        raise ModelLoadError(report.stage, chosen.name, exc) from exc
     except BaseException:
         close_loaded(loaded)
         raise
-    return assemble_stack(chosen.name, vad, stt, lm, voice, started=started, timings=timings, report=report)
+    stack = assemble_stack(chosen.name, vad, stt, lm, voice, started=started, timings=timings, report=report)
+    stack.remote = dict(backends)
+    return stack

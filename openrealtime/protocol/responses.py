@@ -23,6 +23,7 @@ Metadata = Annotated[
 class ResponseError(WireModel):
     type: str
     code: str | None = None
+    message: str | None = None  # 2026: what failed (e.g. which backend and how)
 
 
 class ResponseStatusDetails(WireModel):

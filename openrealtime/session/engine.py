@@ -161,6 +161,12 @@ class SessionEngine:
             code="session_expired"))
         self.transport.close("session_expired")
 
+    def shut_down(self) -> None:
+        """The server is shutting down (drain timeout): say so, then close the transport cleanly."""
+        self.send_error(ProtocolError("The server is shutting down; connect again to continue (another node will "
+                                      "answer).", code="server_shutting_down", type="server_error"))
+        self.transport.close("server_shutting_down")
+
     # ---- outputs -----------------------------------------------------------------------------
     def emit(self, event: Any) -> None:
         if not self.closed:

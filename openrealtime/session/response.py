@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import ids
-from ..engines.base import ChatRequest, Finished, TextDelta, ToolCallDelta
+from ..engines.base import BackendError, BackendTimeout, ChatRequest, Finished, TextDelta, ToolCallDelta
 from ..engines.foreground import in_foreground
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import server_events as ev
@@ -79,6 +79,7 @@ class ResponseRun:
         self.audio_out_ms = 0
         self._tts_queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._tts_task: asyncio.Task | None = None
+        self._tts_failed = False
         self.task: asyncio.Task | None = None
         self.started_at = time.monotonic()
         self.first_audio_at: float | None = None
@@ -110,7 +111,7 @@ class ResponseRun:
                     if self.first_token_at is None:
                         self.first_token_at = time.monotonic()
                     self._on_text(delta.text)
-                    if self.audio_mode:
+                    if self.audio_mode and not self._tts_failed:
                         for clause in splitter.push(delta.text):
                             log.debug("clause for TTS: %r", clause)
                             self._tts_queue.put_nowait(clause)
@@ -137,10 +138,16 @@ class ResponseRun:
         except asyncio.CancelledError:
             self.finalize("cancelled", reason="client_cancelled", finished=finished)
             raise
+        except BackendError as exc:  # the server named in the message failed, hung or broke off
+            log.warning("response %s failed: %s", self.id, exc)
+            code = "backend_timeout" if isinstance(exc, BackendTimeout) else "backend_error"
+            self.finalize("failed", error=ResponseError(type="server_error", code=code, message=str(exc)),
+                          finished=finished, message=str(exc), code=code)
         except Exception as exc:
             log.exception("response %s failed", self.id)
-            self.finalize("failed", error=ResponseError(type="server_error", code="model_error"), finished=finished,
-                          message=f"The model backend failed: {exc}")
+            message = f"The model backend failed: {exc}"
+            self.finalize("failed", error=ResponseError(type="server_error", code="model_error", message=message),
+                          finished=finished, message=message)
 
     def _answer(self, request: ChatRequest) -> AsyncIterator[Any]:
         """The model's deltas: the speculative answer if it was made for this very request."""
@@ -252,24 +259,41 @@ class ResponseRun:
                 chunks = tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel)
                 return in_foreground(chunks) if first else chunks
 
-            async for chunk in self._first_speech(clause, voice_name, speed) or \
-                    workers.stream("tts", synthesize, threading.Event()):
-                if self.finished:
-                    return
-                if self.first_audio_at is None:
-                    chunk = trim_leading_silence(chunk, tts.sample_rate)
-                pcm = _to_pcm16(chunk, tts.sample_rate)
-                if not pcm:
-                    continue
-                if self.first_audio_at is None:
-                    self.first_audio_at = time.monotonic()
-                    log.debug("first audio of %s queued", self.id)
-                msg.audio_ms += len(pcm) // BYTES_PER_MS
-                self.audio_out_ms += len(pcm) // BYTES_PER_MS
-                self.engine.play_audio(pcm, self, msg.item.id, msg.output_index)
+            try:
+                async for chunk in self._first_speech(clause, voice_name, speed) or \
+                        workers.stream("tts", synthesize, threading.Event()):
+                    if self.finished:
+                        return
+                    self._play(chunk, tts.sample_rate, msg)
+            except Exception as exc:  # noqa: BLE001 - the text goes on; the audio ends where it got to
+                self._speech_failed(exc)
+                return
             audio = self.engine.conversation.audio_of(msg.item.id) if self.in_conversation else None
             if audio is not None:
                 audio.clauses.append((clause, start_ms, msg.audio_ms))
+
+    def _speech_failed(self, exc: Exception) -> None:
+        """Text-to-speech failed: say so once; the transcript still completes, no more audio is made."""
+        log.warning("response %s: speech synthesis failed: %s", self.id, exc)
+        from ..protocol.errors import ProtocolError
+
+        self.engine.send_error(ProtocolError(
+            f"Speech synthesis failed, so this response's audio ends early (its transcript is complete): {exc}",
+            code="tts_error", type="server_error"))
+        self._tts_failed = True  # _run queues no more clauses
+
+    def _play(self, chunk: Any, rate: int, msg: _MessageState) -> None:
+        if self.first_audio_at is None:
+            chunk = trim_leading_silence(chunk, rate)
+        pcm = _to_pcm16(chunk, rate)
+        if not pcm:
+            return
+        if self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+            log.debug("first audio of %s queued", self.id)
+        msg.audio_ms += len(pcm) // BYTES_PER_MS
+        self.audio_out_ms += len(pcm) // BYTES_PER_MS
+        self.engine.play_audio(pcm, self, msg.item.id, msg.output_index)
 
     def _first_speech(self, clause: str, voice: str, speed: float) -> AsyncIterator[Any] | None:
         """The audio of the first clause if the speculation already synthesized exactly it."""
@@ -295,7 +319,7 @@ class ResponseRun:
             self.task.cancel()
 
     def finalize(self, status: str, *, reason: str | None = None, error: ResponseError | None = None,
-                 finished: Finished | None = None, message: str | None = None) -> None:
+                 finished: Finished | None = None, message: str | None = None, code: str = "model_error") -> None:
         if self.finished:
             return
         self.finished = True
@@ -346,7 +370,7 @@ class ResponseRun:
         if message:
             from ..protocol.errors import ProtocolError
 
-            self.engine.send_error(ProtocolError(message, code="model_error", type="server_error"))
+            self.engine.send_error(ProtocolError(message, code=code, type="server_error"))
         if self.message is not None and self.audio_mode:
             self.engine.end_audio(self, self.message.item.id)
         self.engine.response_finished(self)

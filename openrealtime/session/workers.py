@@ -53,12 +53,22 @@ async def run_in_model_thread(fn: Callable[[], T]) -> T:
         try:
             result = fn()
         except BaseException as exc:  # delivered to the awaiting coroutine
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+            # bound now: Python unbinds `exc` when the except block ends, before the callback runs
+            loop.call_soon_threadsafe(_settle, future, exc, None)
         else:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+            loop.call_soon_threadsafe(_settle, future, None, result)
 
     threading.Thread(target=target, name="or-model-load", daemon=True).start()
     return await future
+
+
+def _settle(future: asyncio.Future, error: BaseException | None, result: Any) -> None:
+    if future.done():  # the awaiting coroutine was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def call_in_model_thread(fn: Callable[[], T]) -> T:

@@ -18,6 +18,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,14 +26,20 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..base import BackendError, BackendTimeout
+
 log = logging.getLogger(__name__)
 
 ROLES = {"llm": "LLM", "stt": "speech-to-text", "tts": "text-to-speech"}
 _POLL_S = 0.02
 
 
-class RemoteEngineError(RuntimeError):
+class RemoteEngineError(BackendError):
     """A remote model server could not be used. The message names the flag to fix."""
+
+
+class RemoteTimeout(RemoteEngineError, BackendTimeout):
+    """A remote model server accepted a request and then sent nothing in time."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,11 @@ class RemoteEndpoint:
     role: str = "llm"
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 120.0  # longest silence tolerated inside a response (prompt evaluation)
+    # a streamed response that sends nothing for this long after the request is abandoned
+    # (--backend-first-token-timeout), and one that stops sending for this long once it has begun
+    # (--backend-stall-timeout): a hung server fails the response instead of holding the session
+    first_token_timeout_s: float = 30.0
+    stall_timeout_s: float = 15.0
 
     def __post_init__(self) -> None:
         url = (self.base_url or "").strip().rstrip("/")
@@ -186,6 +198,8 @@ class BackgroundStream:
         self._thread: threading.Thread | None = None
         self.status: int | None = None
         self.error_body: bytes = b""
+        self._started = False  # body bytes have arrived (the stall timeout applies from then on)
+        self._last_data = time.monotonic()  # the request's start, then the latest body bytes
 
     def __enter__(self) -> BackgroundStream:
         return self
@@ -224,16 +238,36 @@ class BackgroundStream:
                 response.close()
 
     def _get(self) -> tuple[str, Any] | None:
-        """Next item from the reader, or None once `cancel` is set."""
+        """Next item from the reader, or None once `cancel` is set. Raises `RemoteTimeout` when the
+        server sends nothing for `first_token_timeout_s` (before its first body bytes) or
+        `stall_timeout_s` (after them); the request is then abandoned like a cancelled one."""
         while True:
             if self.cancel.is_set():
                 return None
             try:
-                return self._queue.get(timeout=_POLL_S)
+                item = self._queue.get(timeout=_POLL_S)
             except queue.Empty:
+                limit = self.endpoint.stall_timeout_s if self._started else self.endpoint.first_token_timeout_s
+                if time.monotonic() - self._last_data >= limit:
+                    self.close()
+                    raise self._timeout(limit)
                 continue
+            if item[0] == "data":
+                self._started = True
+                self._last_data = time.monotonic()
+            return item
+
+    def _timeout(self, limit: float) -> RemoteTimeout:
+        endpoint = self.endpoint
+        if self._started:
+            what, flag = f"stopped sending for {limit:g} s in the middle of its answer", "--backend-stall-timeout"
+        else:
+            what, flag = f"sent no answer within {limit:g} s", "--backend-first-token-timeout"
+        return RemoteTimeout(f"{endpoint.label} {what} to {endpoint.url(self.path)}; the request was abandoned. "
+                             f"Check that the server is up and not overloaded (or raise {flag})")
 
     def open(self) -> httpx.Response | None:
+        self._last_data = time.monotonic()
         self._thread = threading.Thread(target=self._read, name="or-http-stream", daemon=True)
         self._thread.start()
         item = self._get()

@@ -53,7 +53,7 @@ import httpx
 from ... import ids
 from ..base import ChatRequest, Finished, LlmEvent, TextDelta, ToolCallDelta
 from ..local.toolcalls import ToolCallStreamParser, tool_names
-from .http import BackgroundStream, RemoteEndpoint, RemoteEngineError, server_message
+from .http import BackgroundStream, RemoteEndpoint, RemoteEngineError, RemoteTimeout, server_message
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,7 @@ class OpenAICompatLLM:
                         yield from self._on_payload(payload, turn)
                     if turn.done:
                         break
+                    self._check_first_token(turn, started)
                 else:
                     if not cancel.is_set():
                         for payload in decoder.finish():
@@ -294,6 +295,15 @@ class OpenAICompatLLM:
                  self.model, finished.input_tokens, finished.cached_tokens, finished.output_tokens,
                  "" if turn.usage else " (estimated)", ttft, elapsed, reason)
         yield finished
+
+    def _check_first_token(self, turn: _Turn, started: float) -> None:
+        """A server that keeps its stream alive (comments, empty deltas) but writes no token fails the
+        response after the first-token timeout, as a silent one does (http.BackgroundStream)."""
+        limit = self.endpoint.first_token_timeout_s
+        if turn.first_token_at is None and turn.n_calls == 0 and time.monotonic() - started > limit:
+            raise RemoteTimeout(f"{self.endpoint.label} sent no token within {limit:g} s (only keep-alives); "
+                                f"the request was abandoned. Check that the server is up and not overloaded "
+                                f"(or raise --backend-first-token-timeout)")
 
     # -- response parsing ---------------------------------------------------------------------
     def _on_payload(self, payload: str, turn: _Turn) -> Iterator[LlmEvent]:
