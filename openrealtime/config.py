@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .limits import MAX_BODY_BYTES
+
 
 @dataclass
 class Settings:
@@ -26,7 +28,7 @@ class Settings:
     # libopus complexity of the audio we send (0-10). 5: libwebrtc's mobile setting, hybrid
     # super-wideband at 32 kbps; 1: about half the encoder CPU, wideband SILK (bench/README.md)
     opus_complexity: int = 5
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES  # every size limit: limits.py
     # graceful drain on SIGTERM/SIGINT: live sessions get this long to end (None: max_call_duration_s)
     drain_timeout_s: float | None = None
     # a remote backend that sends nothing this long after a request / stops mid-answer this long fails it

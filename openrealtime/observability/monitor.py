@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import re
 import time
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Histogram
+
+from ..protocol.json_limits import loads as loads_limited
 
 log = logging.getLogger("openrealtime.monitor")
 
@@ -260,8 +261,8 @@ class CallMonitor:
         parsed: Any = None
         if size <= PARSE_LIMIT:
             try:
-                parsed = json.loads(message)
-            except ValueError:
+                parsed = loads_limited(message)
+            except ValueError:  # not JSON, or nested too deep (JsonTooDeep)
                 parsed = None
         if isinstance(parsed, dict):
             etype = parsed.get("type") if isinstance(parsed.get("type"), str) else None
