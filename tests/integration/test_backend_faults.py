@@ -82,7 +82,14 @@ async def test_backend_down_at_start_then_ready_by_itself(backend):
             assert refused.json()["error"]["code"] == "backend_unavailable"
             assert backend.url in refused.json()["error"]["message"]
 
-            backend.set(models="ok")  # the server answers again: ready without a restart
+            backend.set(models="ok", llm="error")  # listed, but its warm-up request fails: still not ready
+
+            async def warmup_failed():
+                r = await http.get("/readyz")
+                return r.status_code == 503 and "chat/completions" in r.json()["reason"]
+            await wait_for(warmup_failed, timeout=60, what="/readyz naming the failed warm-up")
+
+            backend.set(llm="ok")  # the server answers again: ready without a restart
 
             async def ready():
                 return (await http.get("/readyz")).status_code == 200
