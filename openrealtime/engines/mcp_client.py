@@ -148,17 +148,23 @@ class McpClient:
         the event that carries it (a server may keep the stream open for notifications after it)."""
         request_id = message["id"]
         try:
-            async with self._client().stream("POST", self.url, json=message,
-                                             headers=self._request_headers()) as response:
-                if response.status_code >= 400:
-                    _check_status(response, self.url, (await response.aread()).decode("utf-8", "replace"))
-                if method == "initialize" and response.headers.get("mcp-session-id"):
-                    self._session_id = response.headers["mcp-session-id"]
-                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if kind == "text/event-stream":
-                    answer = await _answer_in_stream(response, request_id)
-                else:
-                    answer = _answer_in_body(await response.aread(), request_id)
+            # the whole exchange, not each read: a server that keeps its stream alive without ever
+            # answering fails like a silent one
+            async with asyncio.timeout(self.timeout_s):
+                async with self._client().stream("POST", self.url, json=message,
+                                                 headers=self._request_headers()) as response:
+                    if response.status_code >= 400:
+                        _check_status(response, self.url, (await response.aread()).decode("utf-8", "replace"))
+                    if method == "initialize" and response.headers.get("mcp-session-id"):
+                        self._session_id = response.headers["mcp-session-id"]
+                    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                    if kind == "text/event-stream":
+                        answer = await _answer_in_stream(response, request_id)
+                    else:
+                        answer = _answer_in_body(await response.aread(), request_id)
+        except TimeoutError:
+            raise McpError("http_error", f"the MCP server at {self.url} sent no answer to {method} within "
+                                         f"{self.timeout_s:g} s; check that it is up and not overloaded") from None
         except _UNREACHABLE as exc:
             raise _unreachable(self.url, exc) from exc
         return answer

@@ -65,3 +65,37 @@ async def test_a_restarted_server_gets_a_new_session():
             client._session_id = "a-session-the-server-never-issued"  # as after a server restart: 404
             assert await client.call_tool("add", {"a": 1, "b": 2}) == "3"
             assert client._session_id != "a-session-the-server-never-issued"
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "keepalive", "drop"])
+async def test_a_hung_or_dropping_server_fails_in_bounded_time(behaviour):
+    """A server that accepts the request and never answers, keeps an event stream alive without the
+    answer, or cuts the connection: a typed http_error (the session's mcp_call / listing fails), no hang."""
+    import asyncio
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        if behaviour == "drop":
+            writer.transport.abort()
+            return
+        if behaviour == "keepalive":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            try:
+                while True:
+                    writer.write(b"9\r\n: ping\n\n\n\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+            except ConnectionError:
+                return
+        await reader.read()  # silent until the client gives up
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with McpClient(f"http://127.0.0.1:{port}/mcp", egress=local_egress(), timeout_s=1.0) as client:
+            with pytest.raises(McpError) as failed:
+                await asyncio.wait_for(client.list_tools(), 30)
+        assert failed.value.kind == "http_error"
+        assert f"127.0.0.1:{port}" in failed.value.message
+    finally:
+        server.close()
