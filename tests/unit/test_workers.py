@@ -50,3 +50,18 @@ async def test_prefix_warming_waits_while_another_transcription_runs(monkeypatch
     await settle(t, "response.done")
     assert engine.stats["prefix_warmings"] == 0 and engine.stats["prefix_warmings_deferred"] > 0
     assert llm.prefills == []
+
+
+async def test_run_in_model_thread_delivers_the_loaders_exception():
+    """A model that fails to load must fail the awaiting start-up (it once hung it: the loop callback
+    referred to the except block's variable after Python had unbound it)."""
+    import pytest
+
+    from openrealtime.session.workers import run_in_model_thread
+
+    def broken_loader():
+        raise RuntimeError("model.bin is not a model")
+
+    with pytest.raises(RuntimeError, match="not a model"):
+        await asyncio.wait_for(run_in_model_thread(broken_loader), 30)
+    assert await asyncio.wait_for(run_in_model_thread(lambda: 42), 30) == 42
