@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from openrealtime.session import speculation, workers
 from tests.unit.fakes import silence, speech
@@ -59,9 +60,16 @@ async def test_run_in_model_thread_delivers_the_loaders_exception():
 
     from openrealtime.session.workers import run_in_model_thread
 
+    started = threading.Event()
+
     def broken_loader():
+        started.set()
         raise RuntimeError("model.bin is not a model")
 
+    task = asyncio.ensure_future(run_in_model_thread(broken_loader))
+    await asyncio.sleep(0)  # the thread starts
+    started.wait(10)
+    time.sleep(0.3)  # hold the loop so the thread leaves its except block before the loop runs the callback
     with pytest.raises(RuntimeError, match="not a model"):
-        await asyncio.wait_for(run_in_model_thread(broken_loader), 30)
+        await asyncio.wait_for(task, 30)
     assert await asyncio.wait_for(run_in_model_thread(lambda: 42), 30) == 42
