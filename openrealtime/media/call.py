@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import exceptions as aiortc_exceptions
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
@@ -31,6 +32,12 @@ SNAPSHOT_INTERVAL_S = 0.5
 SNAPSHOT_MAX_AGE_S = 3.0
 
 EngineFactory = Callable[[DataChannelTransport], SessionEngine]
+# What aiortc raises while applying an offer it cannot negotiate: its own errors, and (for contradictions
+# validate_offer does not catch) attribute/type errors from half-built transceivers. OSError and other
+# server-side failures are not in the list: they stay 500s.
+_OFFER_REJECTED = (ValueError, KeyError, IndexError, AssertionError, AttributeError, TypeError,
+                   aiortc_exceptions.InternalError, aiortc_exceptions.InvalidAccessError,
+                   aiortc_exceptions.InvalidStateError, aiortc_exceptions.OperationError)
 
 
 @dataclass
@@ -70,6 +77,7 @@ class RealtimeCall:
         self._sinks: list[asyncio.Task] = []
         self._timers: list[asyncio.TimerHandle] = []
         self._closing: asyncio.Task | None = None
+        self._pc_closed = False  # closed already (a rejected offer)
         self.closed = asyncio.Event()
 
     # ---- signaling -------------------------------------------------------------------------
@@ -88,14 +96,37 @@ class RealtimeCall:
                                           complexity=self.options.opus_complexity)
         except ProtocolError:
             raise
-        except (ValueError, KeyError, IndexError, AssertionError) as exc:
-            await self.pc.close()
-            raise ProtocolError(f"The SDP offer was rejected: {exc}", code="invalid_offer", param="sdp") from None
+        except _OFFER_REJECTED as exc:  # aiortc's negotiation failed on what this offer says
+            log.info("call=%s offer rejected by aiortc: %s: %s", self.id, type(exc).__name__, exc)
+            await self._close_rejected_pc()
+            raise ProtocolError(f"The SDP offer was rejected while negotiating its m= sections: {exc}",
+                                code="invalid_offer", param="sdp") from None
         loop = asyncio.get_running_loop()
         self._timers.append(loop.call_later(self.options.connect_timeout_s, self._connect_deadline))
         self._timers.append(loop.call_later(self.options.max_duration_s, self._duration_deadline))
         self._set_state("connecting")
         return finalize_answer(self.pc.localDescription.sdp)
+
+    async def _close_rejected_pc(self) -> None:
+        """Close a peer connection whose offer failed half-way: aiortc's close() raises on a transceiver it
+        never gave a transport (and then never finishes), so whatever transports exist are stopped here too
+        (their ICE agents leave the shared ports)."""
+        self._pc_closed = True
+        try:
+            await asyncio.wait_for(self.pc.close(), timeout=5)
+            return
+        except Exception as exc:
+            log.debug("call=%s closing a rejected offer's connection: %s", self.id, exc)
+        dtls = [t.receiver.transport for t in self.pc.getTransceivers()]
+        if self.pc.sctp is not None:
+            dtls.append(self.pc.sctp.transport)
+        for transport in dtls:
+            for part in (transport, getattr(transport, "transport", None)):
+                if part is not None:
+                    try:
+                        await part.stop()
+                    except Exception as exc:
+                        log.debug("call=%s stopping %s: %s", self.id, type(part).__name__, exc)
 
     def _precreate_transceivers(self, media: list[tuple[str, str]]) -> None:
         """Create our transceivers before SRD so codec preferences (no RTX) apply."""
@@ -186,7 +217,8 @@ class RealtimeCall:
         for task in self._sinks:
             task.cancel()
         try:
-            await asyncio.wait_for(self.pc.close(), timeout=5)
+            if not self._pc_closed:
+                await asyncio.wait_for(self.pc.close(), timeout=5)
         except Exception:
             log.exception("call=%s error while closing the peer connection", self.id)
         self.stats.ended_at = time.monotonic()

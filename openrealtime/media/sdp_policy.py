@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from aiortc import codecs as _codecs
 from aiortc import sdp as _sdp
+from aiortc.rtcpeerconnection import filter_preferred_codecs, find_common_codecs
 from aiortc.rtcrtpparameters import (
     RTCRtcpFeedback,
     RTCRtpCodecCapability,
@@ -121,10 +122,18 @@ def validate_offer(text: str) -> OfferSummary:
     missing = [m.rtp.muxId for m in active if m.rtp.muxId not in bundle.items]
     if missing:
         raise _invalid(f"Invalid SDP offer: m= sections {missing} are not in the BUNDLE group.")
+    mids = [m.rtp.muxId for m in desc.media if m.rtp.muxId]
+    repeated = sorted({mid for mid in mids if mids.count(mid) > 1})
+    if repeated or _sections_with_several_mids(text):
+        raise _invalid("Invalid SDP offer: each m= section needs exactly one a=mid of its own"
+                       + (f"; {repeated} appear more than once." if repeated else "."))
     for m in desc.media:
         summary.media.append((m.kind, m.direction or "sendrecv"))
         if m.port == 0:
             continue
+        if m.kind not in ("audio", "video", "application"):
+            raise _invalid(f"Invalid SDP offer: m={m.kind} sections are not supported (audio, video and "
+                           "application only); offer it with port 0 or leave it out.")
         ice = m.ice
         if not (ice and ice.usernameFragment and ice.password):
             raise _invalid(f"Invalid SDP offer: m={m.kind} has no a=ice-ufrag / a=ice-pwd.")
@@ -133,6 +142,9 @@ def validate_offer(text: str) -> OfferSummary:
         if m.kind in ("audio", "video"):
             if not m.rtcp_mux:
                 raise _invalid(f"Invalid SDP offer: m={m.kind} lacks a=rtcp-mux, which is required.")
+            if not _common_codecs(m):
+                raise _invalid(f"Invalid SDP offer: m={m.kind} (mid {m.rtp.muxId}) offers no codec this server "
+                               f"receives; it takes {_SUPPORTED[m.kind]}.")
             if m.kind == "audio":
                 summary.has_audio = True
             else:
@@ -143,6 +155,29 @@ def validate_offer(text: str) -> OfferSummary:
         raise _invalid("Invalid SDP offer: an audio m= section is required (add a microphone track or "
                        "pc.addTransceiver('audio')).")
     return summary
+
+
+def _sections_with_several_mids(text: str) -> bool:
+    count = 0
+    for line in text.splitlines():
+        if line.startswith("m="):
+            count = 0
+        elif line.startswith("a=mid:"):
+            count += 1
+            if count > 1:
+                return True
+    return False
+
+
+_SUPPORTED = {"audio": "Opus, PCMU or PCMA",
+              "video": "H.264 (profiles " + ", ".join(H264_PROFILES) + ") with packetization-mode=1"}
+
+
+def _common_codecs(media: _sdp.MediaDescription) -> list[RTCRtpCodecParameters]:
+    """What aiortc's setRemoteDescription would negotiate for this section (it fails on none)."""
+    install_codec_policy()
+    return filter_preferred_codecs(find_common_codecs(_codecs.CODECS[media.kind], media.rtp.codecs),
+                                   codec_preferences(media.kind))
 
 
 # ---- answer post-processing -----------------------------------------------------------------
