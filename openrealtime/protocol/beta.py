@@ -101,11 +101,10 @@ def session_to_ga(session: Any) -> Any:
             out[key] = value
     if audio_in or audio_out:
         audio = out.setdefault("audio", {})
-        if isinstance(audio, dict):
-            if audio_in:
-                audio["input"] = {**(audio.get("input") or {}), **audio_in}
-            if audio_out:
-                audio["output"] = {**(audio.get("output") or {}), **audio_out}
+        if isinstance(audio, dict):  # anything else is left for validation to report
+            for key, flat in (("input", audio_in), ("output", audio_out)):
+                if flat and isinstance(audio.get(key) or {}, dict):
+                    audio[key] = {**(audio.get(key) or {}), **flat}
     out.setdefault("type", "realtime")
     return out
 
@@ -114,7 +113,8 @@ def _item_to_ga(item: Any) -> Any:
     if isinstance(item, dict) and item.get("role") == "assistant" and isinstance(item.get("content"), list):
         item = dict(item)
         item["content"] = [{**p, "type": _CONTENT_TO_GA[p["type"]]} if isinstance(p, dict) and
-                           p.get("type") in _CONTENT_TO_GA else p for p in item["content"]]
+                           isinstance(p.get("type"), str) and p["type"] in _CONTENT_TO_GA else p
+                           for p in item["content"]]
     return item
 
 
@@ -139,7 +139,11 @@ def _response_params_to_ga(params: Any) -> Any:
         else:
             out[key] = value
     if audio_out:
-        out.setdefault("audio", {}).setdefault("output", {}).update(audio_out)
+        audio = out.get("audio")
+        if audio is None:
+            audio = out["audio"] = {}
+        if isinstance(audio, dict) and isinstance(audio.get("output") or {}, dict):  # else: validation reports
+            audio["output"] = {**(audio.get("output") or {}), **audio_out}
     return out
 
 

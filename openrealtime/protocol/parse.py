@@ -40,9 +40,11 @@ def _sniff_event_id(raw: str | bytes) -> str | None:
         match = _EVENT_ID_RE.search(text)
         if match:
             try:
-                return json.loads(match.group(1))
-            except ValueError:
+                value = json.loads(match.group(1))
+                value.encode("utf-8")  # a lone surrogate escape could never be sent back
+            except (ValueError, UnicodeEncodeError):
                 return None
+            return value
     return None
 
 

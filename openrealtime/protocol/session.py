@@ -271,7 +271,9 @@ def apply_session_update(
     # `model` is accepted (and becomes the session's label): the Agents SDK sends its own default model
     # in every session.update, whatever the connection URL said; every name maps onto the same local stack.
     if voice_locked:
-        new_voice = (((update.get("audio") or {}).get("output") or {}).get("voice"))
+        audio = update.get("audio")
+        output = audio.get("output") if isinstance(audio, dict) else None  # other types: validation reports
+        new_voice = output.get("voice") if isinstance(output, dict) else None
         old_voice = current.audio.output.voice if isinstance(current, RealtimeSessionConfig) else None
         if new_voice is not None and new_voice != (old_voice.model_dump() if isinstance(old_voice, BaseModel) else old_voice):
             raise ProtocolError("Cannot update a session's voice after audio has been output.",

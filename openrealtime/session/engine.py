@@ -231,7 +231,7 @@ class SessionEngine:
 
     def feed_audio(self, pcm: bytes) -> None:
         """Microphone audio (canonical PCM) from the transport."""
-        if self.closed:
+        if self.closed or not pcm:  # nothing to add (an empty input_audio_buffer.append)
             return
         if self.mode == "echo":
             self._echo(pcm)

@@ -97,7 +97,8 @@ class ResponseRun:
         finished: Finished | None = None
         try:
             if self.pending_transcripts:
-                await asyncio.gather(*self.pending_transcripts, return_exceptions=True)
+                # shielded: cancelling this response must not cancel the transcriptions it waits for
+                await asyncio.gather(*map(asyncio.shield, self.pending_transcripts), return_exceptions=True)
             if self.finished:
                 return
             request = self.request = self.build_request()
