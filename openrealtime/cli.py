@@ -152,7 +152,7 @@ def serve(settings: Settings) -> None:
     from .observability.logs import setup_logging
 
     settings.check()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, secrets=settings.secret_values)
     app = create_app(settings)
     state = app.state.server
     print(f"openrealtime: http://{settings.host}:{settings.port}/  (engine={settings.engine})", file=sys.stderr)

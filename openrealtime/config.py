@@ -54,6 +54,11 @@ class Settings:
         return {k: v for k, v in (("llm", self.llm_url), ("stt", self.stt_url), ("tts", self.tts_url)) if v}
 
     @property
+    def secret_values(self) -> list[str]:
+        """Values never to log: the server's API keys and the remote backends' keys."""
+        return [*self.api_keys, *(k for k in (self.llm_key, self.stt_key, self.tts_key) if k)]
+
+    @property
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 

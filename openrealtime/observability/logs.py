@@ -15,6 +15,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
+
+from .redact import RedactSecrets
 
 call_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("openrealtime_call_id", default=None)
 
@@ -43,7 +46,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)  # exc_text: redacted
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -63,9 +66,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
+def setup_logging(level: str = "info", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+    """One stderr handler for every logger. `secrets`: values (API keys) never to print; they, `ek_` values,
+    bearer tokens and credential headers are redacted from every record (observability/redact.py)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(CallIdFilter())
+    handler.addFilter(RedactSecrets(secrets))
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -45,15 +45,27 @@ TRANSPORT_KEYS = ("bytes_in", "bytes_out", "packets_in", "packets_out")
 
 
 def _shorten(value: Any) -> Any:
+    """An event for the calls API: long strings cut, credentials (MCP tools' `authorization` and
+    `headers` values, in any event a client sends) replaced by "[redacted]"."""
     if isinstance(value, str):
         if len(value) > LONG_STRING:
             return f"{value[:64]}…({len(value)} chars)"
         return value
     if isinstance(value, dict):
-        return {k: _shorten(v) for k, v in value.items()}
+        return {k: _redacted(k, v) if isinstance(k, str) and k.lower() in _SECRET_KEYS else _shorten(v)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [_shorten(v) for v in value]
     return value
+
+
+_SECRET_KEYS = frozenset({"authorization", "headers"})
+
+
+def _redacted(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "[redacted]" for k in value}
+    return "[redacted]" if value else value
 
 
 def empty_rtp() -> dict[str, Any]:

@@ -278,15 +278,61 @@ def apply_session_update(
         if new_voice is not None and new_voice != (old_voice.model_dump() if isinstance(old_voice, BaseModel) else old_voice):
             raise ProtocolError("Cannot update a session's voice after audio has been output.",
                                 code="invalid_value", param="session.audio.output.voice")
-    merged = _merge(current.model_dump(mode="json"), update)
+    merged = _merge_session(current.model_dump(mode="json"), update)
     return parse_session_config(merged)
+
+
+# MCP credentials are write-only: a session object shows that they are set, never their values (the
+# `ek_` holder in a browser must not read the token its server minted the session with). Sent back
+# unchanged in a session.update (or a call's `session` over a client secret), a redacted value keeps the
+# stored one of the tool with the same server_label.
+REDACTED = "[redacted]"
+
+
+def _redact_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") != "mcp":
+        return tool
+    out = dict(tool)
+    if out.get("authorization"):
+        out["authorization"] = REDACTED
+    if isinstance(out.get("headers"), dict):
+        out["headers"] = {name: REDACTED for name in out["headers"]}
+    return out
+
+
+def _restore_redacted(tools: Any, stored: Any) -> Any:
+    """`tools` (a request's list) with each REDACTED credential replaced by the stored tool's value."""
+    if not isinstance(tools, list) or not isinstance(stored, list):
+        return tools
+    by_label = {t.get("server_label"): t for t in stored if isinstance(t, dict) and t.get("type") == "mcp"}
+    out = []
+    for tool in tools:
+        old = by_label.get(tool.get("server_label")) if isinstance(tool, dict) and tool.get("type") == "mcp" else None
+        if old is not None:
+            tool = dict(tool)
+            if tool.get("authorization") == REDACTED:
+                tool["authorization"] = old.get("authorization")
+            if isinstance(tool.get("headers"), dict):
+                kept = old.get("headers") or {}
+                tool["headers"] = {k: kept.get(k, v) if v == REDACTED else v for k, v in tool["headers"].items()}
+        out.append(tool)
+    return out
+
+
+def _merge_session(base: dict[str, Any], request: dict[str, Any]) -> Any:
+    merged = _merge(base, request)
+    if isinstance(merged, dict) and "tools" in request:
+        merged["tools"] = _restore_redacted(merged.get("tools"), base.get("tools"))
+    return merged
 
 
 def session_object(
     config: RealtimeSessionConfig | TranscriptionSessionConfig, *, id: str, expires_at: int
 ) -> RealtimeSessionObject | TranscriptionSessionObject:
+    """What session.created / session.updated and a client secret show (MCP credentials redacted)."""
     data = config.model_dump()
     if isinstance(config, RealtimeSessionConfig):
+        data["tools"] = [_redact_tool(t) for t in data.get("tools") or []]
         return RealtimeSessionObject(**data, id=id, expires_at=expires_at)
     return TranscriptionSessionObject(**data, id=id, expires_at=expires_at)
 
@@ -299,4 +345,4 @@ def override_session(
         return base
     if not isinstance(request, dict):
         raise ProtocolError(f"Invalid type for '{param}': expected an object.", code="invalid_type", param=param)
-    return parse_session_config(_merge(base.model_dump(mode="json"), request), param=param)
+    return parse_session_config(_merge_session(base.model_dump(mode="json"), request), param=param)
