@@ -8,9 +8,9 @@ HTTP (every route; api/request_limits.py checks the head before any route runs)
   MAX_HEADER_COUNT      headers in one request (or WebSocket handshake): more → 431
                         `request_header_fields_too_large`.
   MAX_HEADER_FIELD_BYTES one header (name + value): longer → 431.
-  MAX_HEADER_BYTES      all headers together: more → 431. The HTTP parser (h11) stops reading a request
-                        head at twice this (a plain-text 400 and the connection closed: nothing is
-                        buffered without bound, whatever a client sends).
+  MAX_HEADER_BYTES      all headers together: more → 431. The HTTP parser (h11) cuts off a request head
+                        still unfinished at twice this (a plain-text 400, connection closed), so at most
+                        that plus one socket read is buffered, whatever a client sends.
   MAX_BODY_BYTES        request body (Settings.max_body_bytes): a larger Content-Length → 413
                         `request_too_large` before the body is read; chunked bodies are counted as they
                         arrive and refused at the first byte over (api/body.py).
