@@ -24,7 +24,9 @@ WebSocket and data channel
   WS_MAX_FRAME_BYTES    one WebSocket message at the protocol layer: over it the socket is closed 1009.
   WS_MAX_QUEUE          WebSocket messages the protocol layer buffers before it stops reading the socket
                         (TCP backpressure), so a fast sender costs at most WS_MAX_QUEUE × WS_MAX_FRAME_BYTES.
-  (data channel)        aiortc's advertised max-message-size (64 KiB): larger → `message_too_large`.
+  (data channel)        aiortc's advertised max-message-size (256 KiB): larger → `message_too_large`; a
+                        peer holding more than the receive window (1 MiB) plus one such message in
+                        unfinished fragments has its SCTP association aborted (media/sctp_limits.py).
 
 Session content
   MAX_IMAGE_BYTES       decoded bytes of one `input_image` data URL → `invalid_value`.

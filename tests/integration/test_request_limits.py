@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openrealtime import limits
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import assert_openai_error
+from tests.helpers import assert_openai_error, wait_for
 
 OFFER = (Path(__file__).parent.parent / "fixtures" / "chromium-156-offer.sdp").read_text()
 AUTH = {"Authorization": "Bearer test"}
@@ -231,3 +231,30 @@ async def test_data_channel_messages_over_the_limits_get_error_events(echo_serve
         await assert_session_works(send, client.next_event)
     finally:
         await client.close()
+
+
+async def test_a_data_channel_peer_past_the_receive_window_is_cut_off(echo_server):
+    """A peer that ignores both our max-message-size and receive window (aiortc's sender does not look at
+    the window) sends one 4 MiB message: the server aborts the SCTP association instead of buffering it."""
+    client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
+    assert (await client.connect()).status_code == 201
+    try:
+        await client.next_event("session.created")
+        client.pc.sctp._remote_max_message_size = 8 << 20
+        client.channel.send("x" * (4 << 20))
+
+        async def channel_closed():
+            return client.channel.readyState == "closed"
+        await wait_for(channel_closed, timeout=30, what="the data channel closed by the server")
+    finally:
+        await client.close()
+    other = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})  # the server goes on serving
+    assert (await other.connect()).status_code == 201
+    try:
+        await other.next_event("session.created")
+        async def send(event):
+            other.send(event)
+
+        await assert_session_works(send, other.next_event)
+    finally:
+        await other.close()
