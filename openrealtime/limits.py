@@ -5,6 +5,7 @@ OpenAI's error shape: over HTTP `{"error": {"message", "type", "param", "code"}}
 below, on a session an `error` event (the session goes on working).
 
 HTTP (every route; api/request_limits.py checks the head before any route runs)
+  MAX_URL_BYTES         path and query string: longer → 414 `request_uri_too_long`.
   MAX_HEADER_COUNT      headers in one request (or WebSocket handshake): more → 431
                         `request_header_fields_too_large`.
   MAX_HEADER_FIELD_BYTES one header (name + value): longer → 431.
@@ -45,6 +46,7 @@ from __future__ import annotations
 KIB = 1024
 MIB = 1024 * 1024
 
+MAX_URL_BYTES = 8 * KIB
 MAX_HEADER_BYTES = 32 * KIB
 MAX_HEADER_COUNT = 100
 MAX_HEADER_FIELD_BYTES = 8000  # below the 8 KiB per line that WebSocket handshakes (websockets) allow

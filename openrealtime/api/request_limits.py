@@ -1,6 +1,7 @@
 """Request-head limits for every route, HTTP and WebSocket handshakes alike (an ASGI middleware).
 
 Refused before any route runs, in OpenAI's error shape:
+  414 `request_uri_too_long`             a path and query longer than limits.MAX_URL_BYTES
   431 `request_header_fields_too_large`  more than limits.MAX_HEADER_COUNT headers, one header (name +
                                          value) over limits.MAX_HEADER_FIELD_BYTES, or all of them over
                                          limits.MAX_HEADER_BYTES
@@ -26,8 +27,13 @@ def _error(status: int, message: str, code: str) -> tuple[int, bytes]:
     return status, json.dumps(body).encode()
 
 
-def check_head(headers: list[tuple[bytes, bytes]], max_body_bytes: int | None) -> tuple[int, bytes] | None:
-    """(status, JSON body) when the request head breaks a limit, else None."""
+def check_head(headers: list[tuple[bytes, bytes]], max_body_bytes: int | None,
+               target_bytes: int = 0) -> tuple[int, bytes] | None:
+    """(status, JSON body) when the request head breaks a limit, else None. `target_bytes`: the length of
+    the request target (path and query)."""
+    if target_bytes > limits.MAX_URL_BYTES:
+        return _error(414, f"The request URL is {target_bytes} bytes; the limit is {limits.MAX_URL_BYTES}.",
+                      "request_uri_too_long")
     if len(headers) > limits.MAX_HEADER_COUNT:
         return _error(431, f"Too many request headers ({len(headers)}); the limit is {limits.MAX_HEADER_COUNT}.",
                       "request_header_fields_too_large")
@@ -62,7 +68,8 @@ class RequestLimits:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        refused = check_head(scope.get("headers") or [], self.max_body_bytes if kind == "http" else None)
+        target = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(scope.get("query_string") or b"")
+        refused = check_head(scope.get("headers") or [], self.max_body_bytes if kind == "http" else None, target)
         if refused is None:
             await self.app(scope, receive, send)
             return

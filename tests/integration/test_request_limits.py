@@ -108,6 +108,21 @@ async def test_request_heads_over_the_limits_get_431_on_every_route(echo_server,
     await assert_server_serves(echo_server)
 
 
+async def test_urls_over_the_limit_get_414(echo_server):
+    long = "x" * limits.MAX_URL_BYTES
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{echo_server.url}/v1/realtime/calls/rtc_{long}", headers=AUTH)
+        assert_openai_error(r, 414, "request_uri_too_long")
+        r = await http.post(f"{echo_server.url}/v1/realtime/calls?model={long}", headers=AUTH, content=OFFER)
+        assert_openai_error(r, 414, "request_uri_too_long")
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(echo_server.url.replace("http://", "ws://") + f"/v1/realtime?call_id=rtc_{long}",
+                           additional_headers=AUTH):
+            pass
+    assert info.value.response.status_code == 414
+    await assert_server_serves(echo_server)
+
+
 async def test_a_request_head_past_the_parser_limit_is_cut_off(echo_server):
     lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(4 * limits.MAX_HEADER_BYTES // 1000))
     reply = await raw_request(echo_server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
