@@ -11,7 +11,8 @@ these reach the log, in text or JSON format:
 * `Bearer <token>`, `openai-insecure-api-key.<key>`, `ek_<secret>`;
 * the values of credential headers (authorization, proxy-authorization, cookie, set-cookie,
   x-api-key, api-key) in `name: value` lines, and of JSON `"authorization"` / `"headers"` fields;
-* the password of `scheme://user:password@host` URLs;
+* the password of `scheme://user:password@host` URLs, and credential-like query values (`?token=…`,
+  `&api_key=…`, `sig=`, `secret=`, …);
 * the payload preview of each WebSocket frame a client sent (the layer logs its first and last bytes,
   which may hold part of a credential without the key that names it). Frames the server sends stay.
 """
@@ -33,11 +34,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r'(?i)("authorization"\s*:\s*")(?:[^"\\]|\\.)*'), r"\1" + REDACTED),
     (re.compile(r'(?i)("headers"\s*:\s*\{)[^}]*'), r"\1" + REDACTED),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]+:)[^/\s@]+@"), r"\1" + REDACTED + "@"),
+    # credentials in a URL's query (an MCP server_url such as https://mcp.example/sse?token=...)
+    (re.compile(r"(?i)([?&][\w.\-]*(?:token|key|secret|password|passwd|auth|sig|signature|credential)[\w.\-]*=)"
+                r"[^&\s\"'#<>()]+"), r"\1" + REDACTED),
     # a client's WebSocket frame as the websockets library logs it ("< TEXT '{...}' [255 bytes]"): its first
     # and last bytes may hold any part of a credential, without the key that names it
     (re.compile(r"^(<\s+(?:TEXT|BINARY|CONT)\s).*(\s\[[^\]]*\])$", re.S), r"\1" + REDACTED + r"\2"),
 )
-_TRIGGERS = ("earer", "api-key", "ek_", "uthorization", "ookie", "headers", "@", "< text", "< binary", "< cont")
+_TRIGGERS = ("earer", "api-key", "ek_", "uthorization", "ookie", "headers", "@", "< text", "< binary", "< cont",
+             "token", "key=", "secret", "passw", "sig", "auth", "credential")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -93,3 +93,13 @@ def test_the_call_monitor_redacts_credentials_in_recorded_events():
     assert shown["session"]["tools"][0]["authorization"] == REDACTED
     assert shown["session"]["tools"][0]["headers"] == {"X-Api-Key": REDACTED}
     assert shown["session"]["tools"][0]["server_url"] == TOOL["server_url"]
+
+
+def test_credentials_in_url_queries_are_redacted_and_other_queries_kept():
+    line = "MCP server w (https://mcp.example/sse?token=abc123secret&x=1&api_key=zzz999): listing failed"
+    clean = redact(line)
+    assert "abc123secret" not in clean and "zzz999" not in clean
+    assert clean == ("MCP server w (https://mcp.example/sse?token=[redacted]&x=1&api_key=[redacted]): "
+                     "listing failed")
+    assert redact("GET /v1/realtime?model=gpt-realtime&call_id=rtc_1") == \
+        "GET /v1/realtime?model=gpt-realtime&call_id=rtc_1"
