@@ -56,3 +56,15 @@ def speechlike(seconds: float, *, rate: int = 48000, seed: int = 0, noise: float
     env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.5 * t)
     hiss = np.random.default_rng(seed).normal(0, noise, t.size) if noise else 0.0
     return (9000 * (voice * env / 2 + hiss)).astype("<i2")
+
+
+async def ws_event(ws, type_: str, timeout: float = 10.0) -> dict:
+    """The next server event of `type_` on a Realtime WebSocket (skipping others), or fail after `timeout`."""
+    import asyncio
+    import json
+
+    async with asyncio.timeout(timeout):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == type_:
+                return event

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from openrealtime.api.embedded import embedded_server
 from tests.fault_backend import REPLY, FaultBackend
-from tests.helpers import server_settings, wait_for
+from tests.helpers import server_settings, wait_for, ws_event
 
 
 @pytest.fixture
@@ -33,12 +33,6 @@ def remote_settings(backend: FaultBackend, **overrides):
     return server_settings(**values)
 
 
-async def recv(ws, type_: str, timeout: float = 20.0) -> dict:
-    async with asyncio.timeout(timeout):
-        while True:
-            event = json.loads(await ws.recv())
-            if event["type"] == type_:
-                return event
 
 
 async def collect(ws, until: str, timeout: float = 20.0) -> list[dict]:
@@ -119,7 +113,7 @@ async def test_backend_down_at_start_then_ready_by_itself(backend):
 async def test_llm_fault_mid_session_fails_the_response_and_the_session_goes_on(backend, fault, code, words):
     async with embedded_server(remote_settings(backend)) as server:
         async with connect(ws_url(server), additional_headers=AUTH) as ws:
-            await recv(ws, "session.created")
+            await ws_event(ws, "session.created")
             backend.set(llm=fault)
             events = await ask(ws)
             done = events[-1]["response"]
@@ -127,7 +121,7 @@ async def test_llm_fault_mid_session_fails_the_response_and_the_session_goes_on(
             error = done["status_details"]["error"]
             assert error["code"] == code and error["type"] == "server_error"
             assert backend.url in error["message"] and words in error["message"], error["message"]
-            assert (await recv(ws, "error"))["error"]["code"] == code  # follows response.done
+            assert (await ws_event(ws, "error"))["error"]["code"] == code  # follows response.done
             if fault in ("hang", "stall", "keepalive"):  # the abandoned request was closed, not left open
                 await wait_for(_async(lambda: backend.disconnects["llm"] >= 1), timeout=10, what="request closed")
 
@@ -141,13 +135,13 @@ async def test_llm_fault_mid_session_fails_the_response_and_the_session_goes_on(
 async def test_response_cancel_aborts_the_backend_request(backend):
     async with embedded_server(remote_settings(backend, backend_first_token_timeout_s=60)) as server:
         async with connect(ws_url(server), additional_headers=AUTH) as ws:
-            await recv(ws, "session.created")
+            await ws_event(ws, "session.created")
             backend.set(llm="hang")
             await ws.send(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]}}))
-            await recv(ws, "response.created")
+            await ws_event(ws, "response.created")
             await wait_for(_async(lambda: backend.count("llm") >= 1), timeout=10, what="request sent")
             await ws.send(json.dumps({"type": "response.cancel"}))
-            done = await recv(ws, "response.done")
+            done = await ws_event(ws, "response.done")
             assert done["response"]["status"] == "cancelled"
             await wait_for(_async(lambda: backend.disconnects["llm"] >= 1), timeout=10,
                            what="the backend request closed on cancel")
@@ -156,7 +150,7 @@ async def test_response_cancel_aborts_the_backend_request(backend):
 async def test_tts_failure_keeps_the_text_and_ends_the_audio(backend):
     async with embedded_server(remote_settings(backend)) as server:
         async with connect(ws_url(server), additional_headers=AUTH) as ws:
-            await recv(ws, "session.created")
+            await ws_event(ws, "session.created")
             backend.set(tts="drop")
             events = await ask(ws, modality="audio")
             types = [e["type"] for e in events]
@@ -181,18 +175,18 @@ async def test_transcription_failure_is_reported_and_the_next_turn_works(backend
 
     async with embedded_server(remote_settings(backend)) as server:
         async with connect(ws_url(server), additional_headers=AUTH) as ws:
-            await recv(ws, "session.created")
+            await ws_event(ws, "session.created")
             await ws.send(json.dumps({"type": "session.update", "session": {
                 "type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"},
                                                         "turn_detection": None}}}}))
-            await recv(ws, "session.updated")
+            await ws_event(ws, "session.updated")
             tone = (np.sin(np.arange(24_000) / 24_000 * 2 * np.pi * 200) * 8000).astype("<i2").tobytes()
             for fault, expected in (("error", "failed"), ("hang", "failed"), ("ok", "completed")):
                 backend.set(stt=fault)
                 await ws.send(json.dumps({"type": "input_audio_buffer.append",
                                           "audio": base64.b64encode(tone).decode()}))
                 await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-                event = await recv(ws, f"conversation.item.input_audio_transcription.{expected}", timeout=30)
+                event = await ws_event(ws, f"conversation.item.input_audio_transcription.{expected}", timeout=30)
                 if expected == "failed":
                     assert backend.url in event["error"]["message"]
                 else:

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openrealtime.api.embedded import free_port
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import assert_openai_error, wait_for
+from tests.helpers import assert_openai_error, wait_for, ws_event
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer sk-drain"}
@@ -78,12 +78,6 @@ def servers():
         server.kill()
 
 
-async def recv(ws, type_: str, timeout: float = 10.0) -> dict:
-    async with asyncio.timeout(timeout):
-        while True:
-            event = json.loads(await ws.recv())
-            if event["type"] == type_:
-                return event
 
 
 async def test_sigterm_drains_live_sessions_then_exits_0(servers):
@@ -93,7 +87,7 @@ async def test_sigterm_drains_live_sessions_then_exits_0(servers):
     assert (await call.connect()).status_code == 201
     await call.next_event("session.created", timeout=15)
     async with connect(server.ws_url, additional_headers=AUTH) as ws, httpx.AsyncClient(headers=AUTH) as http:
-        await recv(ws, "session.created")
+        await ws_event(ws, "session.created")
         server.signal(signal.SIGTERM)
 
         async def draining():
@@ -117,7 +111,7 @@ async def test_sigterm_drains_live_sessions_then_exits_0(servers):
 
         # the live ones go on, and the HTTP API keeps serving them
         await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "x"}}))
-        await recv(ws, "session.updated")
+        await ws_event(ws, "session.updated")
         call.send({"type": "session.update", "session": {"type": "realtime", "instructions": "y"}})
         await call.next_event("session.updated")
         listed = (await http.get(server.url + "/v1/realtime/calls")).json()
@@ -146,12 +140,12 @@ async def test_drain_timeout_closes_what_is_left_cleanly(servers):
             closed.set()
 
     async with connect(server.ws_url, additional_headers=AUTH) as ws:
-        await recv(ws, "session.created")
+        await ws_event(ws, "session.created")
         server.signal(signal.SIGTERM)
-        error = await recv(ws, "error", timeout=20)
+        error = await ws_event(ws, "error", timeout=20)
         assert error["error"]["code"] == "server_shutting_down"
         with pytest.raises(ConnectionClosed) as ended:
-            await recv(ws, "never", timeout=20)
+            await ws_event(ws, "never", timeout=20)
         assert ended.value.rcvd.code == 1012
     error = await call.next_event("error", timeout=20)
     assert error["error"]["code"] == "server_shutting_down"
@@ -164,7 +158,7 @@ async def test_second_signal_stops_at_once(servers):
     server = servers("--engine", "echo", "--drain-timeout", "600")
     await server.ready()
     async with connect(server.ws_url, additional_headers=AUTH) as ws:
-        await recv(ws, "session.created")
+        await ws_event(ws, "session.created")
         server.signal(signal.SIGTERM)
         async with httpx.AsyncClient() as http:
             async def draining():
@@ -175,7 +169,7 @@ async def test_second_signal_stops_at_once(servers):
         code = await server.exit_code(timeout=30)
         assert code == 0
         with pytest.raises(ConnectionClosed):
-            await recv(ws, "never", timeout=10)
+            await ws_event(ws, "never", timeout=10)
 
 
 def test_a_local_model_that_cannot_load_exits_non_zero(tmp_path):

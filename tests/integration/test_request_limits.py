@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openrealtime import limits
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import assert_openai_error, wait_for
+from tests.helpers import assert_openai_error, wait_for, ws_event
 
 OFFER = (Path(__file__).parent.parent / "fixtures" / "chromium-156-offer.sdp").read_text()
 AUTH = {"Authorization": "Bearer test"}
@@ -183,12 +183,6 @@ async def test_deep_json_bodies_get_400(echo_server):
 
 
 # ---- WebSocket sessions ----------------------------------------------------------------------------
-async def recv(ws, type_: str, timeout: float = 10.0) -> dict:
-    async with asyncio.timeout(timeout):
-        while True:
-            event = json.loads(await ws.recv())
-            if event["type"] == type_:
-                return event
 
 
 async def assert_session_works(send, next_event):
@@ -203,19 +197,19 @@ async def test_websocket_events_over_the_limits_get_error_events(echo_server):
             await ws.send(json.dumps(event))
 
         def next_event(kind):
-            return recv(ws, kind)
+            return ws_event(ws, kind)
 
-        await recv(ws, "session.created")
+        await ws_event(ws, "session.created")
         await ws.send('{"type": "session.update", "event_id": "evt_deep", "session": ' + deep() + "}")
-        err = (await recv(ws, "error"))["error"]
+        err = (await ws_event(ws, "error"))["error"]
         assert (err["code"], err["event_id"]) == ("invalid_json", "evt_deep")
         await send(image_item(BOMB_URL))
-        err = (await recv(ws, "error"))["error"]
+        err = (await ws_event(ws, "error"))["error"]
         assert (err["code"], err["param"], err["event_id"]) == ("invalid_value", "item.content.0.image_url", "evt_img")
         assert "50000×50000" in err["message"]
         await send({"type": "response.create", "event_id": "evt_tools", "response": {
             "tools": [{"type": "function", "name": f"f{i}"} for i in range(limits.MAX_TOOLS + 1)]}})
-        assert (await recv(ws, "error"))["error"]["param"] == "response.tools"
+        assert (await ws_event(ws, "error"))["error"]["param"] == "response.tools"
         await assert_session_works(send, next_event)
         await ws.send("x" * (limits.WS_MAX_FRAME_BYTES + 1))  # past the transport's frame limit: closed
         with pytest.raises(ConnectionClosed) as info:
