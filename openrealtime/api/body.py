@@ -91,10 +91,11 @@ def _multipart_fields(content_type: str, body: bytes) -> dict[str, bytes]:
         if state["name"]:
             fields[state["name"]] = bytes(state["data"])
 
-    parser = MultipartParser(boundary, {
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end})
-    try:
+    try:  # python-multipart refuses a boundary longer than 256 bytes here (RFC 2046 allows 70)
+        parser = MultipartParser(boundary, {
+            "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_part_begin": on_part_begin, "on_part_data": on_part_data,
+            "on_part_end": on_part_end})
         parser.write(body)
         parser.finalize()
     except Exception as exc:  # python-multipart raises its own errors on broken framing

@@ -6,7 +6,11 @@ the table edits that *advertise* transport-cc and FEC never exist without the co
 1. ``RTCDtlsTransport._handle_rtp_data`` is replaced by a copy of aiortc's body (parse → route →
    ``receiver._handle_rtp_packet``) that also records the transport-wide sequence number and
    arrival time of every RTP packet on the transport (routed or not) in a
-   :class:`.twcc.TwccRecorder`. A timer per transport (every 50 ms) sends transport-cc feedback
+   :class:`.twcc.TwccRecorder`. It and ``_handle_rtcp_data`` drop a packet the receive path fails on
+   instead of letting the exception end the transport's receive loop (the call); ``rtp.unpack_remb_fci``
+   reports a truncated REMB as the ValueError aiortc's router catches; a receiver learns at most
+   ``MAX_SSRCS_PER_RECEIVER`` SSRCs; ``RTCRtpReceiver._send_rtcp`` skips a report it cannot encode
+   instead of ending the receiver's RTCP task. A timer per transport (every 50 ms) sends transport-cc feedback
    with ``RTCDtlsTransport._send_rtp`` when ≥ 8 packets are pending or 100 ms have passed.
 2. ``RTCRtpSender.__init__`` gives each sender a header-extension map that stamps a transport-wide
    sequence number (one counter per transport) on every packet it serialises, retransmissions
@@ -52,6 +56,7 @@ import aiortc.codecs as aiortc_codecs
 from aiortc import jitterbuffer as _aiortc_jitter
 from aiortc import rtcrtpreceiver as _aiortc_receiver
 from aiortc import rtp as aiortc_rtp
+from aiortc import rtcdtlstransport as _aiortc_dtls
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -69,6 +74,9 @@ HANDLE_RTP_DATA_SHA256 = "5def9061cc3da1f67db719e43b0b1ee242688f231eb963cf2cb5d9
 FEEDBACK_TICK_S = 0.05
 FEEDBACK_MAX_INTERVAL_S = 0.1
 FEEDBACK_MIN_PENDING = 8
+# SSRCs one receiver learns (aiortc maps any new SSRC with its payload type to it, and keeps statistics and
+# a receiver-report block per SSRC): a peer cycling SSRCs would otherwise grow both without bound.
+MAX_SSRCS_PER_RECEIVER = 16
 # A/B switch for experiments and tests: False records arrivals but never sends feedback.
 SEND_FEEDBACK = True
 
@@ -113,6 +121,8 @@ _MARKERS = {
                                     ("await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)",)),
     "RTCDtlsTransport._handle_rtcp_data": (RTCDtlsTransport._handle_rtcp_data,
                                            ("packets = RtcpPacket.parse(data)",)),
+    "RTCRtpReceiver._send_rtcp": (RTCRtpReceiver._send_rtcp, ("await self.transport._send_rtp(bytes(packet))",)),
+    "RtpRouter.route_rtp": (_aiortc_dtls.RtpRouter.route_rtp, ("self.ssrc_table[packet.ssrc] = pt_receiver",)),
     "HeaderExtensionsMap.set": (HeaderExtensionsMap.set,
                                 ("values.transport_sequence_number is not None",
                                  "self.__ids.transport_sequence_number")),
@@ -250,10 +260,64 @@ async def _handle_rtp_data(self: RTCDtlsTransport, data: bytes, arrival_time_ms:
         if state._timer is None:
             state.start()
 
-    # route RTP packet
-    receiver = self._rtp_router.route_rtp(packet)
+    # route RTP packet (a new SSRC is learned from its payload type, up to MAX_SSRCS_PER_RECEIVER)
+    router = self._rtp_router
+    new_ssrc = packet.ssrc not in router.ssrc_table
+    receiver = router.route_rtp(packet)
+    if receiver is not None and new_ssrc and \
+            sum(1 for r in router.ssrc_table.values() if r is receiver) > MAX_SSRCS_PER_RECEIVER:
+        del router.ssrc_table[packet.ssrc]
+        log.debug("x RTP from a new SSRC %d dropped: the receiver has %d already", packet.ssrc,
+                  MAX_SSRCS_PER_RECEIVER)
+        return
     if receiver is not None:
-        await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)
+        try:
+            await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)
+        except Exception as exc:  # noqa: BLE001 - see _dropped
+            _dropped(self, "RTP", exc)
+
+
+def _dropped(transport: RTCDtlsTransport, what: str, exc: Exception) -> None:
+    """A packet our receive path could not handle is dropped: an exception here would end the transport's
+    receive loop (``RTCDtlsTransport.__run``), and with it the whole call. Logged with its traceback the
+    first time per transport, then every 1000th."""
+    count = transport.__dict__.get("_or_dropped", 0) + 1
+    transport._or_dropped = count
+    transport._or_dropped_last = f"{what}: {type(exc).__name__}: {exc}"
+    if count == 1 or count % 1000 == 0:
+        log.warning("dropped a %s packet the receive path failed on (%d on this transport)", what, count,
+                    exc_info=exc)
+
+
+async def _handle_rtcp_data(self: RTCDtlsTransport, data: bytes) -> None:
+    try:
+        await _originals["_handle_rtcp_data"](self, data)
+    except Exception as exc:  # noqa: BLE001 - see _dropped
+        _dropped(self, "RTCP", exc)
+
+
+async def _receiver_send_rtcp(self: RTCRtpReceiver, packet: Any) -> None:
+    """aiortc's RTCRtpReceiver._send_rtcp, except that a report the peer's streams made unencodable (more
+    than 31 report blocks, a jitter beyond 32 bits) is skipped: the exception ended the receiver's RTCP task
+    for the rest of the call, and its stop() then waited for that task forever (found by fuzzing)."""
+    try:
+        data = bytes(packet)
+    except (ValueError, struct.error, OverflowError) as exc:
+        log.debug("x RTCP report not sent: %s", exc)
+        return
+    try:
+        await self.transport._send_rtp(data)
+    except ConnectionError:
+        pass
+
+
+def _unpack_remb_fci(data: bytes) -> tuple[int, list[int]]:
+    """aiortc's REMB parser, with a count that overruns the SSRC list as the ValueError its callers catch
+    (it raised struct.error, which ended the receive loop: found by fuzzing, tests/fuzz)."""
+    try:
+        return _originals["unpack_remb_fci"](data)
+    except struct.error:
+        raise ValueError("REMB SSRC list shorter than its count") from None
 
 
 # ---- 2. send: stamp transport-wide sequence numbers --------------------------------------------
@@ -431,6 +495,9 @@ def install() -> None:
     if problems:
         raise RuntimeError("openrealtime's aiortc hooks do not fit this aiortc: " + "; ".join(problems))
     _originals["_handle_rtp_data"] = RTCDtlsTransport._handle_rtp_data
+    _originals["_handle_rtcp_data"] = RTCDtlsTransport._handle_rtcp_data
+    _originals["unpack_remb_fci"] = aiortc_rtp.unpack_remb_fci
+    _originals["RTCRtpReceiver._send_rtcp"] = RTCRtpReceiver._send_rtcp
     _originals["RTCRtpSender.__init__"] = RTCRtpSender.__init__
     _originals["RTCRtpSender._handle_rtcp_packet"] = RTCRtpSender._handle_rtcp_packet
     _originals["RtcpRtpfbPacket.parse"] = RtcpRtpfbPacket.parse.__func__
@@ -439,6 +506,9 @@ def install() -> None:
     _originals["compute_audio_level_dbov"] = aiortc_rtp.compute_audio_level_dbov
 
     RTCDtlsTransport._handle_rtp_data = _handle_rtp_data
+    RTCDtlsTransport._handle_rtcp_data = _handle_rtcp_data
+    aiortc_rtp.unpack_remb_fci = _unpack_remb_fci
+    RTCRtpReceiver._send_rtcp = _receiver_send_rtcp
     RTCRtpSender.__init__ = _sender_init
     RTCRtpSender._handle_rtcp_packet = _sender_handle_rtcp
     RtcpRtpfbPacket.parse = classmethod(_rtpfb_parse)

@@ -213,3 +213,137 @@ class EngineHarness:
 
     def close(self) -> None:
         self.engine.close("fuzz")
+
+
+# ---- RTP / RTCP into a live call -------------------------------------------------------------------------------
+class MediaHarness:
+    """A real call: an aiortc client (microphone playing speech, a video transceiver, `oai-events`) connected
+    to a RealtimeCall on the echo engine over the shared ICE ports. Cases go to the server's DTLS transport
+    as decrypted RTP/RTCP (`_handle_rtp_data` / `_handle_rtcp_data`, what its receive loop calls after SRTP,
+    where any exception would end that loop and with it the call), or through the client's SRTP session
+    over the network. `check_alive()`: the call is connected, its receive loop runs, the echo of the
+    microphone keeps arriving and the data channel answers."""
+
+    def __init__(self) -> None:
+        self.offers = OfferHarness()
+        self.client = None
+        self.call: RealtimeCall | None = None
+        self.thread_errors: list[str] = []
+
+    async def start(self) -> None:
+        import threading
+
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+        from aiortc import sdp as aiortc_sdp
+
+        from openrealtime.client.rtc import RealtimeRtcClient
+        from tests.helpers import speechlike
+
+        from .rtp_cases import MediaContext
+
+        threading.excepthook = lambda args: self.thread_errors.append(
+            f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
+        await self.offers.start()
+        self.client = client = RealtimeRtcClient("http://unused", video=True)
+        await client.pc.setLocalDescription(await client.pc.createOffer())
+        self.call = RealtimeCall("rtc_fuzzmedia", CallOptions(ice=self.offers.ice),
+                                 lambda transport: SessionEngine(transport, RealtimeSessionConfig(), mode="echo",
+                                                                 echo_delay_s=0.05))
+        answer = await self.call.answer(client.pc.localDescription.sdp)
+        await client.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await client.next_event("session.created", timeout=15)
+        self.speech = speechlike(2.0).tobytes()
+        client.mic.play(self.speech * 2)
+        desc = aiortc_sdp.SessionDescription.parse(answer)
+        offer = aiortc_sdp.SessionDescription.parse(client.pc.localDescription.sdp)
+        pts = {m.kind: [c.payloadType for c in m.rtp.codecs] for m in desc.media if m.kind in ("audio", "video")}
+        ssrcs = {m.kind: (m.ssrc[0].ssrc if m.ssrc else 0) for m in offer.media}
+        ext = {e.uri: e.id for m in desc.media for e in m.rtp.headerExtensions}
+        senders = tuple(s._ssrc for s in self.call.pc.getSenders())
+        self.ctx = MediaContext(audio_pt=pts["audio"][0], video_pt=pts["video"][0],
+                                other_pts=tuple(pts["audio"][1:]), audio_ssrc=ssrcs["audio"],
+                                video_ssrc=ssrcs["video"], our_ssrcs=senders,
+                                twcc_id=ext.get("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-"
+                                                "extensions-01", 3),
+                                mid_id=ext.get("urn:ietf:params:rtp-hdrext:sdes:mid", 1),
+                                mids=tuple(m.rtp.muxId for m in desc.media))
+        self.server_dtls = self.call.pc.getTransceivers()[0].receiver.transport
+        self.client_dtls = client.pc.getTransceivers()[0].sender.transport
+        self._reported_drops = 0
+        await self.check_alive()
+
+    def _dropped(self) -> int:
+        return self.server_dtls.__dict__.get("_or_dropped", 0)
+
+    async def _handle(self, what: str, handle) -> str:
+        before = self._dropped()
+        try:
+            await handle
+        except Exception as exc:
+            raise FuzzFailure(f"{what} ended the receive loop: " + describe(exc)) from None
+        if self._dropped() != before:  # rtp_patches kept the call alive, but the receive path raised
+            raise FuzzFailure(f"the receive path failed on {what}: {self.server_dtls._or_dropped_last}")
+        return "handled"
+
+    async def rtp(self, data: bytes) -> str:
+        from aiortc import clock
+
+        return await self._handle("RTP", self.server_dtls._handle_rtp_data(data, arrival_time_ms=clock.current_ms()))
+
+    async def rtcp(self, data: bytes) -> str:
+        return await self._handle("RTCP", self.server_dtls._handle_rtcp_data(data))
+
+    async def over_srtp(self, data: bytes) -> str:
+        """Through the client's SRTP session and the network (aiortc picks SRTP or SRTCP by the packet type;
+        what it cannot protect is not sent)."""
+        try:
+            await self.client_dtls._send_rtp(data)
+        except Exception:
+            return "unsendable"
+        return "sent"
+
+    async def check_alive(self) -> None:
+        client, call = self.client, self.call
+        if call.closed.is_set() or call.state != "connected" and call.stats.connected_at is not None:
+            raise FuzzFailure(f"the call ended ({call.stats.end_reason})")
+        task = getattr(self.server_dtls, "_task", None)
+        if task is None or task.done():
+            raise FuzzFailure("the server's DTLS receive loop is gone")
+        if self.thread_errors:
+            raise FuzzFailure("a media thread died: " + "; ".join(self.thread_errors))
+        for receiver in (t.receiver for t in call.pc.getTransceivers()):
+            task = receiver._RTCRtpReceiver__rtcp_task
+            if task is not None and task.done():
+                raise FuzzFailure(f"the {receiver.track.kind if receiver.track else '?'} receiver's RTCP task "
+                                  f"ended: {task.exception() if not task.cancelled() else 'cancelled'!r}")
+        if self._dropped() > self._reported_drops:
+            self._reported_drops = self._dropped()
+            raise FuzzFailure(f"the receive path failed on a packet: {self.server_dtls._or_dropped_last}")
+        if client.mic.pending_s < 1.0:
+            client.mic.play(self.speech)
+        before = client.audio.voiced_frames
+        client.send({"type": "session.update", "event_id": "evt_probe",
+                     "session": {"type": "realtime", "instructions": "still here"}})
+        try:
+            await client.next_event("session.updated", timeout=10)
+        except asyncio.TimeoutError:
+            raise FuzzFailure("the data channel no longer answers") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while client.audio.voiced_frames <= before:
+            if loop.time() > deadline:
+                raise FuzzFailure("the echo of the microphone stopped arriving")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        import threading
+
+        threading.excepthook = threading.__excepthook__
+        if self.client is not None:
+            await self.client.close()
+        if self.call is not None:
+            await asyncio.wait_for(self.call.hangup("fuzz"), 10)
+        attached = self.offers.attached()
+        await self.offers.close()
+        if attached:
+            raise FuzzFailure("the call is still attached to the ICE ports after its hangup")

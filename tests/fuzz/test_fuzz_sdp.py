@@ -3,10 +3,11 @@ whole answer (aiortc's negotiation, our policy) on the shared ICE ports. Every c
 with 400 invalid_offer; nothing raises, and no refused or hung-up call stays attached to the ports."""
 
 import asyncio
+import random
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from openrealtime.media.sdp_policy import validate_offer
@@ -15,7 +16,10 @@ from tests.fuzz.harness import LoopErrors, OfferHarness
 from tests.fuzz.sdp_cases import real_offers, sdp_case
 
 OFFERS = real_offers()
-FUZZ = settings(derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+# cases come from a seed (bench/fuzz.py replays one with --seed): shrinking a seed would not simplify the case
+FUZZ = settings(derandomize=True, deadline=None, database=None, phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck))
+STATEFUL = FUZZ
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +41,10 @@ def test_real_offers_are_answered(offers_env):
     assert harness.attached() == 0 and errors.take() == []
 
 
-@settings(FUZZ, max_examples=1500)
-@given(rng=st.randoms(use_true_random=False))
-def test_validate_offer_refuses_clearly_or_accepts(rng):
-    sdp = sdp_case(rng, OFFERS, huge=4096)
+@settings(FUZZ, max_examples=2000)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_validate_offer_refuses_clearly_or_accepts(seed):
+    sdp = sdp_case(random.Random(seed), OFFERS, huge=4096)
     try:
         summary = validate_offer(sdp)
     except ProtocolError as exc:
@@ -53,10 +57,10 @@ def test_mutated_offers_are_answered_or_refused_and_leave_nothing_behind(offers_
     loop, harness, errors = offers_env
     outcomes: dict[str, int] = {}
 
-    @settings(FUZZ, max_examples=250)
-    @given(rng=st.randoms(use_true_random=False))
-    def fuzz(rng):
-        outcome = loop.run_until_complete(harness.run(sdp_case(rng, OFFERS, huge=4096)))
+    @settings(STATEFUL, max_examples=300)
+    @given(seed=st.integers(0, 2**32 - 1))
+    def fuzz(seed):
+        outcome = loop.run_until_complete(harness.run(sdp_case(random.Random(seed), OFFERS, huge=4096)))
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     fuzz()
