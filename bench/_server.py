@@ -1,5 +1,6 @@
-"""A server under benchmark, run as a subprocess: start, wait for /healthz, read its RSS, threads
-and CPU time from /proc, stop (SIGTERM, then SIGKILL). Dies with the bench (PR_SET_PDEATHSIG)."""
+"""A server under benchmark, run as a subprocess: start, wait until it is ready (GET /readyz 200; a server
+without /readyz: /healthz 200), read its RSS, threads, open fds and CPU time from /proc, stop (SIGTERM,
+then SIGKILL). Dies with the bench (PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
 
@@ -46,13 +47,18 @@ class ServerProcess:
                                      start_new_session=True, preexec_fn=die_with_parent)
 
     async def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until GET /readyz answers 200 (/healthz is liveness: 200 while still loading). Servers
+        without a /readyz route (the plain aiortc baseline: 404) are ready when /healthz is 200."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.log}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(self.url + "/healthz")).status_code == 200:
+                    ready = await http.get(self.url + "/readyz")
+                    if ready.status_code == 404:
+                        ready = await http.get(self.url + "/healthz")
+                    if ready.status_code == 200:
                         return
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready in {timeout}s")
@@ -78,6 +84,10 @@ class ServerProcess:
 
     def threads(self) -> int:
         return self._status("Threads")
+
+    def fds(self) -> int:
+        """Open file descriptors (sockets, pipes, files) of the server process."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()

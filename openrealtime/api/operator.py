@@ -7,9 +7,12 @@ loopback bind) and otherwise needs one too (Prometheus: `authorization: {credent
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..observability.loop_lag import LoopLagProbe
 from ..observability.metrics import build_registry, render
 from ..observability.monitor import CallMonitor
 from .errors import ApiError
@@ -19,11 +22,26 @@ router = APIRouter()
 
 
 def install(app: FastAPI, state: ServerState) -> None:
-    """Attach the call monitor and the metrics registry to `app` and add the routes."""
+    """Attach the call monitor, the event-loop lag probe and the metrics registry to `app` and add the
+    routes. The probe runs on the serving loop for as long as the app's lifespan does."""
     monitor = CallMonitor(state.calls)
+    loop_lag = LoopLagProbe()
     app.state.monitor = monitor
-    app.state.metrics_registry = build_registry(state, monitor)
+    app.state.loop_lag = loop_lag
+    app.state.metrics_registry = build_registry(state, monitor, loop_lag=loop_lag)
     app.include_router(router)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI):
+        loop_lag.start()
+        try:
+            async with inner(app_) as maybe_state:
+                yield maybe_state
+        finally:
+            loop_lag.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -20,7 +20,7 @@ transport_bytes_total{direction}, transport_packets_total{direction},
 audio_frames_total{direction}, audio_late_frames_total, rtcp_nacks_sent_total,
 rtcp_plis_sent_total, video_frames_decoded_total, video_snapshots_total,
 datachannel_events_total{direction,type}, errors_total{code}, ice_mux_events_total{event},
-ready, uptime_seconds.
+event_loop_lag_seconds (observability.loop_lag), ready, draining, uptime_seconds.
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def observe_stage(stage: str, seconds: float) -> None:
 class ServerCollector:
     """Everything about one server (ServerState + CallMonitor), read at scrape time."""
 
-    def __init__(self, state: Any, monitor: Any) -> None:
+    def __init__(self, state: Any, monitor: Any, loop_lag: Any = None) -> None:
         self.state = state
         self.monitor = monitor
+        self.loop_lag = loop_lag
 
     def describe(self) -> list:
         return []  # no up-front description: collect() is only run at scrape time
@@ -78,6 +79,8 @@ class ServerCollector:
                        [([r], float(n)) for r, n in sorted(state.calls.ended_by_reason.items())], ["reason"])
         yield from monitor.setup_seconds.collect()
         yield from monitor.voice_to_voice_seconds.collect()
+        if self.loop_lag is not None:
+            yield from self.loop_lag.seconds.collect()
         yield from MODEL_STAGE_SECONDS.collect()
 
         from ..session import workers
@@ -148,9 +151,9 @@ def _counter(name: str, doc: str, samples: list, labels: list[str] | None = None
     return family
 
 
-def build_registry(state: Any, monitor: Any, *, process: bool = True) -> CollectorRegistry:
+def build_registry(state: Any, monitor: Any, *, loop_lag: Any = None, process: bool = True) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(state, monitor))
+    registry.register(ServerCollector(state, monitor, loop_lag))
     if process:
         from prometheus_client import ProcessCollector
 
