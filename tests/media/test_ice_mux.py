@@ -1,6 +1,7 @@
 """Single-port ICE: every call on one UDP port and one ICE-TCP port (real aiortc/aioice peers, loopback)."""
 
 import asyncio
+import dataclasses
 import re
 import secrets
 import socket
@@ -443,17 +444,15 @@ async def test_tcp_writes_are_dropped_above_the_high_water_mark():
         await m.close()
 
 
-# ---- consent freshness (RFC 7675, aioice) --------------------------------------------------------
+# ---- consent freshness (RFC 7675, ice.ServerIceConnection.query_consent) --------------------------
 
 
-async def test_a_vanished_peer_ends_the_call_by_consent_expiry(monkeypatch):
-    """aioice checks consent every CONSENT_INTERVAL (5 s, ±20 %) and gives up after 6 misses (~30 s
-    in production, measured separately); shortened here so the test takes a few seconds."""
-    import aioice.ice
-
-    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+async def test_a_vanished_peer_ends_the_call_by_consent_expiry():
+    """Consent is checked every consent_interval_s and expires consent_timeout_s after the last answered
+    check (5 s / 30 s in production; shortened here so the test takes a few seconds)."""
     settings = Settings(port=0, engine="echo", udp_port=0, tcp_port=0)
     async with embedded_server(settings) as server:
+        server.state.ice = dataclasses.replace(server.state.ice, consent_interval_s=0.2, consent_timeout_s=1.0)
         client = RealtimeRtcClient(server.url, session={"type": "realtime"})
         try:
             assert (await client.connect()).status_code == 201
@@ -462,12 +461,9 @@ async def test_a_vanished_peer_ends_the_call_by_consent_expiry(monkeypatch):
             # the peer vanishes: its sockets close without a word to the server
             for protocol in ice_connection(client.pc)._protocols:
                 protocol.transport.close()
-            started = time.monotonic()
             await asyncio.wait_for(call.closed.wait(), 15)
-            elapsed = time.monotonic() - started
-            # aioice closes → DTLS reads fail → aiortc closes the PC (or reports ICE "failed")
-            assert call.stats.end_reason in ("ice_failed", "peer_closed")
-            assert 6 * 0.5 <= elapsed < 10  # 6 consent misses of (0.2 s ± 20 % + 0.5 s timeout)
+            # our ICE agent closes → aiortc reports ICE "failed" or a closed PC; the reason says why
+            assert call.stats.end_reason == "consent_expired"
             assert server.state.mux.calls == 0 and server.state.mux.address_count == 0
         finally:
             await client.close()
