@@ -18,6 +18,7 @@ from aiortc.rtcsctptransport import LOCAL_MAX_MESSAGE_SIZE
 from ..observability.logs import set_call_id
 from ..protocol.errors import ProtocolError
 from ..session.engine import SessionEngine
+from . import sctp_guard
 from .audio_in import InboundAudio
 from .audio_out import OutboundAudioTrack
 from .datachannel import EVENTS_LABEL, DataChannelTransport
@@ -60,6 +61,7 @@ class RealtimeCall:
     def __init__(self, call_id: str, options: CallOptions, engine_factory: EngineFactory,
                  on_ended: Callable[["RealtimeCall"], None] | None = None, client: str = "-") -> None:
         install_codec_policy()
+        sctp_guard.install()  # a peer's malformed data-channel messages cannot end the call
         set_call_id(call_id)  # log lines of this request and of every task the call starts carry its id
         self.id = call_id
         self.options = options
@@ -78,6 +80,7 @@ class RealtimeCall:
         self._timers: list[asyncio.TimerHandle] = []
         self._closing: asyncio.Task | None = None
         self._pc_closed = False  # closed already (a rejected offer)
+        self._events_channel = None
         self.closed = asyncio.Event()
 
     # ---- signaling -------------------------------------------------------------------------
@@ -144,8 +147,12 @@ class RealtimeCall:
     # ---- media & channel -------------------------------------------------------------------
     def _on_datachannel(self, channel) -> None:
         if channel.label != EVENTS_LABEL:
-            log.info("call=%s ignoring data channel %r", self.id, channel.label)
+            log.info("call=%s ignoring data channel %r", self.id, channel.label[:64])
             return
+        if self._events_channel is not None:  # the session lives on the first one (a second start() would
+            log.info("call=%s ignoring a second %r data channel", self.id, EVENTS_LABEL)  # re-announce it)
+            return
+        self._events_channel = channel
         self.transport.attach(channel, self.engine.handle_message, self.engine.send_error)
         self.engine.start()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import traceback
 from typing import Any
 
@@ -273,7 +274,12 @@ class MediaHarness:
         await self.check_alive()
 
     def _dropped(self) -> int:
-        return self.server_dtls.__dict__.get("_or_dropped", 0)
+        sctp = self.call.pc.sctp
+        return self.server_dtls.__dict__.get("_or_dropped", 0) + (sctp.__dict__.get("_or_dropped", 0) if sctp else 0)
+
+    def _last_drop(self) -> str:
+        sctp = self.call.pc.sctp
+        return " / ".join(str(getattr(o, "_or_dropped_last", "")) for o in (self.server_dtls, sctp) if o)
 
     async def _handle(self, what: str, handle) -> str:
         before = self._dropped()
@@ -282,7 +288,7 @@ class MediaHarness:
         except Exception as exc:
             raise FuzzFailure(f"{what} ended the receive loop: " + describe(exc)) from None
         if self._dropped() != before:  # rtp_patches kept the call alive, but the receive path raised
-            raise FuzzFailure(f"the receive path failed on {what}: {self.server_dtls._or_dropped_last}")
+            raise FuzzFailure(f"the receive path failed on {what}: {self._last_drop()}")
         return "handled"
 
     async def rtp(self, data: bytes) -> str:
@@ -293,9 +299,51 @@ class MediaHarness:
     async def rtcp(self, data: bytes) -> str:
         return await self._handle("RTCP", self.server_dtls._handle_rtcp_data(data))
 
+    async def message(self, data: str | bytes) -> str:
+        """A message on the client's `oai-events` channel (what comes back is judged by check_events)."""
+        try:
+            self.client.channel.send(data)
+        except Exception:
+            return "unsendable"  # larger than the server's max-message-size, say
+        await asyncio.sleep(0)
+        return "sent"
+
+    def check_events(self) -> dict[str, int]:
+        """Every event the client got validates, and every `error` blames the client; error codes counted."""
+        codes: dict[str, int] = {}
+        for event in self.client.log:
+            clean = {k: v for k, v in event.items() if k != "_t"}
+            try:
+                parse_server_event(clean)
+            except Exception as exc:
+                raise FuzzFailure(f"server event {event.get('type')} does not validate: {exc}") from None
+            if event["type"] == "error":
+                err = event["error"]
+                if err.get("type") != "invalid_request_error" and err.get("code") not in EXPECTED_SERVER_CODES:
+                    raise FuzzFailure(f"error event blames the server: {err}")
+                codes[err.get("code")] = codes.get(err.get("code"), 0) + 1
+        return codes
+
+    async def sctp(self, stream_id: int, pp_id: int, data: bytes) -> str:
+        """An SCTP user message under the data channels (DCEP, odd payload protocol ids, bad UTF-8)."""
+        before = self._dropped()
+        try:
+            await self.client.pc.sctp._send(stream_id, pp_id, data)
+        except Exception:
+            return "unsendable"
+        for _ in range(10):  # it crosses the network: give it a moment (a drop is what sctp_guard does)
+            await asyncio.sleep(0.001)
+            if self._dropped() != before:
+                self._reported_drops += self._dropped() - before
+                return "dropped"
+        return "sent"
+
     async def over_srtp(self, data: bytes) -> str:
         """Through the client's SRTP session and the network (aiortc picks SRTP or SRTCP by the packet type;
-        what it cannot protect is not sent)."""
+        what it cannot protect is not sent). RTP goes out under SSRCs of its own: SRTP's replay protection
+        would otherwise drop the microphone's packets after a fuzzed sequence number ran ahead of them."""
+        if len(data) >= 12 and not 192 <= data[1] <= 223:
+            data = data[:8] + struct.pack("!I", 0xF0220000 + data[11] % 4) + data[12:]
         try:
             await self.client_dtls._send_rtp(data)
         except Exception:
@@ -318,7 +366,7 @@ class MediaHarness:
                                   f"ended: {task.exception() if not task.cancelled() else 'cancelled'!r}")
         if self._dropped() > self._reported_drops:
             self._reported_drops = self._dropped()
-            raise FuzzFailure(f"the receive path failed on a packet: {self.server_dtls._or_dropped_last}")
+            raise FuzzFailure(f"the receive path failed on a packet: {self._last_drop()}")
         if client.mic.pending_s < 1.0:
             client.mic.play(self.speech)
         before = client.audio.voiced_frames

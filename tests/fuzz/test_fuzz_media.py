@@ -1,7 +1,10 @@
-"""RTP and RTCP as a caller can send them after SRTP (odd headers and extensions, Opus and H.264 payloads that
-reach the decoders, SR/RR/SDES/BYE/APP, NACK, transport-cc, PLI/FIR/REMB, XR with wrong counts and lengths)
-into a live call: no packet raises out of the receive path (which would end the call), no media thread
-dies, and afterwards the call still echoes the caller's voice and answers on its data channel."""
+"""What a caller can send inside its call, into a live call: RTP and RTCP after SRTP (odd headers and
+extensions, Opus and H.264 payloads that reach the decoders, SR/RR/SDES/BYE/APP, NACK, transport-cc,
+PLI/FIR/REMB, XR with wrong counts and lengths), data-channel messages (mutated client events, text and
+binary) and the SCTP messages under them (DCEP with odd labels and stream ids, strings that are not UTF-8,
+unknown payload protocols). No packet raises out of the receive path (which would end the call), no media
+thread dies, every event back validates and every `error` blames the client, and afterwards the call still
+echoes the caller's voice and answers on its data channel."""
 
 import asyncio
 import random
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 
 from openrealtime.media import rtp_patches
 from openrealtime.media.twcc import parse_feedback
+from tests.fuzz.dc_cases import DATA_CHANNEL_OPEN, WEBRTC_DCEP, WEBRTC_STRING, message_case, sctp_case
 from tests.fuzz.harness import LoopErrors, MediaHarness
 from tests.fuzz.rtp_cases import MediaContext, h264_frame_packets, opus_seeds, rtcp_packet, rtp_packet, twcc_fci
 
@@ -87,6 +91,21 @@ def test_rtp_and_rtcp_over_the_network(call):
     _fuzz(call, 400, send)
 
 
+def test_data_channel_messages_into_a_live_call(call):
+    async def send(harness, rng):
+        await harness.message(message_case(rng))
+    _fuzz(call, 800, send)
+    codes = call[1].check_events()
+    assert codes.get("invalid_json") and codes.get("invalid_type"), codes
+
+
+def test_sctp_messages_into_a_live_call(call):
+    async def send(harness, rng):
+        await harness.sctp(*sctp_case(rng, harness.client.channel.id))
+    _fuzz(call, 300, send)
+    call[1].check_events()
+
+
 def test_the_decoders_saw_real_frames(call):
     _loop, harness, _errors = call
     video = harness.call.video.counters()
@@ -122,3 +141,31 @@ async def test_a_caller_cycling_ssrcs_keeps_its_receiver_reports_and_hangs_up_cl
     assert len(receiver._RTCRtpReceiver__remote_streams) <= rtp_patches.MAX_SSRCS_PER_RECEIVER
     await harness.check_alive()  # the RTCP task runs
     await harness.close()  # raises if the call stayed attached to the ICE ports
+
+
+async def test_sctp_messages_aiortc_raises_on_are_dropped_and_the_call_goes_on():
+    # each of these ended the DTLS receive loop, and with it the call: an OPEN on the events channel's own
+    # stream (an assert), an OPEN whose label is not UTF-8, a string message that is not UTF-8
+    harness = MediaHarness()
+    await harness.start()
+    events = harness.client.channel.id
+    for stream, ppid, data in ((events, WEBRTC_DCEP, struct.pack("!BBHLHH", DATA_CHANNEL_OPEN, 0, 0, 0, 3, 0) + b"abc"),
+                               (events + 2, WEBRTC_DCEP,
+                                struct.pack("!BBHLHH", DATA_CHANNEL_OPEN, 0, 0, 0, 2, 0) + b"\xff\xfe"),
+                               (events, WEBRTC_STRING, b'{"type": "\xff"}')):
+        assert await harness.sctp(stream, ppid, data) == "dropped"
+        await harness.check_alive()
+    await harness.close()
+
+
+async def test_a_second_events_channel_is_ignored():
+    # it took the session over: server events went to the new channel and session.created was sent again
+    harness = MediaHarness()
+    await harness.start()
+    label = b"oai-events"
+    await harness.sctp(harness.client.channel.id + 10, WEBRTC_DCEP,
+                       struct.pack("!BBHLHH", DATA_CHANNEL_OPEN, 0, 0, 0, len(label), 0) + label)
+    await asyncio.sleep(0.1)
+    await harness.check_alive()  # events still come back on the first channel
+    assert [e["type"] for e in harness.client.log].count("session.created") == 1
+    await harness.close()
