@@ -153,7 +153,19 @@ class SessionEngine:
         for task in list(self._tasks):
             task.cancel()
         self.mcp.close()
+        self._forget_model_state()
         self.closed = True
+
+    def _forget_model_state(self) -> None:
+        """The local LLM keeps per-session prompt state (KV snapshots, keyed by this session's id) until
+        told the session is over; remote LLMs keep none (no `forget_session`). Never blocks the loop."""
+        forget = getattr(self.models.llm, "forget_session", None) if self.models is not None else None
+        if forget is None:
+            return
+        try:
+            forget(self.id)
+        except Exception:  # the session is closing either way
+            log.exception("session=%s could not drop its LLM prompt state", self.id)
 
     def expire(self) -> None:
         self.send_error(ProtocolError(

@@ -266,6 +266,9 @@ class _SnapshotCache:
     def drop(self, key: str) -> None:
         self._items.pop(key, None)
 
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self._items)
+
 
 @dataclass
 class _Run:
@@ -365,6 +368,7 @@ class LlamaCppLLM:
         self._waiting_lock = threading.Lock()
         self._snapshots = _SnapshotCache(session_snapshots, snapshot_bytes) if session_snapshots > 0 else None
         self._live_owner: str | None = None  # the session whose history the live KV cache holds
+        self._forgotten: set[str] = set()  # sessions that ended while the model was busy (forget_session)
         self._images_warned = False
         log.info(
             "LLM %s loaded from %s in %.2f s (n_ctx %d, %d threads, template %s)",
@@ -442,6 +446,10 @@ class LlamaCppLLM:
         Snapshots are taken lazily, only when another session takes the cache over, so a single
         session (the common case) never pays for them.
         """
+        with self._waiting_lock:
+            forgotten, self._forgotten = self._forgotten, set()
+        for ended in forgotten:  # sessions that ended while the model was busy
+            self._forget(ended)
         owner, self._live_owner = self._live_owner, key
         if self._snapshots is None or owner == key:
             return
@@ -511,12 +519,33 @@ class LlamaCppLLM:
         return LogitsProcessorList([processor])
 
     def forget_session(self, session_key: str) -> None:
-        """Drop a finished session's KV snapshot (optional; the LRU evicts it anyway)."""
+        """A session has ended: drop its KV snapshot and never snapshot the live cache for it again.
+
+        Called on the event loop when a session closes, so it never waits for the model: while a
+        reply or a prefill holds it (seconds), the key is queued and forgotten when the model
+        next switches sessions, before any snapshot is taken."""
+        if self._snapshots is None:
+            return
+        if self._lock.acquire(blocking=False):
+            try:
+                self._forget(session_key)
+            finally:
+                self._lock.release()
+        else:
+            with self._waiting_lock:
+                self._forgotten.add(session_key)
+
+    def _forget(self, key: str) -> None:
+        """Under `_lock`."""
         if self._snapshots is not None:
-            with self._lock:
-                self._snapshots.drop(session_key)
-                if self._live_owner == session_key:
-                    self._live_owner = None
+            self._snapshots.drop(key)
+        if self._live_owner == key:
+            self._live_owner = None
+
+    @property
+    def cached_sessions(self) -> tuple[str, ...]:
+        """The sessions whose KV snapshot is held (an ended session's is dropped by forget_session)."""
+        return self._snapshots.keys() if self._snapshots is not None else ()
 
     # -- LanguageModel ---------------------------------------------------------------------
     def stream_chat(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[LlmEvent]:
