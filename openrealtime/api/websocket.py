@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
 from ..limits import MAX_EVENT_BYTES
-from ..observability.logs import set_call_id
+from ..observability.logs import demote_client_faults, set_call_id
 from ..protocol import beta as beta_protocol
 from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
@@ -37,6 +37,7 @@ from .ws_transport import CLOSE_NORMAL, CLOSE_SERVER_ERROR, CLOSE_TIMEOUT_S, Web
 
 log = logging.getLogger("openrealtime.websocket")
 router = APIRouter()
+demote_client_faults()  # uvicorn logs a client's invalid UTF-8 frame as an ERROR with a traceback
 
 API_KEY_PROTOCOL = "openai-insecure-api-key."
 # Text frames over limits.MAX_EVENT_BYTES get an `error` event and the socket stays open; frames over

@@ -66,6 +66,27 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class ClientFaultFilter(logging.Filter):
+    """uvicorn logs a client's text frame that is not UTF-8 as an ERROR with a traceback (and closes the socket
+    with 1007, as it should): any client could fill the log with them (found by fuzzing, tests/fuzz). Such a
+    record becomes one INFO line."""
+
+    MESSAGES = frozenset({"Invalid UTF-8 sequence received from client."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.msg in self.MESSAGES:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def demote_client_faults() -> None:
+    """Install ClientFaultFilter on uvicorn's error logger (idempotent)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ClientFaultFilter) for f in logger.filters):
+        logger.addFilter(ClientFaultFilter())
+
+
 def setup_logging(level: str = "info", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
     """One stderr handler for every logger. `secrets`: values (API keys) never to print; they, `ek_` values,
     bearer tokens and credential headers are redacted from every record (observability/redact.py)."""

@@ -15,6 +15,7 @@ import struct
 import traceback
 from typing import Any
 
+from openrealtime.limits import MAX_BODY_BYTES
 from openrealtime.media.call import CallOptions, RealtimeCall
 from openrealtime.media.ice import IceSettings
 from openrealtime.media.ice_mux import MuxSet
@@ -395,3 +396,237 @@ class MediaHarness:
         await self.offers.close()
         if attached:
             raise FuzzFailure("the call is still attached to the ICE ports after its hangup")
+
+
+# ---- a whole server over HTTP and WebSocket, with a live call beside -------------------------------------------
+class LiveCall:
+    """The call that must not notice the fuzzing: an aiortc client whose microphone plays speech to the echo
+    engine; `check()` wants more of its voice back than last time and an answer on its data channel."""
+
+    def __init__(self, url: str, api_key: str = "test") -> None:
+        from openrealtime.client.rtc import RealtimeRtcClient
+
+        self.client = RealtimeRtcClient(url, api_key, session={"type": "realtime"})
+        self.heard = 0
+        self.checks = 0
+
+    async def start(self) -> None:
+        from tests.helpers import speechlike
+
+        resp = await self.client.connect()
+        if resp.status_code != 201:
+            raise RuntimeError(f"the live call was refused: {resp.status_code} {resp.text[:200]}")
+        await self.client.next_event("session.created", timeout=15)
+        self.speech = speechlike(2.0).tobytes()
+        self.client.mic.play(self.speech * 3)
+        await self.check()
+
+    async def check(self) -> None:
+        client = self.client
+        if client.mic.pending_s < 3.0:
+            client.mic.play(self.speech * 2)
+        client.send({"type": "session.update", "session": {"type": "realtime", "instructions": "live"}})
+        try:
+            await client.next_event("session.updated", timeout=10)
+        except asyncio.TimeoutError:
+            raise FuzzFailure("the live call's data channel stopped answering") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while client.audio.voiced_frames <= self.heard:
+            if loop.time() > deadline:
+                raise FuzzFailure("the live call stopped echoing")
+            await asyncio.sleep(0.05)
+        if client.pc.connectionState != "connected":
+            raise FuzzFailure(f"the live call is {client.pc.connectionState}")
+        self.heard = client.audio.voiced_frames
+        self.checks += 1
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class ServerHarness:
+    """Cases over the network to a running server (in-process in the suite, a subprocess in bench/fuzz.py):
+    POST /v1/realtime/calls bodies, client events on a WebSocket session (GA or beta), raw WebSocket frames.
+    A 5xx, a close code the server blames on itself (1011), an event that does not validate or an `error`
+    that is not the client's is a failure; `check_alive()` also wants /healthz and a fresh session."""
+
+    def __init__(self, url: str, api_key: str = "test") -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.http = httpx.AsyncClient(timeout=30)
+        self.sessions: dict[bool, Any] = {}
+        self.events: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        self._readers: dict[bool, asyncio.Task] = {}
+        self.calls_answered = 0
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, port = self.url.split("://", 1)[1].rsplit(":", 1)
+        return host, int(port)
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    # ---- HTTP -----------------------------------------------------------------------------------------
+    async def post_call(self, content_type: str, body: bytes, path: str = "/v1/realtime/calls") -> str:
+        import httpx
+
+        headers = {**self._auth(), "Content-Type": content_type.encode("utf-8", "surrogatepass")}  # any bytes
+        try:
+            resp = await self.http.post(self.url + path, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            if len(body) > MAX_BODY_BYTES:  # refused (413) while we were still sending: the socket is reset
+                return "413:reset"
+            raise FuzzFailure(f"POST {path} got no answer: {exc!r}") from None
+        if resp.status_code == 201:
+            self.calls_answered += 1
+            call_id = resp.headers["location"].rsplit("/", 1)[-1]
+            hang = await self.http.post(f"{self.url}/v1/realtime/calls/{call_id}/hangup", headers=self._auth())
+            if hang.status_code != 200:
+                raise FuzzFailure(f"hangup of an answered call: {hang.status_code} {hang.text[:200]}")
+            return "201"
+        if not 400 <= resp.status_code < 500:
+            raise FuzzFailure(f"POST {path} answered {resp.status_code}: {resp.text[:300]}")
+        try:
+            body_json = resp.json()
+            assert set(body_json) == {"error"} and set(body_json["error"]) == {"message", "type", "param", "code"}
+        except Exception:
+            raise FuzzFailure(f"a {resp.status_code} not in OpenAI's error shape: {resp.text[:300]}") from None
+        return f"{resp.status_code}:{body_json['error']['code']}"
+
+    # ---- client events on a WebSocket session ------------------------------------------------------------------
+    async def _session(self, beta: bool):
+        from websockets.asyncio.client import connect
+
+        ws = self.sessions.get(beta)
+        if ws is not None and ws.close_code is None:
+            return ws
+        if ws is not None:
+            self._judge_close(ws)
+        headers = self._auth() | ({"OpenAI-Beta": "realtime=v1"} if beta else {})
+        ws = await connect(self.url.replace("http", "ws", 1) + "/v1/realtime?model=gpt-realtime",
+                           additional_headers=headers, max_size=None)
+        self.sessions[beta] = ws
+        self._readers[beta] = asyncio.ensure_future(self._read(ws, beta))
+        return ws
+
+    async def _read(self, ws, beta: bool) -> None:
+        try:
+            async for message in ws:
+                self.events[beta].append(json.loads(message))
+        except Exception:
+            return
+
+    def _judge_close(self, ws) -> None:
+        if ws.close_code in (1011, 1006) or (ws.close_code or 0) >= 4000 and ws.close_code != 4001:
+            raise FuzzFailure(f"the WebSocket session was closed with {ws.close_code} {ws.close_reason!r}")
+
+    async def ws_event(self, raw: str | bytes, *, beta: bool = False) -> str:
+        ws = await self._session(beta)
+        try:
+            await ws.send(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass").decode(
+                "utf-8", "replace"))
+        except Exception:
+            self._judge_close(ws)
+            return f"closed:{ws.close_code}"
+        return "sent"
+
+    def check_events(self, beta: bool = False) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for event in self.events[beta]:
+            if beta:  # beta shapes are translated GA events: check the error shape only
+                ok = event.get("type") != "error" or set(event["error"]) >= {"type", "code", "message"}
+            else:
+                try:
+                    parse_server_event(event)
+                    ok = True
+                except Exception:
+                    ok = False
+            if not ok:
+                raise FuzzFailure(f"server event {event.get('type')} does not validate: {str(event)[:300]}")
+            if event.get("type") == "error":
+                err = event["error"]
+                if err.get("type") != "invalid_request_error" and err.get("code") not in EXPECTED_SERVER_CODES:
+                    raise FuzzFailure(f"error event blames the server: {err}")
+                codes[err.get("code")] = codes.get(err.get("code"), 0) + 1
+        return codes
+
+    # ---- raw WebSocket frames ---------------------------------------------------------------------------------
+    async def ws_frames(self, frames: list[bytes]) -> str:
+        """A fresh connection: the frames, then what the server does within a moment (close code / events)."""
+        from .ws_cases import CLOSE, frame, handshake, read_frame
+
+        host, port = self.host_port
+        try:
+            reader, writer = await handshake(host, port, "/v1/realtime?model=gpt-realtime", self._auth())
+        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            raise FuzzFailure(f"WebSocket handshake failed: {exc!r}") from None
+        outcome = "open"
+        try:
+            for data in frames:
+                writer.write(data)
+            await writer.drain()
+            while True:
+                opcode, payload = await asyncio.wait_for(read_frame(reader), 0.1)
+                if opcode == CLOSE:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    if code == 1011:
+                        raise FuzzFailure(f"the server closed with 1011 (its own error): {payload[2:]!r}")
+                    outcome = f"closed:{code}"
+                    break
+                if opcode == 0x1:
+                    event = json.loads(payload)
+                    if event.get("type") == "error":
+                        err = event["error"]
+                        if err.get("type") != "invalid_request_error" and err.get("code") not in EXPECTED_SERVER_CODES:
+                            raise FuzzFailure(f"error event blames the server: {err}")
+                        outcome = f"error:{err.get('code')}"
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            try:
+                if outcome == "open" or outcome.startswith("error"):
+                    writer.write(frame(CLOSE, struct.pack("!H", 1000)))
+                writer.close()
+            except Exception:
+                pass
+        return outcome
+
+    # ---- liveness -------------------------------------------------------------------------------------
+    async def check_alive(self) -> None:
+        from websockets.asyncio.client import connect
+
+        resp = await self.http.get(self.url + "/healthz")
+        if resp.status_code != 200:
+            raise FuzzFailure(f"/healthz answered {resp.status_code}")
+        try:
+            async with connect(self.url.replace("http", "ws", 1) + "/v1/realtime?model=gpt-realtime",
+                               additional_headers=self._auth()) as ws:
+                first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        except Exception as exc:
+            raise FuzzFailure(f"a new WebSocket session failed: {exc!r}") from None
+        if first.get("type") != "session.created":
+            raise FuzzFailure(f"a new session began with {first.get('type')}")
+        for beta, ws in list(self.sessions.items()):  # the fuzzed sessions answer too
+            if ws.close_code is not None:
+                self._judge_close(ws)
+                continue
+            start = len(self.events[beta])
+            await ws.send(json.dumps({"type": "session.update", "event_id": "evt_probe",
+                                      "session": {"type": "realtime", "instructions": "probe"}}))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not any(e.get("type") == "session.updated" for e in self.events[beta][start:]):
+                if loop.time() > deadline or ws.close_code is not None:
+                    raise FuzzFailure("a fuzzed WebSocket session stopped answering")
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        for ws in self.sessions.values():
+            await ws.close()
+        for task in self._readers.values():
+            task.cancel()
+        await self.http.aclose()
