@@ -62,9 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"OpenAI-compatible server for {what}, e.g. http://host:8080/v1 "
                                 f"(OPENREALTIME_{env}_URL); default: the local model")
         serve.add_argument(f"--{stage}-key", default=_env(f"{env}_KEY"), help=f"its API key (OPENREALTIME_{env}_KEY)")
-        serve.add_argument(f"--{stage}-model", default=_env(f"{env}_MODEL"),
-                           help=f"its model name (OPENREALTIME_{env}_MODEL); default: the one it serves")
-    serve.add_argument("--tts-voice", default=_env("TTS_VOICE"), help="voice for --tts-url (OPENREALTIME_TTS_VOICE)")
+        if stage == "tts":
+            serve.add_argument("--tts-model", default=_env("TTS_MODEL"),
+                               help="its model name (OPENREALTIME_TTS_MODEL); default: the one it serves")
+        else:
+            local = "a GGUF chat model file" if stage == "llm" else "a CTranslate2 Whisper model directory"
+            serve.add_argument(f"--{stage}-model", default=_env(f"{env}_MODEL"),
+                               help=f"with --{stage}-url: its model name (default: the one it serves); without: "
+                                    f"a local model instead of the profile's, {local} (PATH) or a packaged name "
+                                    f"(OPENREALTIME_{env}_MODEL)")
+    serve.add_argument("--tts-voice", default=_env("TTS_VOICE"),
+                       help="with --tts-url: its voice name; without: a local Piper voice file (PATH.onnx, with "
+                            "PATH.onnx.json beside it) instead of the profile's (OPENREALTIME_TTS_VOICE)")
+    serve.add_argument("--llm-gpu-layers", type=int, default=int(_env("LLM_GPU_LAYERS", "0")),
+                       help="local LLM: layers offloaded to the GPU (a CUDA/Metal build of llama-cpp-python; "
+                            "-1: all) (OPENREALTIME_LLM_GPU_LAYERS)")
+    serve.add_argument("--stt-device", default=_env("STT_DEVICE", "cpu"), choices=["cpu", "cuda", "auto"],
+                       help="local Whisper: where CTranslate2 runs (OPENREALTIME_STT_DEVICE)")
     serve.add_argument("--llm-no-images", action="store_true", default=_env_bool("LLM_NO_IMAGES"),
                        help="the --llm-url model cannot take images (OPENREALTIME_LLM_NO_IMAGES=1)")
     serve.add_argument("--mcp-allow", dest="mcp_allow", action="append", default=None, metavar="HOST|CIDR",
@@ -106,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--profile", choices=["default", "fast", "test"], default=None,
                         help="one profile (list/verify default: all; warm default: default)")
     models.add_argument("--json", action="store_true", help="list: machine-readable output")
+    models.add_argument("--llm-model", help="list/warm: a local GGUF (or packaged name) instead of the profile's")
+    models.add_argument("--stt-model", help="list/warm: a CTranslate2 Whisper directory (or packaged name)")
+    models.add_argument("--tts-voice", help="list/warm: a Piper voice file (PATH.onnx)")
     doctor = sub.add_parser("doctor", help="check ports, addresses, models and codecs; exit 1 on problems",
                             description="Checks this host for `serve`; accepts every serve option "
                                         "(--host, --udp-port, --advertise-ip, --profile, ...).")
@@ -119,6 +136,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(
         **remote,
         tts_voice=getattr(args, "tts_voice", None),
+        llm_gpu_layers=getattr(args, "llm_gpu_layers", 0),
+        stt_device=getattr(args, "stt_device", "cpu"),
         llm_images=not getattr(args, "llm_no_images", False),
         host=args.host,
         port=args.port,
@@ -178,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "models":
         from .models_cli import main_models
 
-        sys.exit(main_models(args.action, args.profile, args.json))
+        sys.exit(main_models(args.action, args.profile, args.json, llm=args.llm_model, asr=args.stt_model,
+                             tts=args.tts_voice))
     elif args.command == "doctor":
         from .doctor import main_doctor
 

@@ -46,6 +46,9 @@ class Settings:
     tts_key: str | None = None
     tts_model: str | None = None
     tts_voice: str | None = None
+    # local models on a GPU build of llama.cpp / CTranslate2
+    llm_gpu_layers: int = 0
+    stt_device: str = "cpu"
     # MCP servers a session may name on internal addresses: host names and IPs/CIDRs (engines/egress.py)
     mcp_allow: list[str] = field(default_factory=list)
 

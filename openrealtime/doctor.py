@@ -120,7 +120,10 @@ def check_models(settings: Settings, *, verify: bool = False) -> list[Check]:
     from .models_cli import profile_status
 
     out: list[Check] = []
-    for row in profile_status(settings.profile):
+    from .engines.stack import configured_stack
+
+    chosen = configured_stack(settings)
+    for row in profile_status(settings.profile, asr=chosen["asr"], llm=chosen["llm"], tts=chosen["tts"]):
         if row.kind == "program":
             continue  # reported by check_espeak
         if not row.ok:
@@ -145,13 +148,10 @@ def check_backends(settings: Settings) -> list[Check]:
     """Each `--llm-url` / `--stt-url` / `--tts-url` answers (the check `serve` retries until it passes)."""
     if settings.engine != "local" or not settings.remote_stages:
         return []
-    from .engines.mixed import remote_backends
+    from .engines.stack import configured_stack
 
     out: list[Check] = []
-    backends = remote_backends(llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
-                               stt_url=settings.stt_url, stt_key=settings.stt_key, stt_model=settings.stt_model,
-                               tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model)
-    for stage, backend in backends.items():
+    for stage, backend in configured_stack(settings)["remote"].items():
         try:
             endpoint = backend.resolve()
         except Exception as exc:  # noqa: BLE001 - RemoteEngineError names the flag; anything else as is

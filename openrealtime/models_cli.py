@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from .engines import assets
@@ -64,15 +65,30 @@ def _split(stage: str, model: str, asset: assets.SplitAsset) -> AssetStatus:
                        "(or now: openrealtime models verify)")
 
 
-def profile_status(profile: str) -> list[AssetStatus]:
-    chosen = resolve_profile(profile)
+def _external(stage: str, path: str, check: Any) -> AssetStatus:
+    """A model given by path (bring-your-own): whether it is there and in the right format."""
+    try:
+        check()
+    except (assets.ModelAssetError, OSError, ValueError) as exc:
+        return AssetStatus(stage, path, "path", path, False, "broken", path, str(exc))
+    return AssetStatus(stage, path, "path", path, True, "external", path, "")
+
+
+def profile_status(profile: str, *, asr: str | None = None, llm: str | None = None,
+                   tts: str | None = None) -> list[AssetStatus]:
+    """One row per model the profile uses (with `asr`/`llm`/`tts` overrides: packaged names or paths)."""
+    from .engines.local.asr import resolve_model_dir
+    from .engines.local.llm import resolve_model_path
+    from .engines.local.tts import read_voice_config
+
+    chosen = resolve_profile(profile, asr=asr, llm=llm, tts=tts)
     rows = [_packaged("vad", "silero-vad v6", assets.SILERO_VAD, "Silero voice activity detector")]
     if chosen.asr == "base":
         rows.append(_split("stt", "whisper base", assets.WHISPER_BASE))
     elif chosen.asr == "tiny.en":
         rows.append(_packaged("stt", "whisper tiny.en", assets.WHISPER_TINY_EN, "Whisper tiny.en speech recognizer"))
     else:
-        rows.append(AssetStatus("stt", chosen.asr, "path", chosen.asr, True, "external", chosen.asr, ""))
+        rows.append(_external("stt", chosen.asr, lambda: resolve_model_dir(chosen.asr)))
     if chosen.llm == "qwen2.5-1.5b":
         rows.append(_split("llm", "qwen2.5-coder-1.5b-instruct q4_k_m", assets.QWEN_1_5B))
     elif chosen.llm == "qwen2.5-0.5b":
@@ -80,11 +96,14 @@ def profile_status(profile: str) -> list[AssetStatus]:
     elif chosen.llm == "smollm2-135m":
         rows.append(_packaged("llm", "smollm2-135m-instruct q4_1", assets.SMOLLM2, "SmolLM2 test language model"))
     else:
-        rows.append(AssetStatus("llm", chosen.llm, "path", chosen.llm, True, "external", chosen.llm, ""))
+        rows.append(_external("llm", chosen.llm, lambda: resolve_model_path(chosen.llm)))
     if chosen.tts == "piper":
         rows.append(_packaged("tts", "piper en_US-joe-medium", assets.PIPER_JOE, "Piper voice en_US-joe-medium"))
+    elif chosen.tts != "espeak":
+        voice = Path(chosen.tts).expanduser()
+        rows.append(_external("tts", chosen.tts, lambda: read_voice_config(voice, Path(str(voice) + ".json"))))
     espeak = shutil.which("espeak-ng")
-    rows.append(AssetStatus("tts", "espeak-ng (phonemes" + (")" if chosen.tts == "piper" else ", voice)"),
+    rows.append(AssetStatus("tts", "espeak-ng (phonemes" + (")" if chosen.tts != "espeak" else ", voice)"),
                             "program", "espeak-ng (system package)", espeak is not None,
                             "installed" if espeak else "missing", espeak,
                             "" if espeak else "install it: apt-get install espeak-ng (macOS: brew install espeak-ng)"))
@@ -134,12 +153,13 @@ def _profiles(profile: str | None) -> list[str]:
     return [profile] if profile else list(PROFILES)
 
 
-def cmd_list(profile: str | None, as_json: bool, out: TextIO | None = None) -> int:
+def cmd_list(profile: str | None, as_json: bool, out: TextIO | None = None, **overrides: str | None) -> int:
+    """`overrides`: asr= / llm= / tts= models given instead of the profile's (names or paths)."""
     out = out or sys.stdout
     report: dict[str, Any] = {}
     bad = False
     for name in _profiles(profile):
-        rows = profile_status(name)
+        rows = profile_status(name, **overrides)
         report[name] = [asdict(r) for r in rows]
         bad |= not all(r.ok for r in rows)
     if as_json:
@@ -147,7 +167,7 @@ def cmd_list(profile: str | None, as_json: bool, out: TextIO | None = None) -> i
         return 1 if bad else 0
     out.write(f"model cache: {assets.cache_dir()}  (${assets.CACHE_ENV})\n")
     for name in _profiles(profile):
-        p = PROFILES[name]
+        p = resolve_profile(name, **overrides)
         out.write(f"\nprofile {name}: asr={p.asr} llm={p.llm} tts={p.tts}\n")
         for r in report[name]:
             mark = "ok  " if r["ok"] else "MISS"
@@ -193,7 +213,8 @@ def cmd_verify(profile: str | None, out: TextIO | None = None, err: TextIO | Non
     return 1 if failures else 0
 
 
-def cmd_warm(profile: str | None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def cmd_warm(profile: str | None, out: TextIO | None = None, err: TextIO | None = None,
+             **overrides: str | None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     from .engines.stack import load_model_stack
 
@@ -205,7 +226,7 @@ def cmd_warm(profile: str | None, out: TextIO | None = None, err: TextIO | None 
         out.flush()
 
     try:
-        stack = load_model_stack(name, progress=progress, assembly_progress=ProgressBar(err))
+        stack = load_model_stack(name, progress=progress, assembly_progress=ProgressBar(err), **overrides)
     except (assets.ModelAssetError, RuntimeError, OSError) as exc:
         out.write(f"could not load profile {name}: {exc}\n")
         return 1
@@ -217,11 +238,13 @@ def cmd_warm(profile: str | None, out: TextIO | None = None, err: TextIO | None 
     return 0
 
 
-def main_models(action: str, profile: str | None, as_json: bool = False) -> int:
+def main_models(action: str, profile: str | None, as_json: bool = False, **overrides: str | None) -> int:
+    """`overrides`: asr= / llm= / tts= (the serve flags --stt-model / --llm-model / --tts-voice)."""
+    overrides = {k: v for k, v in overrides.items() if v}
     if action == "list":
-        return cmd_list(profile, as_json)
+        return cmd_list(profile, as_json, **overrides)
     if action == "verify":
         return cmd_verify(profile)
     if action == "warm":
-        return cmd_warm(profile)
+        return cmd_warm(profile, **overrides)
     raise ValueError(action)

@@ -29,28 +29,19 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
     """Load and warm the model stack in a worker thread, then mark it loaded; remote stages are
     connected by a `BackendWatch` (retrying until they answer). A local model that cannot be loaded
     stops the server with a non-zero exit: waiting cannot repair it."""
-    from ..engines.stack import ModelLoadError
+    from ..engines.stack import configured_stack, load_model_stack
     from ..session import workers
 
     settings = state.settings
     watch = None
     if settings.engine == "local" and state.models is None:
-        from ..engines.mixed import load_mixed_stack
-
         def progress(stage: str, message: str) -> None:
             log.info("models stage=%s %s", stage, message)
 
         try:
             state.models = await workers.run_in_model_thread(
-                lambda: load_mixed_stack(
-                    settings.profile, progress=progress, defer_remote=True,
-                    llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
-                    stt_url=settings.stt_url, stt_key=settings.stt_key, stt_model=settings.stt_model,
-                    tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model,
-                    tts_voice=settings.tts_voice, llm_supports_images=settings.llm_images,
-                    first_token_timeout_s=settings.backend_first_token_timeout_s,
-                    stall_timeout_s=settings.backend_stall_timeout_s))
-        except ModelLoadError as exc:
+                lambda: load_model_stack(**configured_stack(settings), defer_remote=True, progress=progress))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot load: nothing else will fix it
             state.lifecycle.fail(str(exc))
             return None
         state.owns_models = True

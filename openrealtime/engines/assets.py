@@ -44,6 +44,10 @@ class ModelAssetError(RuntimeError):
     """A model file is missing, corrupt or cannot be written. The message says what to do."""
 
 
+class ModelFileError(ModelAssetError):
+    """A model file given by path (bring-your-own models) is missing or not in the expected format."""
+
+
 class MissingModelPackage(ModelAssetError):
     def __init__(self, module: str, pip_spec: str, purpose: str) -> None:
         self.module = module

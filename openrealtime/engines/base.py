@@ -137,7 +137,7 @@ class ModelStack:
     llm: LanguageModel
     tts: TextToSpeech
     description: dict[str, str] = field(default_factory=dict)  # stage -> human-readable backend
-    # stages served by a remote server: role -> engines.mixed.RemoteBackend (connects, probes)
+    # stages served by a remote server: role -> engines.remote.RemoteBackend (connects, probes)
     remote: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:

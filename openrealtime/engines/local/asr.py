@@ -72,11 +72,15 @@ def resolve_model_dir(model: str, progress: assets.ByteProgress | None = None) -
     if model == "tiny.en":
         return assets.whisper_tiny_en_dir()
     path = Path(model).expanduser()
-    if (path / "model.bin").is_file():
-        return path
-    raise ValueError(
-        f"unknown Whisper model {model!r}: use one of {MODELS} or the path of a CTranslate2 model directory"
-    )
+    if not path.exists():
+        raise assets.ModelFileError(f"unknown Whisper model {model!r}: use one of {MODELS} or the path of a "
+                                    f"CTranslate2 Whisper model directory ({path} does not exist)")
+    for needed in ("model.bin", "config.json", "tokenizer.json"):
+        if not (path / needed).is_file():
+            raise assets.ModelFileError(
+                f"{path} is not a CTranslate2 Whisper model directory: it has no {needed} (convert a model with "
+                f"ct2-transformers-converter --copy_files tokenizer.json)")
+    return path
 
 
 class WhisperSTT:
@@ -90,7 +94,8 @@ class WhisperSTT:
         *,
         cpu_threads: int | None = None,
         language: str = "en",
-        compute_type: str = "int8",
+        compute_type: str | None = None,
+        device: str = "cpu",
         progress: assets.ByteProgress | None = None,
     ) -> None:
         try:
@@ -105,9 +110,12 @@ class WhisperSTT:
         self.english_only = model.endswith(".en")
         self.cpu_threads = cpu_threads or default_cpu_threads()
         started = time.monotonic()
+        # int8 on a CPU; a GPU build of CTranslate2 (`--stt-device cuda`) computes in float16
+        compute_type = compute_type or ("int8" if device == "cpu" else "float16")
+        self.device = device
         self._model = WhisperModel(
             str(self.model_dir),
-            device="cpu",
+            device=device,
             compute_type=compute_type,
             cpu_threads=self.cpu_threads,
             num_workers=1,
@@ -239,6 +247,10 @@ class WhisperSTT:
         return Transcript(text=text, language=lang, audio_seconds=seconds,
                           input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND), output_tokens=len(tokens),
                           logprobs=_token_logprobs(tokenizer, tokens, result.logits[0]) if want_logprobs else None)
+
+    def warmup(self) -> None:
+        """One second of silence (the first real turn does not pay for lazy initialisation)."""
+        self.transcribe(np.zeros(self.sample_rate, dtype=np.float32))
 
     def close(self) -> None:
         self._model = None  # type: ignore[assignment]

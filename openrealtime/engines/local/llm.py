@@ -99,9 +99,20 @@ def resolve_model_path(model: str, progress: assets.ByteProgress | None = None) 
     if model == "smollm2-135m":
         return assets.smollm2_gguf()
     path = Path(model).expanduser()
-    if path.is_file():
-        return path
-    raise ValueError(f"unknown LLM {model!r}: use one of {sorted(MODELS)} or the path of a GGUF file")
+    if not path.is_file():
+        raise assets.ModelFileError(f"unknown LLM {model!r}: use one of {sorted(MODELS)} or the path of a GGUF "
+                                    f"file ({path} is not a file)")
+    check_gguf(path)
+    return path
+
+
+def check_gguf(path: Path) -> None:
+    """A chat model file must be GGUF (llama.cpp's format): refuse anything else by its magic bytes."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise assets.ModelFileError(f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'): give a "
+                                    f"GGUF chat model, e.g. one converted with llama.cpp's convert_hf_to_gguf.py")
 
 
 def _cores() -> int:
@@ -326,6 +337,7 @@ class LlamaCppLLM:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_batch: int = 512,
+        n_gpu_layers: int = 0,
         default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         session_snapshots: int = 4,
         snapshot_bytes: int = 512 * 1024 * 1024,
@@ -341,7 +353,7 @@ class LlamaCppLLM:
             ) from exc
         self._lib = llama_cpp
         self.model_name = Path(model_path or model).name if (model_path or model.endswith(".gguf")) else model
-        self.model_path = Path(model_path) if model_path else resolve_model_path(model, progress)
+        self.model_path = resolve_model_path(str(model_path) if model_path else model, progress)
         self.n_threads = n_threads or _cores()
         self.default_system_prompt = default_system_prompt
         started = time.monotonic()
@@ -351,6 +363,7 @@ class LlamaCppLLM:
             n_batch=n_batch,
             n_threads=self.n_threads,
             n_threads_batch=self.n_threads,
+            n_gpu_layers=n_gpu_layers,  # layers offloaded to a GPU build of llama.cpp (--llm-gpu-layers)
             verbose=False,
         )
         self.load_seconds = time.monotonic() - started

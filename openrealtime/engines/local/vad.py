@@ -71,6 +71,10 @@ class SileroVad:
             )
         log.info("Silero VAD loaded from %s", self.model_path)
 
+    def warmup(self) -> None:
+        """One frame of silence (onnxruntime initialises lazily)."""
+        self.new_stream().probability(np.zeros(self.frame_samples, dtype=np.float32))
+
     def new_stream(self) -> SileroVadStream:
         return SileroVadStream(self)
 

@@ -1,33 +1,22 @@
-"""A `ModelStack` mixing remote OpenAI-compatible servers with the local engines.
+"""Model stages served by a remote OpenAI-compatible server the user already runs.
 
-`load_mixed_stack(profile, llm_url=..., stt_url=..., tts_url=...)` is what the server calls when
-any `--llm-url` / `--stt-url` / `--tts-url` is set: each stage with a URL talks HTTP to that
-server (`engines/openai_compat`), each stage without one loads the local engine of `profile`
-(exactly as `load_model_stack` would), and VAD is always the local Silero model. With no URL at
-all it is `load_model_stack(profile)`.
-
-Before loading anything slow it checks every remote endpoint (`GET {url}/models`: reachable, key
-accepted, `/v1` not forgotten) and fills in missing model names from that list; then (`warm=True`)
-it sends each remote stage one tiny request — the same warm-up the local engines get, and the one
-that loads the model on servers that load lazily (Ollama, speaches) — so the first real turn is
-not slow and configuration mistakes fail at start-up with a message naming the flag to fix.
+`remote_backends(llm_url=..., stt_url=..., tts_url=...)` names them; `RemoteBackend.connect()`
+checks one (`GET {url}/models`: reachable, key accepted, `/v1` not forgotten), fills in its model
+name when the flag did not give it, and returns its warmed-up engine (`engines/openai_compat`): the
+warm-up is one tiny request, the one that loads the model on servers that load lazily (Ollama,
+speaches). `probe()` checks later that it still answers. Failures raise `RemoteEngineError` naming
+the flag to fix. The model loader (stack.py) leaves such a stage `NotConnected` when asked to defer,
+and the server connects it, retrying until it answers (api/health.py).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
-from .base import ModelStack
 from .openai_compat import OpenAICompatLLM, OpenAICompatSTT, OpenAICompatTTS, RemoteEndpoint, RemoteEngineError
 from .openai_compat.http import list_models
-from .stack import (ModelLoadError, StageProgress, StageTracker, _cores, assemble_stack, close_loaded, load_model_stack,
-                    resolve_profile)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +88,7 @@ class RemoteBackend:
         return replace(endpoint, model=model, read_timeout_s=read)
 
     def connect(self, endpoint: RemoteEndpoint | None = None, *, warm: bool = True,
-                report: StageProgress | None = None) -> Any:
+                report: Any = None) -> Any:
         endpoint = endpoint or self.resolve()
         engine: Any
         if self.role == "llm":
@@ -158,127 +147,3 @@ def remote_backends(*, llm_url: str | None = None, llm_key: str | None = None, l
                                       supports_images=llm_supports_images,
                                       first_token_timeout_s=first_token_timeout_s, stall_timeout_s=stall_timeout_s)
     return out
-
-
-def load_mixed_stack(
-    profile: str = "default",
-    *,
-    llm_url: str | None = None,
-    llm_key: str | None = None,
-    llm_model: str | None = None,
-    stt_url: str | None = None,
-    stt_key: str | None = None,
-    stt_model: str | None = None,
-    tts_url: str | None = None,
-    tts_key: str | None = None,
-    tts_model: str | None = None,
-    tts_voice: str | None = None,
-    progress: StageProgress | None = None,
-    llm_supports_images: bool = True,
-    warm: bool = True,
-    defer_remote: bool = False,
-    first_token_timeout_s: float = 30.0,
-    stall_timeout_s: float = 15.0,
-) -> ModelStack:
-    """Remote stages where a URL is given, local ones (of `profile`) elsewhere; see the module doc.
-
-    `defer_remote`: do not contact the remote servers here; their stages are `NotConnected` and
-    `stack.remote` holds their `RemoteBackend`s for the caller to connect (the server does, retrying
-    until they answer, so a backend that is down at start does not stop it)."""
-    backends = remote_backends(llm_url=llm_url, llm_key=llm_key, llm_model=llm_model, stt_url=stt_url,
-                               stt_key=stt_key, stt_model=stt_model, tts_url=tts_url, tts_key=tts_key,
-                               tts_model=tts_model, tts_voice=tts_voice, llm_supports_images=llm_supports_images,
-                               first_token_timeout_s=first_token_timeout_s, stall_timeout_s=stall_timeout_s)
-    if not backends:
-        return load_model_stack(profile, progress=progress, warm=warm)
-
-    from .local.vad import SileroVad
-
-    chosen = resolve_profile(profile)
-    cores = _cores()
-    report = StageTracker(progress)
-
-    # 1. endpoints and their model names, before anything slow is loaded
-    endpoints: dict[str, RemoteEndpoint] = {}
-    if not defer_remote:
-        for role, backend in backends.items():
-            report(role, f"checking {backend.label}")
-            endpoints[role] = backend.resolve()
-
-    def remote_stage(role: str) -> Any:
-        backend = backends[role]
-        if defer_remote:
-            return NotConnected(backend)
-        return backend.connect(endpoints[role], warm=warm, report=report)
-
-    started = time.monotonic()
-    timings: dict[str, float] = {}
-    loaded: list[Any] = []
-
-    def timed(stage: str, t0: float) -> None:
-        timings[stage] = time.monotonic() - t0
-
-    try:
-        t0 = time.monotonic()
-        report("vad", "loading Silero VAD")
-        vad = SileroVad()
-        loaded.append(vad)
-        if warm:
-            vad.new_stream().probability(np.zeros(vad.frame_samples, dtype=np.float32))
-        timed("vad", t0)
-
-        t0 = time.monotonic()
-        if "stt" in backends:
-            stt: Any = remote_stage("stt")
-            loaded.append(stt)
-        else:
-            from .local.asr import WhisperSTT
-
-            report("stt", f"loading Whisper {chosen.asr}")
-            stt = WhisperSTT(chosen.asr, cpu_threads=cores)
-            loaded.append(stt)
-            if warm:
-                stt.transcribe(np.zeros(stt.sample_rate, dtype=np.float32))
-        timed("stt", t0)
-
-        t0 = time.monotonic()
-        if "llm" in backends:
-            lm: Any = remote_stage("llm")
-            loaded.append(lm)
-        else:
-            from .local.llm import LlamaCppLLM
-
-            report("llm", f"loading {chosen.llm}")
-            lm = LlamaCppLLM(chosen.llm, n_ctx=chosen.n_ctx, n_threads=cores)
-            loaded.append(lm)
-            if warm:
-                lm.warmup()
-        timed("llm", t0)
-
-        t0 = time.monotonic()
-        if "tts" in backends:
-            voice: Any = remote_stage("tts")
-            loaded.append(voice)
-        else:
-            from .local.tts import EspeakTTS, PiperTTS, load_tts
-
-            report("tts", "loading the voice")
-            voice = PiperTTS(threads=max(1, cores // 2)) if chosen.tts == "piper" else load_tts("espeak")
-            assert isinstance(voice, (PiperTTS, EspeakTTS))
-            loaded.append(voice)
-            if warm:
-                for _chunk in voice.synthesize("Hello.", voice="", speed=1.0, cancel=threading.Event()):
-                    pass
-        timed("tts", t0)
-    except RemoteEngineError:
-        close_loaded(loaded)
-        raise
-    except Exception as exc:
-        close_loaded(loaded)
-        raise ModelLoadError(report.stage, chosen.name, exc) from exc
-    except BaseException:
-        close_loaded(loaded)
-        raise
-    stack = assemble_stack(chosen.name, vad, stt, lm, voice, started=started, timings=timings, report=report)
-    stack.remote = dict(backends)
-    return stack
