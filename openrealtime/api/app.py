@@ -29,6 +29,7 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
     """Load and warm the model stack in a worker thread, then mark it loaded; remote stages are
     connected by a `BackendWatch` (retrying until they answer). A local model that cannot be loaded
     stops the server with a non-zero exit: waiting cannot repair it."""
+    from ..engines.base import concurrency
     from ..engines.stack import configured_stack, load_model_stack
     from ..session import workers
 
@@ -46,11 +47,11 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
             return None
         state.owns_models = True
         for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("tts", state.models.tts)):
-            workers.configure(stage, getattr(engine, "max_concurrency", 1))
+            workers.configure(stage, concurrency(engine))
         if state.models.remote:
             pools = {"stt": "asr", "llm": "llm", "tts": "tts"}
             watch = BackendWatch(state.health, state.models, on_connected=lambda stage, engine: workers.configure(
-                pools[stage], getattr(engine, "max_concurrency", 1)))
+                pools[stage], concurrency(engine)))
             watch.start()
     state.health.loaded = True
     log.info("models loaded engine=%s advertise=%s", settings.engine,

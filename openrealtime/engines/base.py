@@ -129,6 +129,37 @@ class TextToSpeech(Protocol):
         ...
 
 
+# ---- capabilities (what a backend may offer beyond its stage's interface) ---------------------
+@runtime_checkable
+class Warmable(Protocol):
+    """Runs once at load, so the first real turn does not pay for lazy initialisation."""
+
+    def warmup(self) -> None: ...
+
+
+@runtime_checkable
+class SessionAware(Protocol):
+    """Keeps per-session state (a local LLM's prompt cache, keyed by `ChatRequest.session_key`) that must
+    be dropped when the session ends. Must not block on a busy model."""
+
+    def forget_session(self, session_key: str) -> None: ...
+
+
+@runtime_checkable
+class Prefilling(Protocol):
+    """Can evaluate a request's prompt ahead of time (while the user still speaks); returns the number
+    of prompt tokens now cached. `complete`: the request is final (no more words will come)."""
+
+    def prefill(self, request: ChatRequest, cancel: threading.Event | None = None, *,
+                complete: bool = False) -> int: ...
+
+
+def concurrency(engine: Any) -> int:
+    """How many requests an engine takes at once: `max_concurrency` where it declares one (a remote
+    server batches), else 1 (an in-process model computes one request at a time)."""
+    return max(1, int(getattr(engine, "max_concurrency", 1)))
+
+
 # ---- the bundle the session engine uses -----------------------------------------------------
 @dataclass
 class ModelStack:

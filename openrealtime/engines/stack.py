@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 
-from .base import BackendError, ModelStack
+from .base import BackendError, ModelStack, Warmable
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def load_model_stack(
             else:
                 engine = load(ctx)
                 loaded.append(engine)
-                if warm:
+                if warm and isinstance(engine, Warmable):
                     if WARM_UP[stage]:
                         report(stage, WARM_UP[stage])
                     engine.warmup()

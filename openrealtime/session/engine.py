@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from .. import ids
-from ..engines.base import ChatRequest, ModelStack
+from ..engines.base import ChatRequest, ModelStack, Prefilling, SessionAware
 from ..engines.egress import EgressPolicy
 from ..engines.foreground import FOREGROUND, in_foreground
 from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
@@ -159,11 +159,11 @@ class SessionEngine:
     def _forget_model_state(self) -> None:
         """The local LLM keeps per-session prompt state (KV snapshots, keyed by this session's id) until
         told the session is over; remote LLMs keep none (no `forget_session`). Never blocks the loop."""
-        forget = getattr(self.models.llm, "forget_session", None) if self.models is not None else None
-        if forget is None:
+        llm = self.models.llm if self.models is not None else None
+        if not isinstance(llm, SessionAware):
             return
         try:
-            forget(self.id)
+            llm.forget_session(self.id)
         except Exception:  # the session is closing either way
             log.exception("session=%s could not drop its LLM prompt state", self.id)
 
@@ -442,7 +442,8 @@ class SessionEngine:
 
     def _maybe_warm_prefix(self) -> None:
         """While the user speaks: transcribe what was said so far and prefill the model with it."""
-        prefill = getattr(self.models.llm, "prefill", None) if self.models is not None else None
+        llm = self.models.llm if self.models is not None else None
+        prefill = llm.prefill if isinstance(llm, Prefilling) else None
         now = int(self._vad_clock_ms)
         if prefill is None or not self._wants_auto_response() or not self.turn.voiced_at(self._vad_clock_ms) \
                 or not self._warm.due(self.turn.speech_start_ms, now):
