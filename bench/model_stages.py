@@ -36,7 +36,7 @@ def bench_profile(profile: str, repeats: int) -> dict[str, float | str]:
     import numpy as np
 
     from openrealtime.engines.base import ChatRequest, Finished, TextDelta
-    from openrealtime.engines.local.resample import resample
+    from openrealtime.audio.resample import resample
     from openrealtime.engines.stack import load_model_stack
 
     out: dict[str, float | str] = {"profile": profile}

@@ -54,7 +54,7 @@ from openrealtime.api.embedded import embedded_server  # noqa: E402
 from openrealtime.config import Settings  # noqa: E402
 from openrealtime.engines.base import ChatRequest  # noqa: E402
 from openrealtime.engines.stack import load_model_stack  # noqa: E402
-from openrealtime.session.audio_convert import resample_f32  # noqa: E402
+from openrealtime.audio.resample import resample  # noqa: E402
 from openrealtime.session.clauses import ClauseSplitter  # noqa: E402
 from openrealtime.session.turn_detection import SPECULATE_AFTER_MS  # noqa: E402
 from openrealtime.session.workers import call_in_model_thread  # noqa: E402
@@ -81,7 +81,7 @@ def pct(values: list[float], q: float) -> float:
 def synth(stack, text: str) -> np.ndarray:
     """Piper speech at 48 kHz float32."""
     audio = np.concatenate(list(stack.tts.synthesize(text, voice="alloy", speed=1.0, cancel=threading.Event())))
-    return resample_f32(audio, stack.tts.sample_rate, 48000)
+    return resample(audio, stack.tts.sample_rate, 48000)
 
 
 def timeline_line(record: dict) -> str:
@@ -162,7 +162,7 @@ def naive_cascade(stack, audio48: np.ndarray, silence_ms: int, short_asr: bool) 
     the ratio shows what pipelining alone is worth."""
     t0 = time.monotonic()
     time.sleep(silence_ms / 1000)
-    text = stack.stt.transcribe(resample_f32(audio48, 48000, 16000), short_path=short_asr).text
+    text = stack.stt.transcribe(resample(audio48, 48000, 16000), short_path=short_asr).text
     request = ChatRequest(messages=[{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": text}],
                           max_tokens=128)
     answer = "".join(getattr(d, "text", "") for d in stack.llm.stream_chat(request, threading.Event()))
@@ -187,7 +187,7 @@ def critical_path(stack, audio48: np.ndarray) -> dict[str, float]:
     any schedule of the same work takes at least that long after the end of speech."""
     out = {"detect": VAD_FRAME_S + SPECULATE_AFTER_MS / 1000}
     t = time.monotonic()
-    text = stack.stt.transcribe(resample_f32(audio48, 48000, 16000)).text
+    text = stack.stt.transcribe(resample(audio48, 48000, 16000)).text
     out["asr"] = time.monotonic() - t
     system = {"role": "system", "content": INSTRUCTIONS}
     heard = text.rsplit(" ", 1)[0] if " " in text.strip() else ""

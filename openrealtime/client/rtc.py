@@ -18,6 +18,9 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..audio.convert import f32_to_pcm16
+from ..audio.resample import resample
+
 SAMPLE_RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
 
@@ -75,11 +78,8 @@ def load_wav_48k(path: str) -> bytes:
         raw = w.readframes(w.getnframes())
     if width != 2:
         raise ValueError(f"{path}: only 16-bit WAV is supported")
-    samples = np.frombuffer(raw, dtype=np.int16).reshape(-1, channels).mean(axis=1)
-    if rate != SAMPLE_RATE:
-        n_out = int(len(samples) * SAMPLE_RATE / rate)
-        samples = np.interp(np.linspace(0, len(samples) - 1, n_out), np.arange(len(samples)), samples)
-    return samples.astype(np.int16).tobytes()
+    samples = np.frombuffer(raw, dtype=np.int16).reshape(-1, channels).mean(axis=1) / 32768.0
+    return f32_to_pcm16(resample(samples, rate, SAMPLE_RATE))
 
 
 @dataclass

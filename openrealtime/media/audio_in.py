@@ -17,7 +17,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .audio_format import SAMPLE_RATE
+from ..audio.format import SAMPLE_RATE
 from .opus_fec import OpusReceiveStats, configure_track, track_stats
 
 log = logging.getLogger(__name__)

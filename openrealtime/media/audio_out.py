@@ -26,7 +26,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..session.transport import ClearedAudio
-from .audio_format import BYTES_PER_MS, FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.format import BYTES_PER_MS, FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE
 from .opus_fec import SEND_COMPLEXITY, EncodedOpus, OpusSendEncoder
 
 log = logging.getLogger(__name__)

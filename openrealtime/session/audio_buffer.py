@@ -8,7 +8,7 @@ The buffer holds audio not yet committed, bounded: the oldest audio is dropped p
 
 from __future__ import annotations
 
-from ..media.audio_format import BYTES_PER_MS
+from ..audio.format import BYTES_PER_MS
 
 
 class InputAudioBuffer:

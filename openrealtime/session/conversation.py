@@ -26,7 +26,7 @@ from ..protocol.items import (
     SystemMessageItem,
     UserMessageItem,
 )
-from ..media.audio_format import BYTES_PER_MS
+from ..audio.format import BYTES_PER_MS
 
 MAX_STORED_AUDIO_BYTES = 64 * 1024 * 1024  # audio kept for conversation.item.retrieve, per session
 

@@ -23,7 +23,7 @@ from .. import ids
 from ..engines.base import ChatRequest, ModelStack, Prefilling, SessionAware
 from ..engines.egress import EgressPolicy
 from ..engines.foreground import FOREGROUND, in_foreground
-from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
+from ..audio.format import BYTES_PER_MS, SAMPLE_RATE
 from ..protocol import client_events as ce
 from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
@@ -53,7 +53,7 @@ from ..protocol.session import (
 )
 from . import workers
 from .audio_buffer import InputAudioBuffer
-from .audio_convert import g711_decode, g711_encode, pcm24k_to_f32_16k
+from ..audio.convert import g711_decode, g711_encode, pcm24k_to_f32_16k
 from .clauses import announcing_first_clause
 from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
 from .mcp_tools import SessionMcp
@@ -297,7 +297,9 @@ class SessionEngine:
                 break
             for event in self.turn.feed(prob, self._vad_clock_ms, frame_ms):
                 self._on_turn_event(event)
-        self._maybe_warm_prefix()
+            # at each frame, not once per batch: a batch may hold a whole utterance when the VAD thread
+            # fell behind, and the warm-up is due while the user speaks, not after
+            self._maybe_warm_prefix()
         if not self.turn.speaking:
             keep_from = int(self._vad_clock_ms) - self.turn.params.prefix_padding_ms - 200
             self.buffer.trim_before(keep_from)

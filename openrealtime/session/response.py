@@ -18,7 +18,8 @@ import numpy as np
 from .. import ids
 from ..engines.base import BackendError, BackendTimeout, ChatRequest, Finished, TextDelta, ToolCallDelta
 from ..engines.foreground import in_foreground
-from ..media.audio_format import BYTES_PER_MS, SAMPLE_RATE
+from ..audio.convert import f32_to_canonical
+from ..audio.format import BYTES_PER_MS
 from ..protocol import server_events as ev
 from ..protocol.items import (AnyItem, AssistantMessageItem, FunctionCallItem, McpApprovalRequestItem, McpCallItem,
                               OutputAudioContent, OutputTextContent)
@@ -286,7 +287,7 @@ class ResponseRun:
     def _play(self, chunk: Any, rate: int, msg: _MessageState) -> None:
         if self.first_audio_at is None:
             chunk = trim_leading_silence(chunk, rate)
-        pcm = _to_pcm16(chunk, rate)
+        pcm = f32_to_canonical(chunk, rate)  # band-limited, for a voice that is not 24 kHz
         if not pcm:
             return
         if self.first_audio_at is None:
@@ -407,12 +408,6 @@ def trim_leading_silence(chunk: Any, rate: int, *, keep_ms: int = 10, level: flo
     return audio[max(0, int(loud[0]) - rate * keep_ms // 1000):]
 
 
-def _to_pcm16(chunk: Any, rate: int) -> bytes:
-    audio = np.asarray(chunk, dtype=np.float32).reshape(-1)
-    if rate != SAMPLE_RATE and audio.size:
-        n_out = int(round(audio.size * SAMPLE_RATE / rate))
-        audio = np.interp(np.linspace(0, audio.size - 1, n_out), np.arange(audio.size), audio).astype(np.float32)
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
 def b64(pcm: bytes) -> str:

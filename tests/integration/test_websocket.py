@@ -130,7 +130,7 @@ async def test_bad_frames_get_error_events_and_the_socket_stays_open(server):
 
 # ---- audio -----------------------------------------------------------------------------------------
 def _g711(pcm: bytes, law: str) -> bytes:
-    from openrealtime.session.audio_convert import g711_encode
+    from openrealtime.audio.convert import g711_encode
     return g711_encode(pcm, law)
 
 

@@ -14,7 +14,7 @@ from aiortc import RTCRtpSender
 from tests.helpers import speechlike
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.media import opus_fec, rtp_patches
-from openrealtime.media.audio_format import FRAME_BYTES, FRAME_SAMPLES
+from openrealtime.audio.format import FRAME_BYTES, FRAME_SAMPLES
 from openrealtime.media.audio_out import OutboundAudioTrack
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
 

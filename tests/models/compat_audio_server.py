@@ -30,7 +30,7 @@ import numpy as np
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from openrealtime.engines.local.resample import resample
+from openrealtime.audio.resample import resample
 
 WAV_RATE = 22_050
 

@@ -9,7 +9,7 @@ import pytest
 
 from openrealtime.engines.base import SpeechToText, TextToSpeech
 from openrealtime.engines.local.asr import WhisperSTT
-from openrealtime.engines.local.resample import resample
+from openrealtime.audio.resample import resample
 from openrealtime.engines.local.tts import EspeakTTS, PiperTTS
 
 pytestmark = pytest.mark.models

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from openrealtime.engines.base import ChatRequest, Finished, ModelStack, TextDelta
-from openrealtime.engines.local.resample import resample
+from openrealtime.audio.resample import resample
 from openrealtime.engines.stack import PROFILES, TEST_LLM, load_model_stack, resolve_profile
 
 pytestmark = pytest.mark.models

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from openrealtime.engines.base import TextDelta, ToolCallDelta
-from openrealtime.engines.local.resample import resample
+from openrealtime.audio.resample import resample
 from openrealtime.engines.local.toolcalls import ToolCallStreamParser, parse_call
 from openrealtime.engines.local.tts import clean_text, group_clauses, split_clauses
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from openrealtime.engines.base import VoiceActivityDetector
-from openrealtime.engines.local.resample import resample
+from openrealtime.audio.resample import resample
 from openrealtime.engines.local.tts import decode_wav, espeak_binary
 from openrealtime.engines.local.vad import SileroVad
 

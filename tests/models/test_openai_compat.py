@@ -29,7 +29,7 @@ import pytest
 
 from openrealtime.engines.base import (ChatRequest, Finished, LanguageModel, SpeechToText, TextDelta,
                                        TextToSpeech, ToolCallDelta)
-from openrealtime.engines.local.resample import resample
+from openrealtime.audio.resample import resample
 from openrealtime.engines.openai_compat import (OpenAICompatLLM, OpenAICompatSTT, OpenAICompatTTS, RemoteEndpoint,
                                                 RemoteEngineError, list_models)
 

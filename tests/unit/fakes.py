@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from openrealtime.engines.base import ChatRequest, Finished, ModelStack, TextDelta, ToolCallDelta, Transcript
-from openrealtime.media.audio_format import FRAME_BYTES
+from openrealtime.audio.format import FRAME_BYTES
 from openrealtime.media.audio_out import OutboundAudioTrack
 from openrealtime.protocol.server_events import to_json
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import assets
 from ._onnx import make_session
-from .resample import resample
+from ...audio.resample import resample
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 
-from ..local.resample import _table, resample
+from ...audio.resample import _table, resample
 from ..local.tts import clean_text
 from .http import BackgroundStream, RemoteEndpoint, RemoteEngineError
 

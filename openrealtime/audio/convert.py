@@ -1,21 +1,11 @@
-"""Audio conversions at the engine's edges: canonical PCM16/24 kHz ↔ model rates and G.711."""
+"""Conversions at the engine's edges: canonical PCM16/24 kHz ↔ float32 at model rates, and G.711."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..media.audio_format import SAMPLE_RATE
-
-
-def resample_f32(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Band-limited-enough linear-phase resampling for speech (windowed-sinc via FFT)."""
-    if src == dst or audio.size == 0:
-        return audio.astype(np.float32, copy=False)
-    n_out = int(round(audio.size * dst / src))
-    spectrum = np.fft.rfft(audio.astype(np.float64))
-    keep = min(spectrum.size, n_out // 2 + 1)
-    out = np.fft.irfft(spectrum[:keep], n_out) * (n_out / audio.size)
-    return out.astype(np.float32)
+from .format import SAMPLE_RATE
+from .resample import resample
 
 
 def pcm16_to_f32(pcm: bytes) -> np.ndarray:
@@ -23,12 +13,17 @@ def pcm16_to_f32(pcm: bytes) -> np.ndarray:
 
 
 def f32_to_pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return (np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def f32_to_canonical(audio: np.ndarray, rate: int) -> bytes:
+    """float32 mono at `rate` (a voice's own rate) → canonical PCM16 24 kHz."""
+    return f32_to_pcm16(resample(audio, rate, SAMPLE_RATE))
 
 
 def pcm24k_to_f32_16k(pcm: bytes) -> np.ndarray:
     """Canonical PCM → float32 16 kHz, the rate of the VAD and ASR models."""
-    return resample_f32(pcm16_to_f32(pcm), SAMPLE_RATE, 16000)
+    return resample(pcm16_to_f32(pcm), SAMPLE_RATE, 16000)
 
 
 # ---- G.711 (audio/pcmu, audio/pcma on WebSocket) ------------------------------------------
@@ -69,12 +64,12 @@ def g711_decode(data: bytes, law: str) -> bytes:
     """μ-law/A-law 8 kHz → canonical PCM16 24 kHz."""
     table = _ULAW if law == "pcmu" else _ALAW
     pcm8 = table[np.frombuffer(data, dtype=np.uint8)].astype(np.float32) / 32768.0
-    return f32_to_pcm16(resample_f32(pcm8, 8000, SAMPLE_RATE))
+    return f32_to_pcm16(resample(pcm8, 8000, SAMPLE_RATE))
 
 
 def g711_encode(pcm: bytes, law: str) -> bytes:
     """Canonical PCM16 24 kHz → μ-law/A-law 8 kHz."""
     table = _ULAW if law == "pcmu" else _ALAW
-    audio8 = resample_f32(pcm16_to_f32(pcm), SAMPLE_RATE, 8000)
+    audio8 = resample(pcm16_to_f32(pcm), SAMPLE_RATE, 8000)
     samples = (np.clip(audio8, -1.0, 1.0) * 32767.0).astype(np.int16)
     return _encode_with(table, samples)

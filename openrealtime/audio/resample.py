@@ -1,6 +1,7 @@
-"""Band-limited polyphase resampling in numpy (windowed sinc, Kaiser window).
-
-Used for 22.05 kHz Piper/espeak output -> 24 kHz, and in tests/bench for 22.05/24 kHz -> 16 kHz.
+"""Band-limited polyphase resampling in numpy (windowed sinc, Kaiser window): the one resampler for
+whole chunks of audio — voices at their own rate (Piper/espeak 22.05 kHz, remote TTS) -> 24 kHz,
+canonical 24 kHz -> 16 kHz for transcription, G.711's 8 kHz <-> 24 kHz. (Continuous streams of
+decoded frames go through libswresample, `av.AudioResampler`, which keeps state between frames.)
 Stateless: each call resamples one complete chunk with zero padding at the edges, which is right
 for the sentence/clause chunks the TTS yields (they start and end near silence).
 Quality: ~16 zero crossings per side, Kaiser beta 8.6, cutoff 0.94 x the lower Nyquist
@@ -57,7 +58,3 @@ def resample(audio: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
         frames = padded[base[:, None] + offsets[None, :]]
         out[start : start + n.size] = np.einsum("ij,ij->i", frames, table[phase])
     return out
-
-
-def pcm16_to_float(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
