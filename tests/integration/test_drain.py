@@ -194,5 +194,5 @@ def test_a_local_model_that_cannot_load_exits_non_zero(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, timeout=300)
     err = proc.stderr.decode()
     assert proc.returncode != 0, err[-3000:]
-    assert "the local stt model of profile 'default' failed to load" in err
+    assert f"the local stt model of profile 'default' failed to load from {model}" in err
     assert "openrealtime models verify --profile default" in err
