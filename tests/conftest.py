@@ -1,8 +1,32 @@
+from pathlib import Path
+
 import pytest
 
 from openrealtime.api.embedded import embedded_server
 from openrealtime.config import Settings
 from tests.helpers import server_settings
+
+TESTS = Path(__file__).parent
+# Each directory under tests/ is a lane of the same name (pyproject.toml registers the markers).
+LANES = ("unit", "media", "integration", "models", "browser", "compat", "net", "e2e", "fuzz")
+# The tests in tests/unit that drive the session engine (scripted models) are the `engine` lane too.
+ENGINE_MODULES = ("test_engine_*.py", "test_workers.py", "test_foreground.py", "test_context_window.py",
+                  "test_clauses.py", "test_mcp_tools.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its lane, from its directory: `pytest -m unit` is the fast lane."""
+    for item in items:
+        path = Path(item.path)
+        try:
+            lane = path.relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if lane in LANES:
+            item.add_marker(lane)
+            if lane == "unit" and any(path.match(pattern) for pattern in ENGINE_MODULES):
+                item.add_marker("engine")
 
 
 @pytest.fixture

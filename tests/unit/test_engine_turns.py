@@ -208,7 +208,9 @@ async def test_barge_in_while_generating_cancels_with_turn_detected():
         llm=ScriptedLlm("word " * 200, delay=0.01))
     await feed(engine, speech(500) + silence(400))
     await settle(t, "response.output_audio_transcript.delta")
+    deadline = asyncio.get_running_loop().time() + 5
     while engine.transport.audio_out.queued_ms == 0:
+        assert asyncio.get_running_loop().time() < deadline, "no reply audio queued"
         await asyncio.sleep(0.005)
     assert t.play(3) == 3
     await feed(engine, speech(300))
