@@ -305,7 +305,7 @@ async def main_async(args: argparse.Namespace) -> None:
     speech = opus_packets(load_wav_48k(args.speech)) if args.speech else None
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    limits = httpx.Limits(max_connections=args.slots * 2 + 4)
+    limits = httpx.Limits(max_connections=args.slots * 2 + 4, keepalive_expiry=2.0)  # < uvicorn's 5 s keep-alive
     async with httpx.AsyncClient(timeout=args.fail_s, limits=limits) as http:
         callers = [Caller(i, args, http, speech, random.Random(rng.random())) for i in range(args.slots)]
         tasks = [asyncio.create_task(c.run()) for c in callers]
