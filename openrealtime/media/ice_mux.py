@@ -5,6 +5,10 @@ sockets of its own (see `ServerIceConnection.gather_candidates` in `ice.py`). A 
 the real sockets and routes each packet to the right call:
 
 UDP (`_UdpEndpoint`, one `DatagramEndpoint` per bind address):
+* on asyncio's selector loop, which hands a datagram protocol one datagram per loop iteration, each
+  wake-up reads on from the socket while more are queued (up to `UDP_DRAIN_PER_WAKEUP`): every call's
+  packets come in here, and one per iteration let a busy loop fall seconds behind until the kernel
+  dropped (DTLS and SCTP with the media: setups stalled). uvloop reads in batches itself;
 * first byte classified per RFC 7983: 0-3 STUN, 20-63 DTLS, 128-191 RTP/RTCP, anything else dropped;
 * STUN Binding *request*: routed by ufrag (`USERNAME` up to ':'). The source address is learned
   (addr → call) only once MESSAGE-INTEGRITY verifies with that call's password, so a forged
@@ -61,6 +65,8 @@ MAX_ADDRS_TOTAL = 1 << 16
 MAX_TCP_STREAMS_PER_CALL = 8
 MAX_PENDING_TCP_STREAMS = 1024
 MAX_PENDING_TRANSACTIONS = 1 << 14
+UDP_DRAIN_PER_WAKEUP = 64  # datagrams read per readiness event on asyncio's selector loop (fairness bound)
+UDP_MAX_DATAGRAM = 65535
 ADDRESS_TAKEOVER_IDLE_S = 0.5  # a call silent this long from an address yields it to a newer call
 
 _BINDING_REQUEST = b"\x00\x01"
@@ -160,6 +166,20 @@ def _bind_error(exc: OSError, proto: str, ip: str, port: int) -> MuxBindError:
         msg = f"cannot listen on {proto} {ip}:{port} for ICE: {exc}"
     err = MuxBindError(exc.errno, msg)
     return err
+
+
+def _bound_udp_socket(bind_ip: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to (bind_ip, port), as create_datagram_endpoint(local_addr=) makes it,
+    but ours to read from (see `_UdpEndpoint.datagram_received`)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(bind_ip).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((bind_ip, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # ---- per-call virtual protocols ------------------------------------------------------------------
@@ -293,6 +313,7 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         self.port = 0
         self.transport: asyncio.DatagramTransport | None = None
         self.by_addr: dict[tuple[str, int], MuxStunProtocol] = {}
+        self.drain_from: socket.socket | None = None  # the socket, where the loop reads one datagram per wake-up
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -301,6 +322,23 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         pass
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self._datagram(data, addr)
+        sock = self.drain_from
+        if sock is None:
+            return
+        for _ in range(UDP_DRAIN_PER_WAKEUP - 1):  # the rest of what is queued (see the module docstring)
+            if self.transport is None or self.transport.is_closing():
+                return
+            try:
+                data, addr = sock.recvfrom(UDP_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # as the transport would: an ICMP error for an earlier send, say
+                self.error_received(exc)
+                return
+            self._datagram(data, addr)
+
+    def _datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         stats = self.mux.stats
         stats.udp_rx += 1
         if len(addr) > 2:
@@ -612,11 +650,12 @@ class MuxSet:
             for index, bind_ip in enumerate(self.bind_ips):
                 endpoint = _UdpEndpoint(self, index, bind_ip)
                 try:
-                    transport, _ = await loop.create_datagram_endpoint(
-                        lambda ep=endpoint: ep, local_addr=(bind_ip, self.udp_port_requested)
-                    )
+                    udp_sock = _bound_udp_socket(bind_ip, self.udp_port_requested)
                 except OSError as exc:
                     raise _bind_error(exc, "UDP", bind_ip, self.udp_port_requested) from exc
+                transport, _ = await loop.create_datagram_endpoint(lambda ep=endpoint: ep, sock=udp_sock)
+                if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+                    endpoint.drain_from = udp_sock
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
                     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
