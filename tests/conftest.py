@@ -3,8 +3,7 @@ from pathlib import Path
 import pytest
 
 from openrealtime.api.embedded import embedded_server
-from openrealtime.config import Settings
-from tests.helpers import server_settings
+from tests.support import server_settings
 
 TESTS = Path(__file__).parent
 # Each directory under tests/ is a lane of the same name (pyproject.toml registers the markers).

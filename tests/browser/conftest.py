@@ -1,29 +1,23 @@
 """Headless Debian Chromium driven by Playwright (no browser download), with fake media."""
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support import spoken_wav
+
 CHROMIUM = "/usr/bin/chromium"
 PAGE = Path(__file__).parent / "seed_demo.html"
-
-
-def make_speech_wav(path: Path, text: str, pad_s: float = 30.0) -> Path:
-    """Spoken `text` at 48 kHz mono, padded with silence (the fake mic loops the file)."""
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(path), "pad", "0.5", str(pad_s)],
-                   check=True)
-    return path
 
 
 @pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory) -> Path:
     if not shutil.which("espeak-ng") or not shutil.which("sox"):
         pytest.fail("espeak-ng and sox are required (apt-get install espeak-ng sox); .ci/run installs them")
-    return make_speech_wav(tmp_path_factory.mktemp("audio") / "question.wav", "What is the capital of France?")
+    # the fake mic loops the file: the question, then 30 s of silence
+    return spoken_wav(tmp_path_factory.mktemp("audio") / "question.wav", "What is the capital of France?",
+                      pad_before_s=0.5, pad_after_s=30.0)
 
 
 def chromium_args(fake_mic_wav: Path) -> list[str]:

@@ -3,7 +3,7 @@
 import asyncio
 
 from tests.browser.conftest import open_seed_page
-from tests.helpers import wait_for
+from tests.support import wait_for
 
 
 async def test_seed_demo_connects_and_echoes(echo_server, browser_page):

@@ -3,7 +3,7 @@ channel) and its DTLS transport is closed by the server (close_notify), not left
 
 from openrealtime.api.embedded import embedded_server
 from tests.browser.conftest import open_seed_page
-from tests.helpers import server_settings, wait_for
+from tests.support import server_settings, wait_for
 
 DTLS_STATE = """async () => {
   const stats = await window.pc.getStats();

@@ -3,7 +3,7 @@
 import asyncio
 
 from tests.browser.conftest import open_seed_page
-from tests.helpers import wait_for
+from tests.support import wait_for
 
 N_CALLS = 3
 

@@ -7,7 +7,7 @@ import pytest
 
 from openrealtime.media.image_tokens import fit_size, image_tokens
 from tests.browser.conftest import open_seed_page
-from tests.helpers import wait_for
+from tests.support import wait_for
 
 
 async def outbound_video(page):

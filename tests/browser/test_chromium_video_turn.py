@@ -7,9 +7,7 @@ import av
 
 from openrealtime.api.embedded import embedded_server
 from tests.browser.conftest import open_seed_page
-from tests.helpers import wait_for
-from tests.helpers import server_settings
-from tests.unit.fakes import ScriptedLlm, fake_stack
+from tests.support import ScriptedLlm, fake_stack, server_settings, wait_for
 
 
 class SeeingLlm(ScriptedLlm):

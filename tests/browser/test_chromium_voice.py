@@ -1,13 +1,11 @@
 """The seed's demo in Chromium speaks to the real offline stack and hears a spoken answer."""
 
 import asyncio
-import subprocess
 
 import pytest
 
 from tests.browser.conftest import CHROMIUM, chromium_args, open_seed_page
-from tests.helpers import wait_for
-from tests.e2e.conftest import piper_to_wav
+from tests.support import piper_wav, wait_for
 
 
 @pytest.fixture
@@ -15,9 +13,8 @@ async def question_page(tmp_path, model_stack):
     """A Chromium whose fake microphone asks (Piper voice) "What is the capital of France?" once."""
     from playwright.async_api import async_playwright
 
-    raw = piper_to_wav(model_stack, tmp_path / "q24.wav", "What is the capital of France?")
-    wav = tmp_path / "question.wav"
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "1.0", "60"], check=True)
+    wav = piper_wav(model_stack, tmp_path / "question.wav", "What is the capital of France?",
+                    pad_before_s=1.0, pad_after_s=60.0)
     args = chromium_args(wav)
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import make_speech_wav
 from tests.browser.pngcheck import drawn_stats
-from tests.helpers import wait_for
+from tests.support import spoken_wav, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
 SETTINGS_KEY = "openrealtime.demo.v1"
@@ -20,8 +19,8 @@ SETTINGS_KEY = "openrealtime.demo.v1"
 def speech_wav(tmp_path_factory) -> Path:
     """The fake microphone's question, then 2 minutes of silence: on a loaded machine the real stack can take
     longer than the conftest's 30 s pad, and the looped question would start a second turn."""
-    return make_speech_wav(tmp_path_factory.mktemp("demo-audio") / "question.wav",
-                           "What is the largest planet in the solar system?", pad_s=120.0)
+    return spoken_wav(tmp_path_factory.mktemp("demo-audio") / "question.wav",
+                      "What is the largest planet in the solar system?", pad_before_s=0.5, pad_after_s=120.0)
 
 
 async def open_demo(page, base_url: str, **settings) -> None:

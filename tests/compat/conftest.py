@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from openrealtime.api.embedded import embedded_server
-from tests.helpers import server_settings
-from tests.mcp_server import LOCAL_ALLOW
+from tests.support import LOCAL_ALLOW, server_settings
 
 JS_DIR = Path(__file__).parent / "js"
 KEY = "sk-compat-test"

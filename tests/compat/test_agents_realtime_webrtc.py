@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser.conftest import CHROMIUM
 from tests.compat.conftest import JS_DIR, KEY
-from tests.e2e.conftest import piper_to_wav
+from tests.support import piper_wav, wait_for
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -39,9 +39,9 @@ async def agent_page(tmp_path, model_stack, agents_page_bundle, compat_server):
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
-    raw = piper_to_wav(model_stack, tmp_path / "q24.wav", "What is the capital of France?")
-    wav = tmp_path / "question.wav"  # the fake mic loops the file: one question, then five minutes of silence
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "2.0", "300"], check=True)
+    # the fake mic loops the file: one question, then five minutes of silence
+    wav = piper_wav(model_stack, tmp_path / "question.wav", "What is the capital of France?",
+                    pad_before_s=2.0, pad_after_s=300.0)
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
@@ -93,12 +93,11 @@ async def test_agents_sdk_webrtc_in_chromium(compat_server, agent_page):
     if "france" in transcript["transcript"].lower():  # Whisper sometimes hears "friends" after Chrome's DSP + Opus
         assert "paris" in answer.lower(), (transcript["transcript"], answer)
     await wait_event(page, 0, "output_audio_buffer.started", 30)
-    for _ in range(100):
+    async def heard():
         stats = await page.evaluate("inboundAudio()")
-        if stats and stats["totalAudioEnergy"] > 0.001:
-            break
-        await asyncio.sleep(0.1)
-    assert stats and stats["totalAudioEnergy"] > 0.001, stats
+        return stats if stats and stats["totalAudioEnergy"] > 0.001 else None
+
+    await wait_for(heard, 10, what="the answer's audio energy in Chromium")
     await wait_event(page, 0, "output_audio_buffer.stopped", 60)
 
     # 2. an interrupt while the next answer plays: response.cancel (if generating) + output_audio_buffer.clear

@@ -5,12 +5,12 @@ and a tool defined with the SDK's tool() helper."""
 import pytest
 
 from tests.compat.conftest import KEY, run_node
-from tests.e2e.conftest import piper_to_wav
+from tests.support import piper_wav
 
 
 @pytest.mark.timeout(660)  # the Node client's own limit (600 s) is the clearer failure
 async def test_agents_sdk_websocket_spoken_turn_interrupt_and_tool(compat_server, model_stack, node_js, tmp_path):
-    wav = piper_to_wav(model_stack, tmp_path / "q.wav", "What is the capital of France?")
+    wav = piper_wav(model_stack, tmp_path / "q.wav", "What is the capital of France?")
     url = compat_server.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
     result = await run_node("ws_agent.mjs", url, KEY, str(wav), timeout=600)
     assert "failure" not in result, result

@@ -16,8 +16,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from tests.compat.conftest import KEY, pcm24k_from_wav
-from tests.e2e.conftest import piper_to_wav
-from tests.mcp_server import running_mcp_server
+from tests.support import piper_wav, running_mcp_server
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
@@ -71,7 +70,7 @@ async def test_websocket_session_text_audio_and_function_call(compat_server, mod
         # 2. a spoken turn: Piper speech appended as base64 PCM 24 kHz, server VAD commits, answer in audio
         await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"]})
         await next_of(conn, "session.updated", seen)
-        wav = piper_to_wav(model_stack, tmp_path / "q.wav", "What is the capital of France?")
+        wav = piper_wav(model_stack, tmp_path / "q.wav", "What is the capital of France?")
         pcm = bytes(24 * 2 * 300) + pcm24k_from_wav(wav) + bytes(24 * 2 * 1200)
         for i in range(0, len(pcm), 9600):  # 200 ms per event
             await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 9600]).decode())

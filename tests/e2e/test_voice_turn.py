@@ -4,7 +4,7 @@ import asyncio
 import json
 
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.e2e.conftest import piper_to_wav, speak_to_wav
+from tests.support import piper_wav, spoken_wav, wait_for
 
 SESSION = {
     "type": "realtime",
@@ -15,8 +15,8 @@ SESSION = {
 
 
 async def test_spoken_question_gets_spoken_answer_then_barge_in(voice_server, model_stack, tmp_path):
-    question = piper_to_wav(model_stack, tmp_path / "q.wav", "What is the capital of France?")
-    interruption = speak_to_wav(tmp_path / "i.wav", "Wait, stop. Tell me about Germany instead.")
+    question = piper_wav(model_stack, tmp_path / "q.wav", "What is the capital of France?")
+    interruption = spoken_wav(tmp_path / "i.wav", "Wait, stop. Tell me about Germany instead.", words_per_minute=150)
     client = RealtimeRtcClient(voice_server.url, session=SESSION)
     resp = await client.connect()
     assert resp.status_code == 201
@@ -36,11 +36,8 @@ async def test_spoken_question_gets_spoken_answer_then_barge_in(voice_server, mo
     assert done["response"]["usage"]["output_token_details"]["audio_tokens"] > 0, json.dumps(done)
     await client.next_event("output_audio_buffer.started", timeout=10) if not any(
         e["type"] == "output_audio_buffer.started" for e in client.log) else None
-    for _ in range(100):
-        if client.audio.voiced_frames > 20:
-            break
-        await asyncio.sleep(0.05)
-    assert client.audio.voiced_frames > 20, "the answer was heard on the audio track"
+    await wait_for(lambda: client.audio.voiced_frames > 20, 5, interval=0.05,
+                   what="the answer was heard on the audio track")
     # ASR, LLM and TTS ran meanwhile in worker threads; the 20 ms playout clock kept going.
     # (Generous bound for noisy machines; bench/voice_latency.py prints the exact figure.)
     assert call.audio_out.max_gap_s < 0.25, call.audio_out.max_gap_s

@@ -24,7 +24,7 @@ from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.parse import parse_server_event
 from openrealtime.protocol.session import RealtimeSessionConfig
 from openrealtime.session.engine import SessionEngine, SessionLimits
-from tests.unit.fakes import RecordingTransport, fake_stack
+from tests.support import RecordingTransport, fake_stack
 
 from .event_cases import ASSISTANT_ITEM, CALL_ID, USER_ITEM
 
@@ -239,7 +239,7 @@ class MediaHarness:
         from aiortc import sdp as aiortc_sdp
 
         from openrealtime.client.rtc import RealtimeRtcClient
-        from tests.helpers import speechlike
+        from tests.support import speechlike
 
         from .rtp_cases import MediaContext
 
@@ -411,7 +411,7 @@ class LiveCall:
         self.checks = 0
 
     async def start(self) -> None:
-        from tests.helpers import speechlike
+        from tests.support import speechlike
 
         resp = await self.client.connect()
         if resp.status_code != 201:

@@ -22,7 +22,7 @@ from openrealtime.protocol.session import RealtimeSessionConfig
 from openrealtime.session.engine import SessionEngine
 from tests.fuzz.event_cases import VALID, event_case
 from tests.fuzz.harness import EngineHarness, LoopErrors
-from tests.unit.fakes import RecordingTransport, ScriptedStt, fake_stack
+from tests.support import RecordingTransport, ScriptedStt, fake_stack
 
 # cases come from a seed; one session takes every case, so a failure depends on what came before: no shrinking
 STATEFUL = settings(derandomize=True, deadline=None, database=None, phases=[Phase.generate],

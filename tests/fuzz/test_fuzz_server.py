@@ -17,7 +17,7 @@ from tests.fuzz.event_cases import event_case
 from tests.fuzz.harness import LiveCall, ServerHarness
 from tests.fuzz.sdp_cases import real_offers, sdp_case
 from tests.fuzz.ws_cases import frames_case
-from tests.helpers import server_settings
+from tests.support import server_settings
 
 OFFERS = real_offers()
 

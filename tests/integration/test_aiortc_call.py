@@ -5,11 +5,10 @@ import json
 import re
 
 import httpx
-import numpy as np
 import pytest
 
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import server_settings
+from tests.support import server_settings, speechlike, wait_for
 
 
 @pytest.mark.parametrize("encoding", ["multipart", "sdp", "json"])
@@ -94,15 +93,11 @@ async def test_echo_audio_and_hangup(echo_server):
     client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
     await client.connect()
     await client.next_event("session.created")
-    tone = (np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000) * 8000).astype(np.int16).tobytes()
-    client.mic.play(tone)
+    client.mic.play(speechlike(1.0).tobytes())
     call = echo_server.state.calls.get(client.call_id)
-    for _ in range(100):
-        if client.audio.voiced_frames > 10:
-            break
-        await asyncio.sleep(0.05)
-    assert call.inbound.voiced_frames > 10, "the server decoded our tone"
-    assert client.audio.voiced_frames > 10, "the echo came back on the server's track"
+    await wait_for(lambda: client.audio.voiced_frames > 10, 10, interval=0.05,
+                   what="the echo came back on the server's track")
+    assert call.inbound.voiced_frames > 10, "the server decoded our audio"
 
     async with httpx.AsyncClient() as http:
         r = await http.post(f"{echo_server.url}/v1/realtime/calls/{client.call_id}/hangup",

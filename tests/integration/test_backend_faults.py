@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from openrealtime.api.embedded import embedded_server
-from tests.fault_backend import REPLY, FaultBackend
-from tests.helpers import server_settings, wait_for, ws_event
+from tests.support.fault_backend import REPLY, FaultBackend
+from tests.support import server_settings, wait_for, ws_event
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import pytest
 from openrealtime.api.embedded import embedded_server
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.config import Settings
-from tests.helpers import server_settings
-from tests.helpers import assert_openai_error
+from tests.support import assert_openai_error, server_settings
 
 OFFER = (Path(__file__).parent.parent / "fixtures" / "chromium-156-offer.sdp").read_text()
 AUTH = {"Authorization": "Bearer test"}

@@ -7,7 +7,7 @@ import pytest
 
 from openrealtime.client.rtc import RealtimeRtcClient
 
-from tests.helpers import assert_openai_error
+from tests.support import assert_openai_error
 
 
 async def mint(server, body, key="test"):

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openrealtime.api.embedded import free_port
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import assert_openai_error, wait_for, ws_event
+from tests.support import assert_openai_error, wait_for, ws_event
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer sk-drain"}

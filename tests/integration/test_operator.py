@@ -7,13 +7,12 @@ import logging
 from pathlib import Path
 
 import httpx
-import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from openrealtime.api.embedded import embedded_server
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.observability.logs import CallIdFilter, JsonFormatter
-from tests.helpers import assert_openai_error, server_settings
+from tests.support import assert_openai_error, server_settings, speechlike, wait_for
 
 FIXTURE_OFFER = Path(__file__).resolve().parent.parent / "fixtures" / "chromium-156-offer.sdp"
 
@@ -30,33 +29,18 @@ def sample(fams: dict, name: str, **labels) -> float:
     raise KeyError((name, labels))
 
 
-async def wait_until(predicate, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def tone(seconds: float) -> bytes:
-    t = np.arange(int(48000 * seconds)) / 48000
-    return (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
-
-
 async def test_metrics_and_calls_api_during_and_after_a_call(echo_server):
     url = echo_server.url
     client = RealtimeRtcClient(url, session={"type": "realtime", "instructions": "Metrics."})
     assert (await client.connect()).status_code == 201
     await client.next_event("session.created")
-    client.mic.play(tone(1.0))
+    client.mic.play(speechlike(1.0).tobytes())
     client.send({"type": "input_audio_buffer.clear", "event_id": "evt_clear"})
     client.send({"type": "no.such.event"})
     await client.next_event("input_audio_buffer.cleared")
     await client.next_event("error")
     call = echo_server.state.calls.get(client.call_id)
-    await wait_until(lambda: call.inbound is not None and call.inbound.voiced_frames > 5)
+    await wait_for(lambda: call.inbound is not None and call.inbound.voiced_frames > 5, 10, interval=0.05)
 
     async with httpx.AsyncClient() as http:
         for _ in range(50):  # RTP counters are read from getStats() at scrape time
@@ -108,7 +92,7 @@ async def test_metrics_and_calls_api_during_and_after_a_call(echo_server):
         assert_openai_error(await http.get(url + "/v1/realtime/calls"), 401)
 
     await client.close()
-    await wait_until(lambda: echo_server.state.calls.get(client.call_id) is None, 40)
+    await wait_for(lambda: echo_server.state.calls.get(client.call_id) is None, 40, interval=0.05)
     async with httpx.AsyncClient() as http:
         fams = families((await http.get(url + "/metrics")).text)
     assert sample(fams, "openrealtime_calls_active", state="connected") == 0
@@ -183,7 +167,7 @@ async def test_log_records_carry_the_call_id(echo_server):
         assert (await client.connect()).status_code == 201
         await client.next_event("session.created")
         await client.close()
-        await wait_until(lambda: echo_server.state.calls.get(client.call_id) is None, 40)
+        await wait_for(lambda: echo_server.state.calls.get(client.call_id) is None, 40, interval=0.05)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openrealtime import limits
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import assert_openai_error, wait_for, ws_event
+from tests.support import assert_openai_error, wait_for, ws_event
 
 OFFER = (Path(__file__).parent.parent / "fixtures" / "chromium-156-offer.sdp").read_text()
 AUTH = {"Authorization": "Bearer test"}

@@ -25,8 +25,7 @@ from websockets.exceptions import InvalidStatus
 
 from openrealtime.api.embedded import free_port
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import wait_for
-from tests.mcp_server import build_server, serving
+from tests.support import build_server, serving, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-live-4f0c2d9e8b7a6f5e4d3c2b1a"

@@ -16,8 +16,9 @@ BURST = 24
 
 
 async def burst(url: str) -> tuple[asyncio.subprocess.Process, list[dict]]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.caller_process", url, str(BURST),
-                                                "--burst", cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.support.caller_process", url,
+                                                str(BURST), "--burst", cwd=ROOT, stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE)
     results = [json.loads(await asyncio.wait_for(proc.stdout.readline(), 90)) for _ in range(BURST)]
     return proc, results
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import wait_for
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +29,9 @@ async def listed(http: httpx.AsyncClient, url: str) -> set[str]:
 
 async def test_killed_caller_is_reaped_when_consent_expires(echo_server):
     short_consent(echo_server)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.caller_process", echo_server.url, "2",
-                                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.support.caller_process",
+                                                echo_server.url, "2", cwd=ROOT, stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE)
     try:
         ids = [json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))["call_id"] for _ in range(2)]
         async with httpx.AsyncClient() as http:

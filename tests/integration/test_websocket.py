@@ -14,8 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from openrealtime.api import ws_transport
 from openrealtime.api.embedded import embedded_server
 from openrealtime.client.rtc import RealtimeRtcClient
-from tests.helpers import server_settings
-from tests.unit.fakes import ScriptedLlm, fake_stack, silence, speech
+from tests.support import ScriptedLlm, fake_stack, server_settings, silence, speech
 
 KEY = "sk-test-key"
 

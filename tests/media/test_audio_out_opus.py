@@ -1,7 +1,6 @@
 """The outbound track encodes Opus itself: packets on the 48 kHz RTP clock that aiortc only packs,
 LBRR on, silence from a cache after a hangover, barge-in and playout events unchanged."""
 
-import asyncio
 import fractions
 import threading
 
@@ -11,7 +10,7 @@ import pytest
 
 from aiortc import RTCRtpSender
 
-from tests.helpers import speechlike
+from tests.support import speechlike, wait_for
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.media import opus_fec, rtp_patches
 from openrealtime.audio.format import FRAME_BYTES, FRAME_SAMPLES
@@ -141,13 +140,9 @@ async def test_a_real_call_sends_our_packets(echo_server):
     await client.next_event("session.created")
     call = echo_server.state.calls.get(client.call_id)
     assert call.audio_out.encoder is not None, "Opus negotiated: the track encodes"
-    tone = (np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000) * 8000).astype(np.int16).tobytes()
-    client.mic.play(tone)
-    for _ in range(100):
-        if client.audio.voiced_frames > 10:
-            break
-        await asyncio.sleep(0.05)
-    assert client.audio.voiced_frames > 10, "the client decodes the echo from our packets"
+    client.mic.play(speechlike(1.0).tobytes())
+    await wait_for(lambda: client.audio.voiced_frames > 10, 10, interval=0.05,
+                   what="the client decodes the echo from our packets")
     enc = call.audio_out.encoder
     assert enc.frames_encoded > 10 and enc.silence_repeats > 0
     await client.close()
@@ -166,14 +161,9 @@ def _audio_receiver(call):
 async def _echo_round_trip(echo_server, client):
     await client.next_event("session.created")
     call = echo_server.state.calls.get(client.call_id)
-    tone = (np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000) * 8000).astype(np.int16).tobytes()
-    client.mic.play(tone)
-    for _ in range(100):
-        if client.audio.voiced_frames > 10 and call.inbound.voiced_frames > 10:
-            break
-        await asyncio.sleep(0.05)
-    assert call.inbound.voiced_frames > 10, "the server decoded our tone"
-    assert client.audio.voiced_frames > 10, "the echo came back"
+    client.mic.play(speechlike(1.0).tobytes())
+    await wait_for(lambda: call.inbound.voiced_frames > 10, 10, interval=0.05, what="the server decoded our audio")
+    await wait_for(lambda: client.audio.voiced_frames > 10, 10, interval=0.05, what="the echo came back")
     return call
 
 
@@ -208,7 +198,7 @@ async def test_pcmu_call_starts_it_on_the_first_frame(echo_server):
 async def test_opus_complexity_setting_reaches_the_encoder():
     from openrealtime.api.embedded import embedded_server
     from openrealtime.cli import build_parser, settings_from_args
-    from tests.helpers import server_settings
+    from tests.support import server_settings
 
     assert settings_from_args(build_parser().parse_args(["serve", "--opus-complexity", "1"])).opus_complexity == 1
     async with embedded_server(server_settings(engine="echo", opus_complexity=1)) as server:

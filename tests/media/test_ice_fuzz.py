@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from openrealtime.media.ice import IceSettings, server_ice
 from openrealtime.media.ice_mux import MuxSet
+from tests.support import wait_for
 
 LOOP = "127.0.0.1"
 HYPOTHESIS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -245,10 +246,7 @@ def test_wrong_message_integrity_never_binds_an_address(env):
             # (no USE-CANDIDATE: a plain check must not renominate the live pair)
             remote = env.client_conn.local_username
             transport.sendto(bytes(request(env.ufrag, env.pwd, use_candidate=False, remote=remote)), mux)
-            for _ in range(50):
-                if sink.received:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_for(lambda: sink.received, 5, interval=0.02, what="an answer to the right password")
             response = stun.parse_message(sink.received[0])
             assert response.message_class == stun.Class.RESPONSE
             assert response.check_message_integrity(env.pwd.encode())

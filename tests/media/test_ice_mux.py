@@ -27,6 +27,7 @@ from openrealtime.media.ice_mux import (
     _bind_error,
     address_pairs,
 )
+from tests.support import wait_for
 
 OFFER = (Path(__file__).parent.parent / "fixtures" / "chromium-156-offer.sdp").read_text()
 LOOP = "127.0.0.1"
@@ -264,10 +265,7 @@ async def test_app_calls_connect_through_the_mux_port():
         finally:
             for c in clients:
                 await c.close()
-        deadline = time.monotonic() + 5
-        while server.state.mux.calls and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert server.state.mux.calls == 0
+        await wait_for(lambda: server.state.mux.calls == 0, 5, interval=0.05, what="no calls left on the mux")
 
 
 async def test_without_a_mux_each_call_keeps_its_own_socket():

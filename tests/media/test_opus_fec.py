@@ -11,7 +11,7 @@ import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from tests.helpers import speechlike
+from tests.support import speechlike
 from openrealtime.media.opus_fec import (
     FecOpusEncoder,
     OpusDecoder,

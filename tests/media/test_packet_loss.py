@@ -19,7 +19,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from tests.helpers import speechlike
+from tests.support import speechlike
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.media import rtp_patches
 from openrealtime.media.sdp_policy import install_codec_policy

@@ -18,6 +18,7 @@ from openrealtime.media.video import (
     VideoSampler,
     encode_jpeg,
 )
+from tests.support import wait_for
 
 
 def synthetic_frame(width: int, height: int, noise: int = 0, seed: int = 0, fmt: str = "yuv420p") -> av.VideoFrame:
@@ -145,11 +146,7 @@ async def test_sampler_keeps_latest_frame_and_encodes_lazily():
     frames = [synthetic_frame(1920, 1080, seed=i) for i in range(3)]
     for f in frames:
         track.queue.put_nowait(f)
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-        if sampler.stats.frames_decoded == 3:
-            break
-    assert sampler.stats.frames_decoded == 3
+    await wait_for(lambda: sampler.stats.frames_decoded == 3, 5, interval=0.01, what="3 frames decoded")
     assert sampler.stats.snapshots == 0, "no encode per frame"
     assert sampler._frame is frames[-1], "a reference to the latest frame, not a copy"
     assert sampler.is_live and sampler.frame_size == (1920, 1080)
@@ -284,10 +281,8 @@ async def test_aiortc_peer_video_to_jpeg(echo_server):
     assert resp.status_code == 201, resp.text
     call = echo_server.state.calls.get(client.call_id)
     try:
-        for _ in range(200):
-            if call.video is not None and call.video.stats.frames_decoded >= 5:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: call.video is not None and call.video.stats.frames_decoded >= 5, 10, interval=0.05,
+                       what="5 video frames decoded")
         video = call.video
         assert video is not None and video.stats.frames_decoded >= 5 and video.stats.keyframes >= 1
         assert video.receiver is not None and video.stats.plis_sent >= 0

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from openrealtime.api.embedded import embedded_server
 from openrealtime.engines.base import ChatRequest, TextDelta
-from tests.helpers import server_settings, wait_for, ws_event
+from tests.support import server_settings, wait_for, ws_event
 
 pytestmark = pytest.mark.models
 

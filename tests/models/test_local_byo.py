@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from openrealtime.api.embedded import embedded_server, free_port
 from openrealtime.engines import assets
-from tests.helpers import server_settings, ws_event
+from tests.support import server_settings, ws_event
 
 ROOT = Path(__file__).resolve().parents[2]
 

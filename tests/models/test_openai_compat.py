@@ -425,7 +425,7 @@ async def test_server_routes_a_turn_to_the_remote_llm(llm_server):
     """`openrealtime serve --llm-url …`: a text turn over WebRTC is answered by the remote server."""
     from openrealtime.api.embedded import embedded_server
     from openrealtime.client.rtc import RealtimeRtcClient
-    from tests.helpers import server_settings
+    from tests.support import server_settings
 
     settings = server_settings(engine="local", profile="test", llm_url=llm_server["url"], llm_model="qwen")
     async with embedded_server(settings) as server:

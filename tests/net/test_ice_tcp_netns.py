@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from openrealtime.api.embedded import embedded_server
-from tests.browser.conftest import CHROMIUM, make_speech_wav, open_seed_page
-from tests.helpers import server_settings, wait_for
+from tests.browser.conftest import CHROMIUM, open_seed_page
+from tests.support import server_settings, spoken_wav, wait_for
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -56,7 +56,7 @@ async def test_chromium_falls_back_to_ice_tcp_when_udp_is_blocked(udp_blocked_ne
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
     assert_udp_really_blocked(ns)
-    wav = make_speech_wav(tmp_path / "question.wav", "What is the capital of France?")
+    wav = spoken_wav(tmp_path / "question.wav", "What is the capital of France?", pad_before_s=0.5, pad_after_s=30.0)
     settings = server_settings(engine="echo", echo_delay_s=0.2, host=ns.root_ip, advertise_ips=[ns.root_ip],
                                api_keys=["test"])
     async with embedded_server(settings) as server:

@@ -5,7 +5,7 @@ import json
 from openrealtime.protocol.items import FunctionCallItem, FunctionCallOutputItem, InputTextContent, UserMessageItem
 from openrealtime.session import engine as engine_module
 from openrealtime.session.conversation import ContextWindow
-from tests.unit.fakes import ScriptedLlm
+from tests.support import ScriptedLlm
 from tests.unit.test_engine_turns import make_engine, settle
 
 

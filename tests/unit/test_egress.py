@@ -18,7 +18,7 @@ import pytest
 from openrealtime.config import Settings
 from openrealtime.engines.egress import ALLOW_HINT, EgressPolicy, parse_allow_list
 from openrealtime.engines.mcp_client import McpClient, McpError
-from tests.mcp_server import serving
+from tests.support import serving
 
 
 class Listener:
@@ -319,8 +319,8 @@ async def test_the_servers_flag_reaches_its_sessions(listener):
     from websockets.asyncio.client import connect
 
     from openrealtime.api.embedded import embedded_server
-    from tests.helpers import server_settings
-    from tests.unit.fakes import fake_stack
+    from tests.support import server_settings
+    from tests.support import fake_stack
 
     settings = server_settings(engine="local", api_keys=["sk-egress"], mcp_allow=["127.0.0.2"])
     async with embedded_server(settings, models=fake_stack()) as server:

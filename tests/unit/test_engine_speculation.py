@@ -5,20 +5,12 @@ import asyncio
 from openrealtime.engines.base import Transcript
 from openrealtime.session import speculation
 from openrealtime.session.turn_detection import SilenceBegan, SpeechResumed, SpeechStopped, TurnDetector, VadParams
-from tests.unit.fakes import ScriptedLlm, ScriptedStt, ToneTts, silence, speech
+from tests.support import ScriptedLlm, ScriptedStt, ToneTts, silence, speech, wait_for
 from tests.unit.test_engine_turns import feed, make_engine, settle
 
 VOICE = {"type": "realtime", "audio": {"input": {
     "transcription": {"model": "whisper-1"},
     "turn_detection": {"type": "server_vad", "silence_duration_ms": 300, "prefix_padding_ms": 200}}}}
-
-
-async def until(condition, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 class LengthStt(ScriptedStt):
@@ -63,7 +55,7 @@ async def test_voice_turn_adopts_the_speculative_answer():
     llm = ScriptedLlm("Paris is the capital of France.")
     engine, t = make_engine(VOICE, llm=llm)
     await feed(engine, silence(400) + speech(700) + silence(220))  # a pause, not yet the end of the turn
-    await until(lambda: engine.stats["answers_speculated"] == 1)
+    await wait_for(lambda: engine.stats["answers_speculated"] == 1, 15, interval=0.005)
     assert "input_audio_buffer.committed" not in t.types()
     await feed(engine, silence(300))
     await settle(t, "response.done")
@@ -93,7 +85,7 @@ async def test_first_clause_is_synthesized_ahead_of_the_commit_and_played_from_t
     engine, t = make_engine(VOICE, llm=llm)
     tts = engine.models.tts = CountingTts()
     await feed(engine, silence(400) + speech(700) + silence(220))
-    await until(lambda: engine.stats["speech_speculated"] == 1)
+    await wait_for(lambda: engine.stats["speech_speculated"] == 1, 15, interval=0.005)
     assert tts.texts == ["Paris is the capital"]
     assert "input_audio_buffer.committed" not in t.types()
     assert t.play(5) == 0, "nothing is played before the commit"
@@ -116,7 +108,7 @@ async def test_speculative_speech_is_dropped_with_the_speculation():
     engine.models.stt = stt
     tts = engine.models.tts = CountingTts()
     await feed(engine, silence(300) + speech(500) + silence(200))
-    await until(lambda: engine.stats["speech_speculated"] == 1)
+    await wait_for(lambda: engine.stats["speech_speculated"] == 1, 15, interval=0.005)
     stale = engine._speculation.speech
     assert stale is not None and stale.text == "Paris is the capital"
     await feed(engine, speech(500) + silence(500))  # the user goes on: that speech is stale
@@ -150,7 +142,7 @@ async def test_speculative_answer_for_a_changed_request_is_not_used():
     engine, t = make_engine(VOICE, llm=llm)
     engine.models.stt = stt
     await feed(engine, silence(300) + speech(600) + silence(220))
-    await until(lambda: engine.stats["answers_speculated"] == 1)
+    await wait_for(lambda: engine.stats["answers_speculated"] == 1, 15, interval=0.005)
     import json
     engine.handle_message(json.dumps({"type": "conversation.item.create", "item": {
         "type": "message", "role": "system", "content": [{"type": "input_text", "text": "Answer in French."}]}}))
@@ -169,9 +161,9 @@ async def test_prefix_warming_prefills_while_the_user_speaks(monkeypatch):
     llm = PrefillLlm("Sure.")
     engine, t = make_engine(VOICE, llm=llm)
     await feed(engine, silence(300) + speech(700))
-    await until(lambda: engine.stats["prefix_warmings"] >= 1)
+    await wait_for(lambda: engine.stats["prefix_warmings"] >= 1, 15, interval=0.005)
     await feed(engine, speech(400))
-    await until(lambda: engine.stats["prefix_warmings"] >= 2)
+    await wait_for(lambda: engine.stats["prefix_warmings"] >= 2, 15, interval=0.005)
     await feed(engine, silence(500))
     await settle(t, "response.done")
     assert engine.stats["prefix_tokens_warmed"] == 5 * engine.stats["prefix_warmings"]

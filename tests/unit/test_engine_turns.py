@@ -8,7 +8,7 @@ import pytest
 
 from openrealtime.protocol.session import RealtimeSessionConfig, parse_session_config
 from openrealtime.session.engine import SessionEngine
-from tests.unit.fakes import RecordingTransport, ScriptedLlm, fake_stack, silence, speech
+from tests.support import RecordingTransport, ScriptedLlm, fake_stack, silence, speech, wait_for
 
 
 def make_engine(session: dict | None = None, *, llm=None, webrtc=True):
@@ -24,12 +24,9 @@ def send(engine, **event):
 
 
 async def settle(transport, until: str, count: int = 1, timeout: float = 5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while len(transport.of(until)) < count:
-        if loop.time() > deadline:
-            raise AssertionError(f"no {until}; got {transport.types()}")
-        await asyncio.sleep(0.005)
+    """Until the transport has sent `count` events of type `until`."""
+    await wait_for(lambda: len(transport.of(until)) >= count, timeout, interval=0.005,
+                   what=lambda: f"{count} × {until} (got {transport.types()})")
 
 
 async def feed(engine, pcm: bytes, chunk_ms: int = 20):
@@ -208,10 +205,7 @@ async def test_barge_in_while_generating_cancels_with_turn_detected():
         llm=ScriptedLlm("word " * 200, delay=0.01))
     await feed(engine, speech(500) + silence(400))
     await settle(t, "response.output_audio_transcript.delta")
-    deadline = asyncio.get_running_loop().time() + 5
-    while engine.transport.audio_out.queued_ms == 0:
-        assert asyncio.get_running_loop().time() < deadline, "no reply audio queued"
-        await asyncio.sleep(0.005)
+    await wait_for(lambda: engine.transport.audio_out.queued_ms > 0, 5, interval=0.005, what="reply audio queued")
     assert t.play(3) == 3
     await feed(engine, speech(300))
     await settle(t, "response.done")

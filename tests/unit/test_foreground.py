@@ -7,7 +7,7 @@ import time
 
 from openrealtime.engines.foreground import FOREGROUND, ForegroundGate
 
-from tests.unit.fakes import ToneTts
+from tests.support import ToneTts
 from tests.unit.test_engine_turns import make_engine, send, settle
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from openrealtime.engines.mcp_client import McpClient, McpError
-from tests.mcp_server import lingering_stream_app, local_egress, running_mcp_server, serving
+from tests.support import lingering_stream_app, local_egress, running_mcp_server, serving
 
 
 @pytest.fixture(params=["event-stream", "json", "legacy-sse"])

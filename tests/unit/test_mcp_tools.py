@@ -9,8 +9,15 @@ import pytest
 
 from openrealtime.protocol.session import parse_session_config
 from openrealtime.session.engine import SessionEngine
-from tests.mcp_server import build_server, local_egress, running_mcp_server, serving
-from tests.unit.fakes import RecordingTransport, ScriptedLlm, fake_stack
+from tests.support import (
+    RecordingTransport,
+    ScriptedLlm,
+    build_server,
+    fake_stack,
+    local_egress,
+    running_mcp_server,
+    serving,
+)
 from tests.unit.test_egress import listening
 from tests.unit.test_engine_turns import send, settle
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 from openrealtime.session import speculation, workers
-from tests.unit.fakes import silence, speech
+from tests.support import silence, speech, wait_for
 from tests.unit.test_engine_speculation import PrefillLlm
 from tests.unit.test_engine_turns import feed, make_engine, settle
 
@@ -22,11 +22,7 @@ async def test_busy_while_a_job_is_queued_or_running_even_if_its_caller_is_cance
     await asyncio.sleep(0.05)
     assert workers.busy("asr"), "the job still runs in its thread"
     release.set()
-    for _ in range(100):
-        if not workers.busy("asr"):
-            break
-        await asyncio.sleep(0.01)
-    assert not workers.busy("asr")
+    await wait_for(lambda: not workers.busy("asr"), 5, interval=0.01, what="the asr stage idle")
 
 
 async def test_busy_is_cleared_when_the_job_fails():

@@ -1,15 +1,16 @@
-"""A real MCP server (the `mcp` package's FastMCP, Streamable HTTP) on a free local port, for tests."""
+"""A real MCP server (the `mcp` package's FastMCP, Streamable HTTP) on a free local port, and other
+ASGI apps served the same way, for tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import Iterator
 
 import uvicorn
 
+from openrealtime.api.embedded import free_port
 from openrealtime.engines.egress import EgressPolicy
 
 # The servers below listen on 127.0.0.1, an address the egress policy refuses by default: tests allow
@@ -19,12 +20,6 @@ LOCAL_ALLOW = ["127.0.0.1"]
 
 def local_egress() -> EgressPolicy:
     return EgressPolicy(LOCAL_ALLOW)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_server(json_response: bool = False):
@@ -50,7 +45,7 @@ def build_server(json_response: bool = False):
 @contextlib.contextmanager
 def serving(app, path: str = "/mcp") -> Iterator[str]:
     """Serve an ASGI app in a thread of its own on a free port; yields its URL (+ path)."""
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                                           timeout_graceful_shutdown=1))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

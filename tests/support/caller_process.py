@@ -1,7 +1,7 @@
 """WebRTC callers in a process of their own: for tests that kill them (SIGKILL: they vanish without a
 goodbye) or that must not share the server's event loop (a burst of callers would load it).
 
-    python -m tests.caller_process URL [CALLS] [--burst]
+    python -m tests.support.caller_process URL [CALLS] [--burst]
 
 Opens CALLS calls (default 1) with openrealtime.client.rtc.RealtimeRtcClient, one after another or, with
 --burst, all at once, and prints one line per call: `{"call_id": ...}` once `session.created` has arrived,

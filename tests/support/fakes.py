@@ -129,12 +129,3 @@ class RecordingTransport:
                 voiced += 1
         return voiced
 
-
-def speech(ms: int, amplitude: float = 0.3) -> bytes:
-    """Loud noise at 24 kHz: the EnergyVad calls it speech."""
-    rng = np.random.default_rng(ms)
-    return (rng.uniform(-amplitude, amplitude, 24 * ms) * 32767).astype("<i2").tobytes()
-
-
-def silence(ms: int) -> bytes:
-    return bytes(48 * ms)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections import Counter
 
 import numpy as np
+
+from openrealtime.api.embedded import free_port
 
 REPLY = ["Hello", " there", ", friend", "."]
 
@@ -35,7 +36,7 @@ class FaultBackend:
         self.modes: dict[str, str] = {"models": "ok", "llm": "ok", "stt": "ok", "tts": "ok"}
         self.requests: list[tuple[str, bytes]] = []
         self.disconnects: Counter[str] = Counter()
-        self.port = _free_port()
+        self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -182,9 +183,3 @@ def _pcm_chunks() -> list[bytes]:
     t = np.arange(24_000 * 6 // 10) / 24_000
     pcm = (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2").tobytes()
     return [pcm[i:i + 4800] for i in range(0, len(pcm), 4800)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
