@@ -249,8 +249,8 @@ def peek_twcc_state(transport: Any) -> TwccTransportState | None:
 async def _handle_rtp_data(self: RTCDtlsTransport, data: bytes, arrival_time_ms: int) -> None:
     try:
         packet = RtpPacket.parse(data, self._rtp_header_extensions_map)
-    except ValueError as exc:
-        log.debug("x RTP parsing failed: %s", exc)
+    except (ValueError, struct.error) as exc:  # struct.error: an extension of the wrong size (aiortc's own
+        log.debug("x RTP parsing failed: %s", exc)  # parser only expects ValueError; found by fuzzing)
         return
 
     seq = packet.extensions.transport_sequence_number

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ def huge_text(rng: random.Random, huge: int) -> str:
 # ---- bytes ---------------------------------------------------------------------------------------
 def mutate_bytes(rng: random.Random, data: bytes, *, max_len: int = 1 << 16, rounds: int | None = None) -> bytes:
     """One to four byte-level edits of `data` (the result is at most `max_len` bytes)."""
-    buf = bytearray(data)
+    buf = bytearray(data[:max_len])
     for _ in range(rounds or rng.randint(1, 4)):
         op = rng.randrange(11)
         n = len(buf)
@@ -234,6 +235,9 @@ def mutate_json(rng: random.Random, value: Any, *, huge: int = 1 << 16, splice: 
 
 
 # ---- JSON text ---------------------------------------------------------------------------------------
+_PLACEHOLDER = re.compile(r'"\\u0000raw(\d+)\\u0000"')
+
+
 def dumps(rng: random.Random, value: Any) -> str:
     """JSON text of `value`, with RawJson parts spliced in."""
     raws: list[str] = []
@@ -246,9 +250,9 @@ def dumps(rng: random.Random, value: Any) -> str:
 
     text = json.dumps(value, ensure_ascii=rng.random() < 0.5, allow_nan=True, default=placeholder,
                       separators=choice(rng, ((",", ":"), (", ", ": "))))
-    for n, raw in enumerate(raws):
-        text = text.replace(f'"\\u0000raw{n}\\u0000"', raw, 1)
-    return text
+    if not raws:
+        return text
+    return _PLACEHOLDER.sub(lambda m: raws[int(m.group(1))], text)  # one pass (thousands may be spliced)
 
 
 def mutate_json_text(rng: random.Random, text: str) -> str | bytes:

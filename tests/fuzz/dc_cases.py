@@ -58,4 +58,4 @@ def sctp_case(rng: random.Random, events_stream: int) -> tuple[int, int, bytes]:
         return stream, rng.randrange(2**32), rng.randbytes(rng.randint(1, 64))
     if kind == 6:
         return stream, WEBRTC_DCEP, bytes([DATA_CHANNEL_OPEN]) + rng.randbytes(rng.randrange(11))  # short
-    return stream, WEBRTC_BINARY, mutate_bytes(rng, b'{"type":"response.create"}')
+    return stream, WEBRTC_BINARY, mutate_bytes(rng, b'{"type":"response.create"}') or b"{"

@@ -19,6 +19,7 @@ from openrealtime.limits import MAX_BODY_BYTES
 from openrealtime.media.call import CallOptions, RealtimeCall
 from openrealtime.media.ice import IceSettings
 from openrealtime.media.ice_mux import MuxSet
+from openrealtime.media.sdp_policy import install_codec_policy
 from openrealtime.protocol import beta as beta_protocol
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.parse import parse_server_event
@@ -58,6 +59,33 @@ class LoopErrors:
                for c in self.errors]
         self.errors.clear()
         return out
+
+
+# ---- call bodies ------------------------------------------------------------------------------------
+def parse_call_body(content_type: str, body: bytes) -> str:
+    """What POST /v1/realtime/calls does before the SDP reaches aiortc: an outcome label, or FuzzFailure."""
+    from openrealtime.api.body import parse_offer_body
+    from openrealtime.api.errors import ApiError
+    from openrealtime.protocol.session import parse_session_config
+
+    # headers reach the app as latin-1 text (h11/starlette), whatever bytes the client sent
+    content_type = content_type.encode("utf-8", "surrogatepass").decode("latin-1")
+    try:
+        offer = parse_offer_body(content_type, body)
+        parse_session_config(offer.session)
+    except ApiError as exc:
+        if not 400 <= exc.status < 500 or not exc.error.message or exc.error.type != "invalid_request_error":
+            raise FuzzFailure(f"{exc.status} {exc.error.type}: {exc.error.message}") from None
+        return f"{exc.status}:{exc.error.code}"
+    except ProtocolError as exc:
+        if not exc.message or not (exc.param or "").startswith("session"):
+            raise FuzzFailure(f"session error without a session param: {exc.param} {exc.message}") from None
+        return f"400:{exc.code}"
+    except Exception as exc:
+        raise FuzzFailure("parsing the body raised " + describe(exc)) from None
+    if not isinstance(offer.sdp, str):
+        raise FuzzFailure(f"the offer is a {type(offer.sdp).__name__}")
+    return "parsed"
 
 
 # ---- SDP offers -------------------------------------------------------------------------------------
@@ -186,7 +214,7 @@ class EngineHarness:
         codes = self.check(self.new_events())
         return f"error:{codes[0]}" if codes else "accepted"
 
-    async def check_alive(self) -> None:
+    async def check_alive(self, timeout: float = 10.0) -> None:
         """The session still answers: any response is cancelled and finishes, a session.update is applied,
         and (with models) a new response completes."""
         engine = self.engine
@@ -195,7 +223,7 @@ class EngineHarness:
         for run in [r for r in (engine.active, *engine.out_of_band.values()) if r is not None]:
             run.cancel("client_cancelled")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + timeout
         while engine.active is not None or engine.out_of_band:
             if loop.time() > deadline:
                 raise FuzzFailure("a cancelled response never finished")
@@ -203,11 +231,11 @@ class EngineHarness:
         self.check(self.new_events())
         self._send({"type": "session.update", "event_id": "evt_probe",
                     "session": {"type": engine.config.type, "include": None}})
-        updated = await self.wait_for("session.updated")
+        updated = await self.wait_for("session.updated", timeout)
         if self.mode == "local" and engine.config.type == "realtime":
             self._send({"type": "response.create", "response": {"conversation": "none",
                                                                 "output_modalities": ["text"]}})
-            done = await self.wait_for("response.done")
+            done = await self.wait_for("response.done", timeout)
             if done["response"]["status"] != "completed":
                 raise FuzzFailure(f"probe response ended {done['response']['status']}")
         self.check(self.new_events())
@@ -235,7 +263,7 @@ class MediaHarness:
     async def start(self) -> None:
         import threading
 
-        from aiortc import RTCPeerConnection, RTCSessionDescription
+        from aiortc import RTCSessionDescription
         from aiortc import sdp as aiortc_sdp
 
         from openrealtime.client.rtc import RealtimeRtcClient
@@ -245,6 +273,7 @@ class MediaHarness:
 
         threading.excepthook = lambda args: self.thread_errors.append(
             f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
+        install_codec_policy()  # what the server process has done before any offer: aiortc's tables, our hooks
         await self.offers.start()
         self.client = client = RealtimeRtcClient("http://unused", video=True)
         await client.pc.setLocalDescription(await client.pc.createOffer())
@@ -351,7 +380,7 @@ class MediaHarness:
             return "unsendable"
         return "sent"
 
-    async def check_alive(self) -> None:
+    async def check_alive(self, timeout: float = 10.0) -> None:
         client, call = self.client, self.call
         if call.closed.is_set() or call.state != "connected" and call.stats.connected_at is not None:
             raise FuzzFailure(f"the call ended ({call.stats.end_reason})")
@@ -374,11 +403,11 @@ class MediaHarness:
         client.send({"type": "session.update", "event_id": "evt_probe",
                      "session": {"type": "realtime", "instructions": "still here"}})
         try:
-            await client.next_event("session.updated", timeout=10)
+            await client.next_event("session.updated", timeout=timeout)
         except asyncio.TimeoutError:
             raise FuzzFailure("the data channel no longer answers") from None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + timeout
         while client.audio.voiced_frames <= before:
             if loop.time() > deadline:
                 raise FuzzFailure("the echo of the microphone stopped arriving")
@@ -421,17 +450,17 @@ class LiveCall:
         self.client.mic.play(self.speech * 3)
         await self.check()
 
-    async def check(self) -> None:
+    async def check(self, timeout: float = 10.0) -> None:
         client = self.client
         if client.mic.pending_s < 3.0:
             client.mic.play(self.speech * 2)
         client.send({"type": "session.update", "session": {"type": "realtime", "instructions": "live"}})
         try:
-            await client.next_event("session.updated", timeout=10)
+            await client.next_event("session.updated", timeout=timeout)
         except asyncio.TimeoutError:
             raise FuzzFailure("the live call's data channel stopped answering") from None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + timeout
         while client.audio.voiced_frames <= self.heard:
             if loop.time() > deadline:
                 raise FuzzFailure("the live call stopped echoing")
@@ -477,6 +506,8 @@ class ServerHarness:
         headers = {**self._auth(), "Content-Type": content_type.encode("utf-8", "surrogatepass")}  # any bytes
         try:
             resp = await self.http.post(self.url + path, content=body, headers=headers)
+        except httpx.LocalProtocolError:
+            return "unsendable"  # a header value the HTTP client will not write (control characters)
         except httpx.HTTPError as exc:
             if len(body) > MAX_BODY_BYTES:  # refused (413) while we were still sending: the socket is reset
                 return "413:reset"
@@ -485,6 +516,8 @@ class ServerHarness:
             self.calls_answered += 1
             call_id = resp.headers["location"].rsplit("/", 1)[-1]
             hang = await self.http.post(f"{self.url}/v1/realtime/calls/{call_id}/hangup", headers=self._auth())
+            if hang.status_code == 404 and hang.json()["error"]["code"] == "call_not_found":
+                return "201:ended"  # it ended by itself already (ICE failed at once: no usable candidate)
             if hang.status_code != 200:
                 raise FuzzFailure(f"hangup of an answered call: {hang.status_code} {hang.text[:200]}")
             return "201"
@@ -508,7 +541,8 @@ class ServerHarness:
             self._judge_close(ws)
         headers = self._auth() | ({"OpenAI-Beta": "realtime=v1"} if beta else {})
         ws = await connect(self.url.replace("http", "ws", 1) + "/v1/realtime?model=gpt-realtime",
-                           additional_headers=headers, max_size=None)
+                           additional_headers=headers, max_size=None, ping_interval=None)  # no client keepalive:
+        # its 1011 "keepalive ping timeout" would be about this (busy) process, not the server
         self.sessions[beta] = ws
         self._readers[beta] = asyncio.ensure_future(self._read(ws, beta))
         return ws

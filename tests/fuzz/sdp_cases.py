@@ -63,6 +63,9 @@ _SESSION_LINES = ("v=1", "v=", "o=", "o=- x x IN IP4", "s=", "t=", "t=a b", "c=I
                   "a=:", "a=group:BUNDLE", "a=setup:passive", "i=" + "x" * 70, "a=fingerprint:sha-256 00")
 
 
+MAX_CASE_CHARS = 2 << 20
+
+
 def _attr_line(rng: random.Random, name: str | None = None) -> str:
     name = name or choice(rng, tuple(_ATTRIBUTE_VALUES))
     value = choice(rng, _ATTRIBUTE_VALUES[name])
@@ -152,6 +155,7 @@ def mutate_sdp(rng: random.Random, text: str, *, huge: int = 1 << 16) -> str:
                 del lines[ms[a]:ms[a + 1]]
     ending = choice(rng, ("\r\n", "\r\n", "\n", "\r", "\r\n\r\n", " \r\n"))
     out = ending.join(lines) + (ending if rng.random() < 0.8 else "")
+    out = out[:MAX_CASE_CHARS]  # big enough to cross every limit, small enough to generate quickly
     if rng.random() < 0.05:
         out = choice(rng, ("", " ", "\ufeff", "\n\n")) + out
     return out

@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 
 from openrealtime.api.body import parse_offer_body
 from openrealtime.api.errors import ApiError
-from openrealtime.protocol.errors import ProtocolError
-from openrealtime.protocol.session import parse_session_config
 from tests.fuzz.body_cases import body_case
+from tests.fuzz.harness import parse_call_body
 from tests.fuzz.sdp_cases import real_offers
 
 OFFERS = real_offers()
@@ -20,21 +19,7 @@ FUZZ = settings(derandomize=True, deadline=None, database=None, phases=[Phase.ge
                 suppress_health_check=list(HealthCheck))
 
 
-def parse(content_type: str, body: bytes) -> str:
-    """What the route does before the SDP reaches aiortc; the outcome label."""
-    # headers reach the app as latin-1 text (h11/starlette), whatever bytes the client sent
-    content_type = content_type.encode("utf-8", "surrogatepass").decode("latin-1")
-    try:
-        offer = parse_offer_body(content_type, body)
-        parse_session_config(offer.session)
-    except ApiError as exc:
-        assert 400 <= exc.status < 500 and exc.error.message and exc.error.type == "invalid_request_error"
-        return f"{exc.status}:{exc.error.code}"
-    except ProtocolError as exc:
-        assert exc.message and exc.param and exc.param.startswith("session")
-        return f"400:{exc.code}"
-    assert isinstance(offer.sdp, str)
-    return "parsed"
+parse = parse_call_body
 
 
 @settings(FUZZ, max_examples=3000)
