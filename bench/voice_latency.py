@@ -57,7 +57,7 @@ from openrealtime.engines.stack import load_model_stack  # noqa: E402
 from openrealtime.audio.resample import resample  # noqa: E402
 from openrealtime.session.clauses import ClauseSplitter  # noqa: E402
 from openrealtime.session.turn_detection import SPECULATE_AFTER_MS  # noqa: E402
-from openrealtime.session.workers import call_in_model_thread  # noqa: E402
+from openrealtime.runtime import Runtime, call_in_model_thread  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -105,14 +105,14 @@ def set_caller_priority(pid: int, mode: str) -> None:
             pass
 
 
-async def measure_server(stack, questions: list[np.ndarray], silence_ms: int,
+async def measure_server(stack, runtime: Runtime, questions: list[np.ndarray], silence_ms: int,
                          timeline: bool = False) -> tuple[dict[str, list[float]], dict]:
     """Serve the stack in this process; the caller speaks from its own process (bench/_speaker.py),
     each question twice, once per caller mode (alternating which goes first)."""
     settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local")
     latencies: dict[str, list[float]] = {mode: [] for mode in CALLER_MODES}
     modes = [CALLER_MODES[(i + k) % 2] for i in range(len(questions)) for k in (0, 1)]
-    async with embedded_server(settings, models=stack) as server:
+    async with embedded_server(settings, models=stack, runtime=runtime) as server:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "questions.npz"
             np.savez(path, **{f"q{2 * i + k}": q for i, q in enumerate(questions) for k in (0, 1)})
@@ -233,11 +233,12 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
     rows = []
     for profile in profiles:
         t = time.monotonic()
-        stack = call_in_model_thread(lambda: load_model_stack(profile))
+        runtime = Runtime()  # the server's: the LLM steps aside through its foreground gate
+        stack = call_in_model_thread(lambda: load_model_stack(profile, gate=runtime.gate))
         load_s = time.monotonic() - t
         speed = call_in_model_thread(lambda: box_speed(stack))
         questions = [synth(stack, q) for q in QUESTIONS[:count]]
-        ours, info = await measure_server(stack, questions, silence_ms, timeline)
+        ours, info = await measure_server(stack, runtime, questions, silence_ms, timeline)
         # same thread priority as the server's model workers, so the comparison is like for like
         naive = {short: [call_in_model_thread(lambda q=q, short=short: naive_cascade(stack, q, silence_ms, short))
                          for q in (questions if naive_runs else [])] or [float("nan")]

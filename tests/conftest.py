@@ -36,18 +36,29 @@ async def echo_server():
 
 
 @pytest.fixture(scope="session")
-def model_stack():
+def model_runtime():
+    """The runtime (worker pools, foreground gate) of the servers that share `model_stack`."""
+    from openrealtime.runtime import Runtime
+
+    runtime = Runtime()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture(scope="session")
+def model_stack(model_runtime):
     """The real default local model stack (VAD, Whisper base, Qwen2.5 1.5B, Piper), loaded once."""
     from openrealtime.engines.stack import load_model_stack
-    from openrealtime.session.workers import call_in_model_thread
+    from openrealtime.runtime import call_in_model_thread
 
-    stack = call_in_model_thread(lambda: load_model_stack("default"))  # model threads at low priority
+    # model threads at low priority; the LLM steps aside through the shared runtime's gate
+    stack = call_in_model_thread(lambda: load_model_stack("default", gate=model_runtime.gate))
     yield stack
     stack.close()
 
 
 @pytest.fixture
-async def voice_server(model_stack):
+async def voice_server(model_stack, model_runtime):
     """An in-process server on the real local stack."""
-    async with embedded_server(server_settings(engine="local"), models=model_stack) as server:
+    async with embedded_server(server_settings(engine="local"), models=model_stack, runtime=model_runtime) as server:
         yield server

@@ -31,26 +31,26 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
     stops the server with a non-zero exit: waiting cannot repair it."""
     from ..engines.base import concurrency
     from ..engines.stack import configured_stack, load_model_stack
-    from ..session import workers
+    from ..runtime import run_in_model_thread
 
-    settings = state.settings
+    settings, runtime = state.settings, state.runtime
     watch = None
     if settings.engine == "local" and state.models is None:
         def progress(stage: str, message: str) -> None:
             log.info("models stage=%s %s", stage, message)
 
         try:
-            state.models = await workers.run_in_model_thread(
-                lambda: load_model_stack(**configured_stack(settings), defer_remote=True, progress=progress))
+            state.models = await run_in_model_thread(lambda: load_model_stack(
+                **configured_stack(settings), defer_remote=True, gate=state.runtime.gate, progress=progress))
         except Exception as exc:  # noqa: BLE001 - a model that cannot load: nothing else will fix it
             state.lifecycle.fail(str(exc))
             return None
         state.owns_models = True
         for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("tts", state.models.tts)):
-            workers.configure(stage, concurrency(engine))
+            runtime.configure(stage, concurrency(engine))
         if state.models.remote:
             pools = {"stt": "asr", "llm": "llm", "tts": "tts"}
-            watch = BackendWatch(state.health, state.models, on_connected=lambda stage, engine: workers.configure(
+            watch = BackendWatch(state.health, state.models, on_connected=lambda stage, engine: runtime.configure(
                 pools[stage], concurrency(engine)))
             watch.start()
     state.health.loaded = True
@@ -83,6 +83,8 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
                 await state.mux.close()
             if state.models is not None and state.owns_models:
                 state.models.close()
+            if state.owns_runtime:
+                state.runtime.close()
 
     app = FastAPI(title="openrealtime", version="0.1.0", lifespan=lifespan)
     app.state.server = state

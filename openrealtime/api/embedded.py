@@ -12,6 +12,7 @@ import uvicorn
 
 from ..config import Settings
 from .app import create_app
+from ..runtime import Runtime
 from .state import ServerState
 from ..limits import uvicorn_limits
 
@@ -44,13 +45,16 @@ class EmbeddedServer:
 
 
 @asynccontextmanager
-async def embedded_server(settings: Settings, *, wait_ready: bool = True,
-                          models: Any = None) -> AsyncIterator[EmbeddedServer]:
-    """`models`: an already loaded ModelStack to share between servers (tests load it once)."""
+async def embedded_server(settings: Settings, *, wait_ready: bool = True, models: Any = None,
+                          runtime: Runtime | None = None) -> AsyncIterator[EmbeddedServer]:
+    """`models`: an already loaded ModelStack to share between servers (tests load it once), with the
+    `runtime` whose foreground gate it was loaded with (`load_model_stack(gate=runtime.gate)`)."""
     if not settings.port:
         settings.port = free_port(settings.host)
     state = ServerState.build(settings)
     state.models = models
+    if runtime is not None:
+        state.runtime, state.owns_runtime = runtime, False
     app = create_app(settings, state=state)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                                            log_level="warning", lifespan="on", **uvicorn_limits()))

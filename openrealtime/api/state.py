@@ -11,6 +11,7 @@ from ..engines.egress import EgressPolicy
 from ..media.ice import IceSettings, default_advertise_ips
 from ..media.ice_mux import MuxSet, address_pairs
 from ..media.registry import CallRegistry
+from ..runtime import Runtime
 from .auth import Authenticator
 from .health import ServiceHealth
 from .lifecycle import Lifecycle
@@ -32,6 +33,8 @@ class ServerState:
     ws_sessions: set[Any] = field(default_factory=set)  # live direct WebSocket sessions (SessionEngine)
     started_at: float = field(default_factory=time.time)
     lifecycle: Lifecycle = field(init=False)  # drain and exit (lifecycle.py)
+    runtime: Runtime = field(default_factory=Runtime)  # model worker pools, foreground gate, clock (runtime.py)
+    owns_runtime: bool = True  # closed on shutdown, unless shared in (with a model stack loaded beside it)
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self)

@@ -155,7 +155,7 @@ async def _serve(transport: WebSocketTransport, reader: asyncio.Task, ended: asy
 async def _run_session(websocket: WebSocket, state: ServerState, config: Any, beta: bool) -> None:
     settings = state.settings
     transport = WebSocketTransport(websocket, beta=beta)
-    engine = SessionEngine(transport, config, mode=settings.engine, models=state.models,
+    engine = SessionEngine(transport, config, mode=settings.engine, models=state.models, runtime=state.runtime,
                            limits=SessionLimits(max_duration_s=settings.max_call_duration_s,
                                                 max_event_bytes=MAX_EVENT_BYTES),
                            echo_delay_s=settings.echo_delay_s, egress=state.egress)

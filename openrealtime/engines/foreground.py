@@ -6,12 +6,13 @@ compete for the same cores, and the first sound comes later than either alone wo
 The language model is far faster than speech, so pausing it for that moment costs nothing
 audible, while the synthesis gets every core.
 
-`FOREGROUND.hold()` marks such work (any thread); long-running background computations call
-`FOREGROUND.pause_point()` between steps (the LLM between tokens and prefill batches), which
+`gate.hold()` marks such work (any thread); long-running background computations call
+`gate.pause_point()` between steps (the LLM between tokens and prefill batches), which
 waits while something is held — never longer than `MAX_PAUSE_S` per call, so a stuck holder
-cannot starve them. Process-wide: the in-process models are shared by all sessions.
+cannot starve them. One gate per server (its `Runtime` holds it): the in-process models are shared
+by all sessions.
 
-`FOREGROUND.expect()` announces such work before it can start: the model thread that has just
+`gate.expect()` announces such work before it can start: the model thread that has just
 written a reply's first clause calls it, because the synthesis only starts after the clause
 has crossed to the event loop and back to a TTS thread, by which time the model would be well
 into its next token (≈ 0.1 s of a 1.5B model on 2 cores, all of it competing with Piper).
@@ -91,12 +92,9 @@ class ForegroundGate:
         return waited
 
 
-FOREGROUND = ForegroundGate()
-
-
-def in_foreground(items: Iterator[T]) -> Iterator[T]:
+def in_foreground(items: Iterator[T], gate: ForegroundGate) -> Iterator[T]:
     """Produce the first item of `items` (e.g. a clause's audio) while holding the foreground."""
-    with FOREGROUND.hold():
+    with gate.hold():
         first = next(items, None)
     if first is None:
         return

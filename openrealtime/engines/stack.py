@@ -161,6 +161,7 @@ class LoadContext:
     assembly_progress: AssemblyProgress | None = None
     llm_gpu_layers: int = 0
     stt_device: str = "cpu"
+    gate: Any = None  # the server's foreground gate (runtime.py), for the local LLM's pause points
 
     def bytes_cb(self, stage: str):
         cb = self.assembly_progress
@@ -186,7 +187,7 @@ def _load_llm(ctx: LoadContext) -> Any:
 
     ctx.report("llm", f"loading {ctx.profile.llm}")
     return LlamaCppLLM(ctx.profile.llm, n_ctx=ctx.profile.n_ctx, n_threads=ctx.cores,
-                       n_gpu_layers=ctx.llm_gpu_layers, progress=ctx.bytes_cb("llm"))
+                       n_gpu_layers=ctx.llm_gpu_layers, gate=ctx.gate, progress=ctx.bytes_cb("llm"))
 
 
 def _load_tts(ctx: LoadContext) -> Any:
@@ -219,6 +220,7 @@ def load_model_stack(
     defer_remote: bool = False,
     llm_gpu_layers: int = 0,
     stt_device: str = "cpu",
+    gate: Any = None,
     warm: bool = True,
 ) -> ModelStack:
     """Load (and warm) the stack of `profile`: the model loader, for every caller.
@@ -233,7 +235,7 @@ def load_model_stack(
     chosen = resolve_profile(profile, asr=asr, llm=llm, llm_path=llm_path, tts=tts)
     remote = dict(remote or {})
     report = StageTracker(progress)
-    ctx = LoadContext(chosen, _cores(), report, assembly_progress, llm_gpu_layers, stt_device)
+    ctx = LoadContext(chosen, _cores(), report, assembly_progress, llm_gpu_layers, stt_device, gate)
     started = time.monotonic()
     timings: dict[str, float] = {}
     engines: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 Every record carries the id of the call it was logged for (``record.call_id``, ``None`` outside
 a call). The id lives in a context variable: `RealtimeCall` sets it while a call is created and
 closed, and every asyncio task started from there (aiortc's ICE/DTLS/SCTP/RTP tasks, the
-session engine's tasks) inherits it, as do model-worker threads (`session.workers` runs them
+session engine's tasks) inherits it, as do model-worker threads (the `Runtime` runs them
 in a copy of the caller's context). A handler filter copies it onto each record, so JSON lines
 get a ``call_id`` field and text lines a ``call=...`` prefix.
 """

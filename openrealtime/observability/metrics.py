@@ -4,13 +4,13 @@ Almost nothing is counted on the hot path: a custom Collector reads the call reg
 per-call monitor (`observability.monitor.CallMonitor`), the ICE mux counters and the inference
 pools when Prometheus scrapes. The exceptions are histograms, which need each observation:
 call setup and voice-to-voice latency (observed by the monitor from call events) and model
-stage latencies, observed by `session.workers` through `observe_stage()`:
+stage latencies, observed by the server's `Runtime` (runtime.py) through `observe_stage()`:
 
-    vad         one batch of VAD frames (workers.run)
-    asr         one transcription (workers.run)
-    llm_first   time to the first LLM token (workers.stream), queueing included
-    tts_first   time to a clause's first synthesized audio (workers.stream), queueing included
-    llm, tts    whole `workers.run` calls of those stages, if any
+    vad         one batch of VAD frames (Runtime.run)
+    asr         one transcription (Runtime.run)
+    llm_first   time to the first LLM token (Runtime.stream), queueing included
+    tts_first   time to a clause's first synthesized audio (Runtime.stream), queueing included
+    llm, tts    whole `Runtime.run` calls of those stages, if any
 
 Metric names (all prefixed ``openrealtime_``): calls_active{state}, calls_ended_total{reason},
 call_setup_seconds, voice_to_voice_seconds, model_stage_seconds{stage},
@@ -43,7 +43,7 @@ MODEL_STAGE_SECONDS = Histogram("openrealtime_model_stage_seconds",
 
 
 def observe_stage(stage: str, seconds: float) -> None:
-    """Called by `session.workers` for every inference call (cheap; never raises)."""
+    """Called by `Runtime` for every inference call (cheap; never raises)."""
     try:
         MODEL_STAGE_SECONDS.labels(stage).observe(seconds)
     except Exception:  # pragma: no cover - metrics must never break inference
@@ -83,9 +83,7 @@ class ServerCollector:
             yield from self.loop_lag.seconds.collect()
         yield from MODEL_STAGE_SECONDS.collect()
 
-        from ..session import workers
-
-        depths = workers.queue_depths()
+        depths = state.runtime.queue_depths()
         yield _gauge("openrealtime_inference_queue_depth",
                      "Inference work waiting for a model worker thread, per stage.",
                      [([s], float(depths.get(s, 0))) for s in ("vad", "asr", "llm", "tts")], ["stage"])

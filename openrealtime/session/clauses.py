@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..engines.base import TextDelta
-from ..engines.foreground import FOREGROUND
+from ..engines.foreground import ForegroundGate
 
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s)|[;:](?=\s)|\n+")
 # A sentence end at the very end of the text so far: the word before it, and its punctuation.
@@ -125,7 +125,7 @@ class ClauseSplitter:
         return None
 
 
-def announcing_first_clause(deltas: Iterator[Any], spoken: bool = True) -> Iterator[Any]:
+def announcing_first_clause(deltas: Iterator[Any], gate: ForegroundGate, spoken: bool = True) -> Iterator[Any]:
     """Model deltas as they come; runs in the model's thread and, for a `spoken` answer, on the
     delta that completes the first clause tells the foreground gate that its synthesis is about
     to start, so the model waits for it before the next token instead of competing with it
@@ -133,6 +133,6 @@ def announcing_first_clause(deltas: Iterator[Any], spoken: bool = True) -> Itera
     splitter: ClauseSplitter | None = ClauseSplitter() if spoken else None
     for delta in deltas:
         if splitter is not None and isinstance(delta, TextDelta) and splitter.push(delta.text):
-            FOREGROUND.expect()
+            gate.expect()
             splitter = None
         yield delta

@@ -20,10 +20,11 @@ import av
 import numpy as np
 
 from .. import ids
+from ..audio.convert import g711_decode, g711_encode, pcm24k_to_f32_16k
+from ..audio.format import BYTES_PER_MS, SAMPLE_RATE
 from ..engines.base import ChatRequest, ModelStack, Prefilling, SessionAware
 from ..engines.egress import EgressPolicy
-from ..engines.foreground import FOREGROUND, in_foreground
-from ..audio.format import BYTES_PER_MS, SAMPLE_RATE
+from ..engines.foreground import in_foreground
 from ..protocol import client_events as ce
 from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
@@ -51,9 +52,8 @@ from ..protocol.session import (
     TranscriptionSessionConfig,
     session_object,
 )
-from . import workers
+from ..runtime import Runtime
 from .audio_buffer import InputAudioBuffer
-from ..audio.convert import g711_decode, g711_encode, pcm24k_to_f32_16k
 from .clauses import announcing_first_clause
 from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
 from .mcp_tools import SessionMcp
@@ -88,8 +88,11 @@ ImageSource = Callable[[], "dict[str, Any] | None"]  # -> {"image_url": data_url
 class SessionEngine:
     def __init__(self, transport: Transport, config: RealtimeSessionConfig | TranscriptionSessionConfig, *,
                  mode: str = "local", models: ModelStack | None = None, limits: SessionLimits | None = None,
-                 echo_delay_s: float = 0.3, egress: EgressPolicy | None = None) -> None:
+                 echo_delay_s: float = 0.3, egress: EgressPolicy | None = None,
+                 runtime: Runtime | None = None) -> None:
         self.transport = transport
+        # how model work runs (pools, foreground gate, clock): the server's, shared by its sessions
+        self.runtime = runtime if runtime is not None else Runtime()
         self.config = config
         self.mode = mode
         self.models = models
@@ -278,7 +281,7 @@ class SessionEngine:
         self._vad_pending = self._vad_pending[count * n:]
         self._vad_busy = True
         stream = self._vad_stream
-        task = asyncio.ensure_future(workers.run("vad", lambda: [stream.probability(f) for f in frames]))
+        task = asyncio.ensure_future(self.runtime.run("vad", lambda: [stream.probability(f) for f in frames]))
         task.add_done_callback(lambda t: self._vad_done(t, n))
 
     def _vad_done(self, task: asyncio.Future, frame_samples: int) -> None:
@@ -414,8 +417,9 @@ class SessionEngine:
         llm, cancel = self.models.llm, spec.cancel_event
         provisional = RealtimeResponse.from_params(None, self.config, conversation_id=None)
         speaks = provisional.output_modalities == ["audio"]
-        spec.answer = BufferedStream(workers.stream(
-            "llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), speaks), cancel))
+        gate = self.runtime.gate
+        spec.answer = BufferedStream(self.runtime.stream(
+            "llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), gate, speaks), cancel))
         self.stats["answers_speculated"] += 1
         if speaks:
             spec.speech_task = self._spawn(self._speculate_speech(spec, spoken_voice(provisional), self.speech_speed))
@@ -428,8 +432,10 @@ class SessionEngine:
             return
         tts, cancel = self.models.tts, threading.Event()
         log.debug("speculative first clause %r: synthesizing ahead of the commit", clause)
-        audio = BufferedStream(workers.stream(
-            "tts", lambda: in_foreground(tts.synthesize(clause, voice=voice, speed=speed, cancel=cancel)), cancel))
+        gate = self.runtime.gate
+        audio = BufferedStream(self.runtime.stream(
+            "tts", lambda: in_foreground(tts.synthesize(clause, voice=voice, speed=speed, cancel=cancel), gate),
+            cancel))
         spec.speech = SpeculativeSpeech(clause, voice, speed, audio, cancel)
         self.stats["speech_speculated"] += 1
 
@@ -450,7 +456,7 @@ class SessionEngine:
         if prefill is None or not self._wants_auto_response() or not self.turn.voiced_at(self._vad_clock_ms) \
                 or not self._warm.due(self.turn.speech_start_ms, now):
             return
-        if workers.busy("asr"):  # another turn's transcription (e.g. another session's): it goes first
+        if self.runtime.busy("asr"):  # another turn's transcription (e.g. another session's): it goes first
             self.stats["prefix_warmings_deferred"] += 1
             return
         warm = self._warm
@@ -470,7 +476,7 @@ class SessionEngine:
             return
         request = self._provisional_request(text)
         complete = sounds_complete(text)
-        tokens = await workers.run("warm", lambda: prefill(request, warm.cancel_event, complete=complete))
+        tokens = await self.runtime.run("warm", lambda: prefill(request, warm.cancel_event, complete=complete))
         self.stats["prefix_warmings"] += 1
         self.stats["prefix_tokens_warmed"] += int(tokens or 0)
 
@@ -668,13 +674,15 @@ class SessionEngine:
         audio = pcm24k_to_f32_16k(pcm)
         extra = {"logprobs": True} if self._wants_logprobs() else {}
 
+        gate = self.runtime.gate
+
         def transcribe() -> Any:
             if partial:
                 return stt.transcribe(audio, language=language, prompt=prompt, **extra)
-            with FOREGROUND.hold():  # the turn's words: the reply waits for them (engines/foreground.py)
+            with gate.hold():  # the turn's words: the reply waits for them (engines/foreground.py)
                 return stt.transcribe(audio, language=language, prompt=prompt, **extra)
 
-        return await workers.run("asr", transcribe)
+        return await self.runtime.run("asr", transcribe)
 
     def _wants_logprobs(self) -> bool:
         return "item.input_audio_transcription.logprobs" in (self.config.include or [])

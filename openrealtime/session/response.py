@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import ids
-from ..engines.base import BackendError, BackendTimeout, ChatRequest, Finished, TextDelta, ToolCallDelta
-from ..engines.foreground import in_foreground
 from ..audio.convert import f32_to_canonical
 from ..audio.format import BYTES_PER_MS
+from ..engines.base import BackendError, BackendTimeout, ChatRequest, Finished, TextDelta, ToolCallDelta
+from ..engines.foreground import in_foreground
 from ..protocol import server_events as ev
 from ..protocol.items import (AnyItem, AssistantMessageItem, FunctionCallItem, McpApprovalRequestItem, McpCallItem,
                               OutputAudioContent, OutputTextContent)
 from ..protocol.responses import RealtimeResponse, ResponseError, ResponseUsage
-from . import workers
 from .clauses import ClauseSplitter, announcing_first_clause
 from .speculation import SpeculativeSpeech, TurnSpeculation
 
@@ -164,7 +163,8 @@ class ResponseRun:
             self.engine.stats["answers_adopted"] += 1
             return answer.replay()
         llm, cancel = self.engine.models.llm, self.cancel_event
-        return workers.stream("llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel),
+        runtime = self.engine.runtime
+        return runtime.stream("llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), runtime.gate,
                                                                       self.audio_mode), cancel)
 
     # ---- streaming pieces --------------------------------------------------------------------
@@ -259,11 +259,11 @@ class ResponseRun:
 
             def synthesize(c: str = clause, first: bool = self.first_audio_at is None) -> Iterator[Any]:
                 chunks = tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel)
-                return in_foreground(chunks) if first else chunks
+                return in_foreground(chunks, self.engine.runtime.gate) if first else chunks
 
             try:
                 async for chunk in self._first_speech(clause, voice_name, speed) or \
-                        workers.stream("tts", synthesize, threading.Event()):
+                        self.engine.runtime.stream("tts", synthesize, threading.Event()):
                     if self.finished:
                         return
                     self._play(chunk, tts.sample_rate, msg)

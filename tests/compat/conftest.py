@@ -22,11 +22,11 @@ INSTALL_HINT = "run .ci/run (it installs Node.js 20+ and runs tests/compat/js/in
 
 
 @pytest.fixture
-async def compat_server(model_stack):
+async def compat_server(model_stack, model_runtime):
     """A server on the real local stack that requires an API key (so auth paths are exercised). The
     tests' MCP servers listen on 127.0.0.1: allowed as an operator would (--mcp-allow 127.0.0.1)."""
     settings = server_settings(engine="local", api_keys=[KEY], mcp_allow=list(LOCAL_ALLOW))
-    async with embedded_server(settings, models=model_stack) as server:
+    async with embedded_server(settings, models=model_stack, runtime=model_runtime) as server:
         yield server
 
 

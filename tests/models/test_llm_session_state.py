@@ -21,7 +21,7 @@ pytestmark = pytest.mark.models
 @pytest.fixture(scope="module")
 def stack():
     from openrealtime.engines.stack import load_model_stack
-    from openrealtime.session.workers import call_in_model_thread
+    from openrealtime.runtime import call_in_model_thread
 
     loaded = call_in_model_thread(lambda: load_model_stack("test"))
     yield loaded

@@ -1,4 +1,5 @@
-"""Stage worker pools: `busy()` tells a stage's in-flight work, including work whose caller gave up."""
+"""The runtime's stage worker pools: `busy()` tells a stage's in-flight work, including work whose caller
+gave up; model loading in a thread of its own."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import asyncio
 import threading
 import time
 
-from openrealtime.session import speculation, workers
+from openrealtime.runtime import Runtime, run_in_model_thread
+from openrealtime.session import speculation
 from tests.support import silence, speech, wait_for
 from tests.unit.test_engine_speculation import PrefillLlm
 from tests.unit.test_engine_turns import feed, make_engine, settle
 
 
 async def test_busy_while_a_job_is_queued_or_running_even_if_its_caller_is_cancelled():
+    workers = Runtime()
     release = threading.Event()
     assert not workers.busy("asr")
     task = asyncio.ensure_future(workers.run("asr", lambda: release.wait(5)))
@@ -26,6 +29,8 @@ async def test_busy_while_a_job_is_queued_or_running_even_if_its_caller_is_cance
 
 
 async def test_busy_is_cleared_when_the_job_fails():
+    workers = Runtime()
+
     def boom() -> None:
         raise RuntimeError("model failed")
 
@@ -39,10 +44,10 @@ async def test_busy_is_cleared_when_the_job_fails():
 async def test_prefix_warming_waits_while_another_transcription_runs(monkeypatch):
     monkeypatch.setattr(speculation, "WARM_FIRST_MS", 300)
     monkeypatch.setattr(speculation, "WARM_EVERY_MS", 300)
-    monkeypatch.setattr(workers, "busy", lambda stage: stage == "asr")
     llm = PrefillLlm("Sure.")
     engine, t = make_engine({"type": "realtime", "audio": {"input": {
         "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}}, llm=llm)
+    monkeypatch.setattr(engine.runtime, "busy", lambda stage: stage == "asr")  # another session's transcription
     await feed(engine, silence(300) + speech(1200) + silence(500))
     await settle(t, "response.done")
     assert engine.stats["prefix_warmings"] == 0 and engine.stats["prefix_warmings_deferred"] > 0
@@ -53,8 +58,6 @@ async def test_run_in_model_thread_delivers_the_loaders_exception():
     """A model that fails to load must fail the awaiting start-up (it once hung it: the loop callback
     referred to the except block's variable after Python had unbound it)."""
     import pytest
-
-    from openrealtime.session.workers import run_in_model_thread
 
     started = threading.Event()
 

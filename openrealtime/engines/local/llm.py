@@ -33,7 +33,7 @@ LRU of per-session KV snapshots (keyed by `ChatRequest.session_key`, llama.cpp's
 API, ~28 KB/token for the 1.5B model) restores a session's own history instead of recomputing it;
 a snapshot is taken only when another session takes the cache over.
 
-CPU sharing: generation and prefill stop at `FOREGROUND.pause_point()` between tokens, so a
+CPU sharing: generation and prefill stop at `gate.pause_point()` between tokens, so a
 reply's first clause is synthesized with every core (see `engines/foreground.py`).
 
 Concurrency: one `Llama` per process, guarded by a lock; concurrent sessions queue (a waiting
@@ -61,7 +61,7 @@ import numpy as np
 from ... import ids
 from .. import assets
 from ..base import ChatRequest, Finished, LlmEvent, ToolCallDelta
-from ..foreground import FOREGROUND
+from ..foreground import ForegroundGate
 from .toolcalls import OPEN, ToolCallStreamParser, tool_names, tools_system_block
 
 log = logging.getLogger(__name__)
@@ -338,6 +338,7 @@ class LlamaCppLLM:
         n_threads: int | None = None,
         n_batch: int = 512,
         n_gpu_layers: int = 0,
+        gate: ForegroundGate | None = None,
         default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         session_snapshots: int = 4,
         snapshot_bytes: int = 512 * 1024 * 1024,
@@ -355,6 +356,7 @@ class LlamaCppLLM:
         self.model_name = Path(model_path or model).name if (model_path or model.endswith(".gguf")) else model
         self.model_path = resolve_model_path(str(model_path) if model_path else model, progress)
         self.n_threads = n_threads or _cores()
+        self.gate = gate or ForegroundGate()  # the server's (Runtime.gate): its pause points step aside
         self.default_system_prompt = default_system_prompt
         started = time.monotonic()
         self._llm = Llama(
@@ -610,7 +612,7 @@ class LlamaCppLLM:
             common = _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
             done = 0
             for start in range(common, len(tokens), _PREFILL_BATCH):
-                FOREGROUND.pause_point()  # a reply's first clause is being spoken: step aside
+                self.gate.pause_point()  # a reply's first clause is being spoken: step aside
                 if cancel.is_set() or self._waiting:
                     break
                 batch = tokens[start: start + _PREFILL_BATCH]
@@ -727,7 +729,7 @@ class LlamaCppLLM:
                     break
                 if run.output_tokens >= max_new:
                     break
-                FOREGROUND.pause_point()  # before the next token: a first clause's synthesis goes first
+                self.gate.pause_point()  # before the next token: a first clause's synthesis goes first
         finally:
             gen.close()
         if run.reason != "cancelled":

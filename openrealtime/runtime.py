@@ -1,0 +1,217 @@
+"""How the server runs model work: one `Runtime`, owned by the server state and passed in to the
+session engines, responses and local models (nothing module-level).
+
+It holds
+- a small worker pool per stage (`vad`, `asr`, `llm`, `warm`: LLM prefills while the user speaks,
+  `tts`), shared by all sessions: the event loop never runs a model; it submits work (`run`) and awaits
+  the result, or consumes a blocking generator (`stream`). Native runtimes (onnxruntime,
+  CTranslate2, llama.cpp) release the GIL while they compute. Queue depths and "busy" for /metrics
+  and scheduling;
+- the foreground gate (engines/foreground.py), through which the in-process models step aside for
+  what the user is waiting to hear;
+- the clock (`now`), and task spawning (`spawn`) whose failures are logged, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .engines.foreground import ForegroundGate
+from .observability.metrics import observe_stage
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+STAGES = ("vad", "asr", "llm", "warm", "tts")
+_DONE = object()
+
+
+MODEL_NICE = 10  # model threads yield the CPU to the media event loop when cores are scarce
+# Stages whose work is on the critical path of the first reply audio get a smaller nice than the
+# language model, which keeps generating the rest of the answer meanwhile: the first clause's
+# synthesis (onnxruntime computes on the calling thread) should not wait behind it.
+STAGE_NICE = {"tts": 5, "vad": 5}
+
+
+def lower_thread_priority(nice: int = MODEL_NICE) -> None:
+    """Lower this thread's scheduling priority (Linux: nice is per thread, and threads a native
+    runtime spawns from here — OpenMP pools of llama.cpp, CTranslate2, onnxruntime — inherit it)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
+
+
+async def run_in_model_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` (e.g. loading and warming the models) in a fresh low-priority thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        lower_thread_priority()
+        try:
+            result = fn()
+        except BaseException as exc:  # delivered to the awaiting coroutine
+            # bound now: Python unbinds `exc` when the except block ends, before the callback runs
+            loop.call_soon_threadsafe(_settle, future, exc, None)
+        else:
+            loop.call_soon_threadsafe(_settle, future, None, result)
+
+    threading.Thread(target=target, name="or-model-load", daemon=True).start()
+    return await future
+
+
+def _settle(future: asyncio.Future, error: BaseException | None, result: Any) -> None:
+    if future.done():  # the awaiting coroutine was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def call_in_model_thread(fn: Callable[[], T]) -> T:
+    """Blocking variant of `run_in_model_thread` for code without an event loop (tests, tools)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        lower_thread_priority()
+        try:
+            box["result"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="or-model-load", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+class Runtime:
+    """Worker pools, the foreground gate, the clock and task spawning of one server (see the module doc)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, gate: ForegroundGate | None = None) -> None:
+        self.now = clock
+        self.gate = gate or ForegroundGate()
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._sizes: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}  # work submitted through run() and not finished, per stage
+        self._lock = threading.Lock()
+
+    # ---- pools -------------------------------------------------------------------------------
+    def pool(self, stage: str) -> ThreadPoolExecutor:
+        with self._lock:
+            if stage not in self._pools:
+                if stage not in STAGES:
+                    raise ValueError(f"unknown stage {stage!r}")
+                self._pools[stage] = ThreadPoolExecutor(
+                    max_workers=self._sizes.get(stage, 1), thread_name_prefix=f"or-{stage}",
+                    initializer=lower_thread_priority, initargs=(STAGE_NICE.get(stage, MODEL_NICE),))
+            return self._pools[stage]
+
+    def configure(self, stage: str, max_workers: int) -> None:
+        """Size a stage's pool: 1 for an in-process model (it computes one request at a time), more for
+        a remote server that batches concurrent requests. Takes effect for a pool not yet created."""
+        with self._lock:
+            self._sizes[stage] = max(1, int(max_workers))
+            old = self._pools.pop(stage, None)
+        if old is not None:
+            old.shutdown(wait=False)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work submitted to each stage's pool and not yet started (for /metrics)."""
+        with self._lock:
+            return {stage: p._work_queue.qsize() for stage, p in self._pools.items()}
+
+    def busy(self, stage: str) -> bool:
+        """Whether the stage has work submitted through `run()` that has not finished (queued or
+        running; a cancelled caller does not stop a job that already started)."""
+        with self._lock:
+            return self._in_flight.get(stage, 0) > 0
+
+    def _finished(self, stage: str) -> None:
+        with self._lock:
+            self._in_flight[stage] -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- work --------------------------------------------------------------------------------
+    async def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        started = time.monotonic()
+        executor = self.pool(stage)
+        with self._lock:
+            self._in_flight[stage] = self._in_flight.get(stage, 0) + 1
+        # a copy of the caller's context: the worker's log lines keep the call id
+        try:
+            job = executor.submit(contextvars.copy_context().run, fn, *args)
+        except BaseException:
+            self._finished(stage)
+            raise
+        job.add_done_callback(lambda _job: self._finished(stage))
+        result = await asyncio.wrap_future(job)
+        observe_stage(stage, time.monotonic() - started)
+        return result
+
+    async def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event) -> AsyncIterator[T]:
+        """Iterate a blocking generator in the stage's thread, yielding its items on the loop."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for item in make():
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                    if cancel.is_set():
+                        break
+            except BaseException as exc:  # delivered to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        started = time.monotonic()
+        future = loop.run_in_executor(self.pool(stage), contextvars.copy_context().run, pump)
+        drained = False
+        first = True
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    drained = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if first:  # llm: time to first token; tts: time to a clause's first audio (queueing included)
+                    first = False
+                    observe_stage(stage + "_first", time.monotonic() - started)
+                yield item
+        finally:
+            if not drained:  # the consumer stopped early: tell the producer to stop too
+                cancel.set()
+            if not future.done():
+                # let the worker notice the cancel; don't block the loop waiting for it
+                future.add_done_callback(lambda f: f.exception())
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+        """A task whose failure is logged when it ends (never an unretrieved exception)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(_log_failure)
+        return task
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s failed", task.get_name(), exc_info=task.exception())
