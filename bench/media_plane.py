@@ -3,6 +3,7 @@
     python bench/media_plane.py [--ns 1,5,10,20,40] [--window 8] [--client-procs 2]
                                 [--profile-n 10] [--profile-s 10] [--deadline 480]
                                 [--opus-complexity 5]
+    python bench/media_plane.py --costs-only   # just the in-process per-packet costs (a few seconds)
 
 Servers (subprocesses, 127.0.0.1 only):
   ours   `python -m openrealtime serve --engine echo` (shared ICE port, FEC Opus 32 kbps mono,
@@ -36,6 +37,10 @@ package. The whole run is bounded by `--deadline`; every subprocess is killed on
 On a shared, busy box the late/deficit columns include the contention (a starved server shows as
 resyncs), and CPU-s per call-s varies ±30 % from run to run: compare ours and plain within a run.
 Load averages are printed with the results.
+
+First, in this process, the per-packet cost of three pieces every packet or event goes through (µs,
+median of 5 runs): TWCC record + feedback built every 5 packets, the Opus receive path (24 kHz out,
+10 % loss recovered with FEC), and parsing a client event (an audio append and an item).
 """
 
 import argparse
@@ -123,6 +128,75 @@ def serve_plain(port: int) -> None:
                         headers={"Location": "/v1/realtime/calls/rtc_" + secrets.token_hex(8)})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, log_level="warning")
+
+
+# ---- in-process per-packet costs ------------------------------------------------------------------
+
+def per_packet_costs(repeats: int = 5) -> list[str]:
+    """µs per packet (or event) of the hot receive-path pieces, median of `repeats` timed runs."""
+    import av
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+    from aiortc.rtp import RtpPacket
+
+    from openrealtime.media.opus_fec import FecOpusEncoder, OpusReceiveBuffer, configure_track
+    from openrealtime.media.twcc import TwccRecorder
+    from openrealtime.protocol import parse_client_event
+    from tests.support.audio import speechlike
+
+    def median_us(run, count: int) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t0) / count * 1e6)
+        return statistics.median(times)
+
+    def twcc() -> None:
+        rec = TwccRecorder()
+        for i in range(20_000):
+            rec.record(i & 0xFFFF, i * 1000, 1)
+            if i % 5 == 4:
+                rec.build()
+
+    # 4 s of the tests' speech-like signal through our FEC encoder, then every 10th packet lost
+    pcm = speechlike(4.0)
+    enc, encoded = FecOpusEncoder(), []
+    for i in range(0, pcm.size - 959, 960):
+        frame = av.AudioFrame.from_ndarray(pcm[i:i + 960].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, i, fractions.Fraction(1, 48000)
+        payloads, ts = enc.encode(frame)
+        encoded += [(p, ts) for p in payloads]
+    lossy = [RtpPacket(payload_type=111, sequence_number=i, timestamp=ts, ssrc=1, payload=p)
+             for i, (p, ts) in enumerate(encoded) if i % 10 != 5]
+
+    class Receiver:  # what OpusReceiveBuffer reads from aiortc's RTCRtpReceiver
+        def __init__(self) -> None:
+            self._RTCRtpReceiver__codecs = {111: RTCRtpCodecParameters(
+                mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)}
+            self._track = type("Track", (), {})()
+            self._track._queue = type("Queue", (list,), {"put_nowait": list.append})()
+            configure_track(self._track, 24000)
+
+    def opus() -> None:
+        async def feed() -> None:
+            buf = OpusReceiveBuffer(Receiver())
+            for packet in lossy:
+                buf.add(packet)
+        asyncio.run(feed())
+
+    append = '{"type":"input_audio_buffer.append","audio":"AAAAAAAA","event_id":"e1"}'
+    item = json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}})
+
+    def parse() -> None:
+        for _ in range(2000):
+            parse_client_event(append)
+            parse_client_event(item)
+
+    return [f"per-packet costs (this process, median of {repeats}):",
+            f"  TWCC record + build every 5 packets: {median_us(twcc, 20_000):7.2f} µs/packet",
+            f"  Opus receive, 24 kHz, 10 % loss, FEC: {median_us(opus, len(lossy)):7.1f} µs/packet",
+            f"  client event parse (append, item):  {median_us(parse, 4000):7.1f} µs/event", ""]
 
 
 # ---- client worker (subprocess) -------------------------------------------------------------------
@@ -665,6 +739,7 @@ def main() -> None:
     parser.add_argument("--opus-complexity", type=int, default=5,
                         help="our server's libopus complexity (serve --opus-complexity)")
     parser.add_argument("--deadline", type=float, default=480.0, help="abort the whole run after this many s")
+    parser.add_argument("--costs-only", action="store_true", help="print the in-process per-packet costs only")
     # internal modes
     parser.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
@@ -679,10 +754,14 @@ def main() -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
         asyncio.run(client_worker(args.url, args.calls, timeout_s=30.0))
         return
+    costs = per_packet_costs()
+    print("\n".join(costs), flush=True)
+    if args.costs_only:
+        return
     args.ns = [int(x) for x in args.ns.split(",") if x.strip()]
     args.servers = [x.strip() for x in args.servers.split(",") if x.strip()]
     out = run_bounded("media_plane", lambda logdir: run(args, logdir), args.deadline)
-    print("\n".join(out))
+    print("\n".join(costs + out))
 
 
 if __name__ == "__main__":

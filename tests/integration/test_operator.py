@@ -4,6 +4,7 @@ and the call id on log records."""
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,7 @@ def sample(fams: dict, name: str, **labels) -> float:
 async def test_metrics_and_calls_api_during_and_after_a_call(echo_server):
     url = echo_server.url
     client = RealtimeRtcClient(url, session={"type": "realtime", "instructions": "Metrics."})
+    before_connect = time.monotonic()
     assert (await client.connect()).status_code == 201
     await client.next_event("session.created")
     client.mic.play(speechlike(1.0).tobytes())
@@ -52,7 +54,7 @@ async def test_metrics_and_calls_api_during_and_after_a_call(echo_server):
             await asyncio.sleep(0.2)
         assert sample(fams, "openrealtime_calls_active", state="connected") == 1
         assert sample(fams, "openrealtime_call_setup_seconds_count") == 1
-        assert 0 < sample(fams, "openrealtime_call_setup_seconds_sum") < 5
+        assert 0 < sample(fams, "openrealtime_call_setup_seconds_sum") <= time.monotonic() - before_connect
         assert sample(fams, "openrealtime_rtp_packets_total", direction="in", kind="audio") > 10
         assert sample(fams, "openrealtime_rtp_packets_total", direction="out", kind="audio") > 10
         assert sample(fams, "openrealtime_rtp_bytes_total", direction="out", kind="audio") > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -152,17 +151,14 @@ def test_cancel_stops_a_long_generation_promptly(llm):
     request = ChatRequest(messages=[{"role": "user", "content": "Count from 1 to 300, one number per line."}],
                           temperature=0.0, max_tokens=800)
     events = []
-    cancelled_at = None
     for event in llm.stream_chat(request, cancel):
         events.append(event)
-        if cancelled_at is None and sum(isinstance(e, TextDelta) for e in events) == 5:
+        if not cancel.is_set() and sum(isinstance(e, TextDelta) for e in events) == 5:
             cancel.set()
-            cancelled_at = time.monotonic()
-    stop_latency = time.monotonic() - cancelled_at
     done = events[-1]
     assert done.reason == "cancelled"
     assert done.output_tokens <= 6  # stopped at the next token, not at max_tokens
-    assert stop_latency < 2.0
+    assert sum(isinstance(e, TextDelta) for e in events) <= 6, "at most the token in flight after the cancel"
 
 
 def test_max_tokens_ends_with_length(llm):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -215,14 +214,8 @@ def test_error_event_shape():
                              "message": "The 'type' field is missing.", "param": None, "event_id": "event_567"}
 
 
-def test_bytes_input_and_speed():
+def test_bytes_input():
     raw = _item_event({"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]})
     assert isinstance(parse_client_event(raw.encode()), ConversationItemCreateEvent)
-    small = '{"type":"input_audio_buffer.append","audio":"AAAAAAAA","event_id":"e1"}'
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
-        parse_client_event(small)
-        parse_client_event(raw)
-    per_event_us = (time.perf_counter() - start) / (2 * n) * 1e6
-    assert per_event_us < 100, per_event_us
+    append = parse_client_event(b'{"type":"input_audio_buffer.append","audio":"AAAAAAAA","event_id":"e1"}')
+    assert append.type == "input_audio_buffer.append" and append.audio == "AAAAAAAA"  # speed: bench/media_plane.py
