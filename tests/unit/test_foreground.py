@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from openrealtime.engines.foreground import FOREGROUND, ForegroundGate
+from openrealtime.engines.foreground import ForegroundGate
 
 from tests.support import ToneTts
 from tests.unit.test_engine_turns import make_engine, send, settle
@@ -47,25 +47,26 @@ def test_a_stuck_holder_cannot_starve_the_background():
 
 
 class RecordingTts(ToneTts):
-    def __init__(self) -> None:
+    def __init__(self, gate: ForegroundGate) -> None:
+        self.gate = gate
         self.held: list[tuple[str, bool]] = []
 
     def synthesize(self, text, *, voice, speed, cancel):
-        self.held.append((text, FOREGROUND.held))
+        self.held.append((text, self.gate.held))
         time.sleep(0.01)
         yield from super().synthesize(text, voice=voice, speed=speed, cancel=cancel)
 
 
 async def test_only_the_first_clause_is_synthesized_in_the_foreground():
     engine, t = make_engine()
-    tts = engine.models.tts = RecordingTts()
+    tts = engine.models.tts = RecordingTts(engine.runtime.gate)
     send(engine, type="conversation.item.create",
          item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Capital of France?"}]})
     send(engine, type="response.create")
     await settle(t, "response.done")
     assert len(tts.held) >= 2, tts.held
     assert tts.held[0][1] is True and all(not held for _text, held in tts.held[1:]), tts.held
-    assert not FOREGROUND.held
+    assert not engine.runtime.gate.held
 
 
 def test_an_announced_hold_is_waited_for_and_then_its_work():
@@ -112,12 +113,13 @@ def test_the_model_thread_announces_the_first_clause_on_the_delta_that_completes
 
     announced: list[int] = []
     seen: list[int] = []
-    monkeypatch.setattr(clauses.FOREGROUND, "expect", lambda *a, **k: announced.append(len(seen)))
+    gate = ForegroundGate()
+    monkeypatch.setattr(gate, "expect", lambda *a, **k: announced.append(len(seen)))
     deltas = [TextDelta(text=t) for t in ["The", " capital", " of", " France", " is", " Paris", "."]] + [Finished(reason="stop")]
-    for delta in clauses.announcing_first_clause(iter(deltas)):
+    for delta in clauses.announcing_first_clause(iter(deltas), gate):
         seen.append(1)
     # " is" (the 5th delta) completes "The capital of France": announced before it is handed on, once
     assert announced == [4] and len(seen) == len(deltas)
     announced.clear(), seen.clear()
-    list(clauses.announcing_first_clause(iter(deltas), spoken=False))
+    list(clauses.announcing_first_clause(iter(deltas), gate, spoken=False))
     assert announced == []
