@@ -859,8 +859,8 @@ class SessionEngine:
 
     # ---- helpers -----------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> asyncio.Task:
-        """A task the session owns: cancelled when the session closes."""
-        task = asyncio.ensure_future(coro)
+        """A task the session owns: cancelled when the session closes; a failure is logged (runtime.py)."""
+        task = self.runtime.spawn(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

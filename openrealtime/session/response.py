@@ -8,7 +8,6 @@ import asyncio
 import base64
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -81,7 +80,7 @@ class ResponseRun:
         self._tts_task: asyncio.Task | None = None
         self._tts_failed = False
         self.task: asyncio.Task | None = None
-        self.started_at = time.monotonic()
+        self.started_at = engine.runtime.now()
         self.first_audio_at: float | None = None
         self.first_token_at: float | None = None
 
@@ -110,7 +109,7 @@ class ResponseRun:
                     return
                 if isinstance(delta, TextDelta):
                     if self.first_token_at is None:
-                        self.first_token_at = time.monotonic()
+                        self.first_token_at = self.engine.runtime.now()
                     self._on_text(delta.text)
                     if self.audio_mode and not self._tts_failed:
                         for clause in splitter.push(delta.text):
@@ -291,7 +290,7 @@ class ResponseRun:
         if not pcm:
             return
         if self.first_audio_at is None:
-            self.first_audio_at = time.monotonic()
+            self.first_audio_at = self.engine.runtime.now()
             log.debug("first audio of %s queued", self.id)
         msg.audio_ms += len(pcm) // BYTES_PER_MS
         self.audio_out_ms += len(pcm) // BYTES_PER_MS
