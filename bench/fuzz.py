@@ -36,6 +36,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import socket
 import sys
 import time
@@ -335,7 +336,7 @@ class Campaign:
         self.heard = 0
 
     def found(self, target: str, seed: int | None, summary: str, case: Any = None, detail: str = "") -> None:
-        key = (target, summary[:120])
+        key = (target, re.sub(r"\d+", "#", summary)[:120])  # one kind: the same words, other numbers
         count = self.saved.get(key, 0)
         self.saved[key] = count + 1
         finding = Finding(target, seed, summary, case, detail)
@@ -391,6 +392,8 @@ class Campaign:
                     self.found(target.name, seed, f"after seed {seed}: {exc}".splitlines()[0], None, str(exc))
                     if runner.stateful:
                         await self._restart(runner)
+                for error in self.loop_errors.take():  # reported instead of raised (a failed task, ...)
+                    self.found(target.name, seed, f"around seed {seed}: {error}".splitlines()[0], None, error)
             await asyncio.sleep(0)
         try:
             await runner.check()
@@ -410,6 +413,8 @@ class Campaign:
 
     async def run(self, logdir: Path) -> int:
         args = self.args
+        self.loop_errors = H.LoopErrors()
+        self.loop_errors.install(asyncio.get_running_loop())
         port = free_port()
         self.udp_port = free_port(kind=socket.SOCK_DGRAM)
         self.tcp_port = free_port()
@@ -482,12 +487,15 @@ class Campaign:
               f"{'affected: ' + '; '.join(self.live_failures[:3]) if self.live_failures else 'never affected'}")
         print(f"server: {'alive' if alive else 'DEAD'}, RSS {rss_start / 1024:.0f} -> {rss_end / 1024:.0f} MiB, "
               f"{len(log_errors)} ERROR/Traceback log lines")
-        print(f"findings: {len(t.findings)}" + (f" (cases in {self.out})" if t.findings else ""))
+        print(f"findings: {len(t.findings)} of {len(self.saved)} kinds" + (f" (cases in {self.out})" if t.findings else ""))
+        for (target, kind), count in sorted(self.saved.items()):
+            print(f"  {count:>6} x [{target}] {kind}")
         if self.args.json:
             Path(self.args.json).write_text(json.dumps({
                 "seconds": elapsed, "seed": self.args.seed, "cases": t.cases, "outcomes": t.outcomes,
                 "target_seconds": self.took,
-                "findings": [{"target": f.target, "seed": f.seed, "summary": f.summary} for f in t.findings],
+                "findings": [{"target": f.target, "seed": f.seed, "summary": f.summary} for f in t.findings[:500]],
+                "finding_kinds": [{"target": k[0], "kind": k[1], "count": n} for k, n in self.saved.items()],
                 "live_checks": self.live_checks, "live_failures": self.live_failures, "voiced_frames": heard,
                 "server_alive": alive, "rss_kib": [rss_start, rss_end], "log_errors": log_errors[:20]}, indent=1))
 
@@ -554,10 +562,11 @@ def main() -> None:
     parser.add_argument("--live-call", metavar="URL", help=argparse.SUPPRESS)  # the campaign's own child
     args = parser.parse_args()
     if args.live_call:
-        logging.basicConfig(level=logging.CRITICAL)
+        logging.basicConfig(level=logging.CRITICAL, handlers=[logging.NullHandler()])
         asyncio.run(live_call(args.live_call))
         return
-    logging.basicConfig(level=logging.CRITICAL)  # the in-process targets' expected warnings are not news
+    # the in-process targets' expected warnings are not news; their ERRORs are findings (H.LoopErrors)
+    logging.basicConfig(level=logging.CRITICAL, handlers=[logging.NullHandler()])
     if args.reproduce:
         sys.exit(asyncio.run(reproduce(args.reproduce)))
     import tempfile

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
 import traceback
 from typing import Any
@@ -42,22 +43,44 @@ def describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)[-6:])
 
 
+class _ErrorRecords(logging.Handler):
+    """ERROR records of openrealtime's loggers (installed once; LoopErrors drains it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        detail = "".join(traceback.format_exception(*record.exc_info)[-4:]) if record.exc_info else ""
+        self.records.append(f"{record.name}: {record.getMessage()} {detail}")
+
+
+_ERROR_RECORDS = _ErrorRecords()
+
+
 class LoopErrors:
-    """Collects what the event loop's exception handler sees (task exceptions nobody retrieved...)."""
+    """What the code reports instead of raising: the event loop's exception handler (task exceptions nobody
+    retrieved...) and ERROR records of openrealtime's loggers (the runtime logs a session task that failed)."""
 
     def __init__(self) -> None:
         self.errors: list[dict[str, Any]] = []
-        self._previous = None
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._previous = loop.get_exception_handler()
         loop.set_exception_handler(lambda _loop, context: self.errors.append(context))
+        logger = logging.getLogger("openrealtime")
+        if _ERROR_RECORDS not in logger.handlers:
+            logger.addHandler(_ERROR_RECORDS)
+        if logger.getEffectiveLevel() > logging.ERROR:
+            logger.setLevel(logging.ERROR)
+        _ERROR_RECORDS.records.clear()
 
     def take(self) -> list[str]:
         out = [f"{c.get('message')}: {c.get('exception')!r} "
                f"{describe(c['exception']) if c.get('exception') else c.get('handle') or c.get('task')}"
                for c in self.errors]
+        out += _ERROR_RECORDS.records
         self.errors.clear()
+        _ERROR_RECORDS.records.clear()
         return out
 
 
@@ -537,7 +560,8 @@ class ServerHarness:
         ws = self.sessions.get(beta)
         if ws is not None and ws.close_code is None:
             return ws
-        if ws is not None:
+        if ws is not None:  # judged once, then a new session
+            del self.sessions[beta]
             self._judge_close(ws)
         headers = self._auth() | ({"OpenAI-Beta": "realtime=v1"} if beta else {})
         ws = await connect(self.url.replace("http", "ws", 1) + "/v1/realtime?model=gpt-realtime",
@@ -646,6 +670,7 @@ class ServerHarness:
             raise FuzzFailure(f"a new session began with {first.get('type')}")
         for beta, ws in list(self.sessions.items()):  # the fuzzed sessions answer too
             if ws.close_code is not None:
+                del self.sessions[beta]
                 self._judge_close(ws)
                 continue
             start = len(self.events[beta])
