@@ -13,11 +13,11 @@ import logging
 import math
 from collections.abc import Callable
 
-import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio.format import SAMPLE_RATE
+from ..audio.frame_resampler import FrameResampler
 from .opus_fec import OpusReceiveStats, configure_track, track_stats
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class InboundAudio:
         self._sink = sink
         self._stopped = False
         configure_track(track, SAMPLE_RATE, sink=self._on_pcm)
-        self._resampler: av.AudioResampler | None = None  # only for frames from aiortc's decoders
+        self._resampler: FrameResampler | None = None  # only for frames from aiortc's decoders
         self._task: asyncio.Task[None] | None = None
         self.frames = 0
         self.samples = 0
@@ -68,7 +68,7 @@ class InboundAudio:
             except MediaStreamError:
                 return
             if self._resampler is None:
-                self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+                self._resampler = FrameResampler("s16", "mono", SAMPLE_RATE)
             for out in self._resampler.resample(frame):
                 self._on_pcm(bytes(out.planes[0])[: out.samples * 2])
 

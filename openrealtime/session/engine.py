@@ -22,6 +22,7 @@ import numpy as np
 from .. import ids
 from ..audio.convert import g711_decode, g711_encode, pcm24k_to_f32_16k
 from ..audio.format import BYTES_PER_MS, SAMPLE_RATE
+from ..audio.frame_resampler import FrameResampler
 from ..engines.base import ChatRequest, ModelStack, Prefilling, SessionAware
 from ..engines.egress import EgressPolicy
 from ..engines.foreground import in_foreground
@@ -119,7 +120,7 @@ class SessionEngine:
         self._speculation: TurnSpeculation | None = None
         self._warm = WarmState()
         self._vad_stream = models.vad.new_stream() if models is not None else None
-        self._vad_resampler = av.AudioResampler(format="flt", layout="mono", rate=VAD_RATE)
+        self._vad_resampler = FrameResampler("flt", "mono", VAD_RATE)  # libswresample, no threads
         self._vad_pending = np.zeros(0, dtype=np.float32)
         self._vad_clock_ms = 0.0
         self._vad_busy = False
