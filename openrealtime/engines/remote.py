@@ -83,8 +83,11 @@ class RemoteBackend:
             model = _pick_model(endpoint, listed, default="whisper-1", hints=_STT_HINTS)
         else:
             model = _pick_model(endpoint, listed, default="tts-1", hints=_TTS_HINTS)
-        # a transcription is one request: it gets the first-token timeout as its read timeout
-        read = 120.0 if self.role == "llm" else 60.0 if self.role == "tts" else endpoint.first_token_timeout_s
+        # streams (llm, tts) fail on the first-token / stall timeouts above httpx (http.BackgroundStream); the
+        # socket read timeout only reaps a request abandoned before its headers came (its connection cannot be
+        # shut down earlier). A transcription is one request: the first-token timeout is its read timeout.
+        limit = endpoint.first_token_timeout_s
+        read = limit if self.role == "stt" else max(limit, endpoint.stall_timeout_s) + 5.0
         return replace(endpoint, model=model, read_timeout_s=read)
 
     def connect(self, endpoint: RemoteEndpoint | None = None, *, warm: bool = True,
