@@ -100,3 +100,6 @@ def setup_logging(level: str = "info", fmt: str = "text", secrets: Iterable[str]
     # aiortc/aioice are chatty at INFO about every candidate pair
     for noisy in ("aioice", "aiortc"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # python-multipart warns about every malformed body a client sends; the client gets a 400 for it, and
+    # a warning per request would let anyone fill the log
+    logging.getLogger("python_multipart").setLevel(max(logging.ERROR, root.level))
