@@ -1,7 +1,7 @@
 """Soak: N concurrent calls for M minutes with churn, against a real `openrealtime serve` process.
 
     python bench/soak.py [--engine echo|local] [--profile test] [--calls 20] [--slots 4] [--minutes 4.5]
-                         [--warmup-s 60] [--rounds 3] [--kills 2] [--loss-callers 1] [--loss 0.05]
+                         [--warmup-s 70] [--rounds 3] [--kills 2] [--loss-callers 1] [--loss 0.05]
                          [--hold 4,16] [--caller-nice 5] [--deadline 900]
 
 The server is `python -m openrealtime serve --engine echo` (or `--engine local --profile test`: VAD,
@@ -12,8 +12,9 @@ connection, half through POST .../hangup) and call again, each call held 4-16 s 
   (no DTLS close, no hangup); 2-5 s later a new process takes its place (the callers come back);
 * `--loss-callers` of the processes drop `--loss` (5 %) of RTP/RTCP each way.
 
-Phases: warm-up churn (`--warmup-s`, one kill: the peak of live calls, vanished ones included, is reached
-and the allocator's arenas grow to it), then `--rounds` rounds of churn with kills. After the
+Phases: warm-up churn (`--warmup-s`, with kills like a round: the peak of live calls, vanished ones
+included, is reached once, and the allocator's arenas grow to it; RSS follows that peak, not the number
+of calls), then `--rounds` rounds of churn with kills. After the
 warm-up and after every round the callers hang up and the bench waits until the server's call list
 (GET /v1/realtime/calls) is empty: RSS, open fds and threads are read there, with no call up, so the
 readings compare. Kills happen early enough in a round for the vanished calls to be reaped before it ends.
@@ -86,6 +87,18 @@ def parse_metrics(text: str) -> dict[tuple[str, str], float]:
         if m:
             out[(m.group(1), m.group(2) or "")] = float(m.group(3))
     return out
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the UDP socket bound to `port` (a full receive buffer): /proc/net/udp."""
+    total = 0
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(path).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    total += int(fields[-1])
+    return total
 
 
 def metric(m: dict, name: str, labels: str = "") -> float:
@@ -216,8 +229,9 @@ class Reading:
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, server: ServerProcess, logdir: Path, speech: Path | None) -> None:
-        self.args, self.server, self.logdir, self.speech = args, server, logdir, speech
+    def __init__(self, args: argparse.Namespace, server: ServerProcess, logdir: Path, speech: Path | None,
+                 udp_port: int) -> None:
+        self.args, self.server, self.logdir, self.speech, self.udp_port = args, server, logdir, speech, udp_port
         self.tally = Tally()
         self.rng = random.Random(args.seed)
         self.procs: list[CallerProc] = []
@@ -345,8 +359,8 @@ class Soak:
         watcher = asyncio.create_task(self.reap_watch())
         start = self.read("start")
         metrics_start = await self.metrics()
-        print(f"warm-up: {a.warmup_s:.0f} s of churn, 1 kill …", file=sys.stderr)
-        await self.churn(a.warmup_s, 1, "warm-up")
+        print(f"warm-up: {a.warmup_s:.0f} s of churn, {a.kills} kills …", file=sys.stderr)
+        await self.churn(a.warmup_s, a.kills, "warm-up")
         self.lag_windows.clear()
         self.frames = [0.0, 0.0]
         warm = await self.quiesce("after warm-up")
@@ -416,7 +430,8 @@ class Soak:
         add(f"loop lag   p50 {p50:.1f} ms, p99 {p99:.1f} ms over the churn windows ({samples:.0f} samples every "
             f"50 ms; target p99 ≤ {TARGET_LAG_MS:.0f} ms at 20 calls)  {verdict(p99 <= TARGET_LAG_MS)}")
         add(f"frames     late outbound (clock resyncs) {self.frames[0]:.0f} of {self.frames[1]:.0f} sent; "
-            f"callers saw {t.rx_gaps} inter-arrival gaps > 60 ms")
+            f"callers saw {t.rx_gaps} inter-arrival gaps > 60 ms; the kernel dropped {udp_drops(self.udp_port)} "
+            f"datagrams on the server's ICE UDP port (receive buffer full)")
         ended = {re.search(r'reason="([^"]+)"', k[1]).group(1): v for k, v in m1.items()
                  if k[0] == "openrealtime_calls_ended_total"}
         add("ended      " + ", ".join(f"{reason} {n:.0f}" for reason, n in sorted(ended.items())))
@@ -436,10 +451,10 @@ def speak(path: Path, text: str) -> Path:
 
 
 async def run(args: argparse.Namespace, logdir: Path) -> str:
-    port = free_port()
+    port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
     engine = ["--engine", "echo"] if args.engine == "echo" else ["--engine", "local", "--profile", args.profile]
     server = ServerProcess("server", [sys.executable, "-m", "openrealtime", "serve", *engine, "--host", "127.0.0.1",
-                                      "--port", str(port), "--udp-port", str(free_port(kind=socket.SOCK_DGRAM)),
+                                      "--port", str(port), "--udp-port", str(udp_port),
                                       "--tcp-port", str(free_port()), "--max-calls", str(args.calls * 3 + 16),
                                       "--log-level", args.server_log_level], port)
     speech = speak(logdir / "question.wav", QUESTION) if args.engine == "local" else None
@@ -448,7 +463,7 @@ async def run(args: argparse.Namespace, logdir: Path) -> str:
         server.start(logdir)
         await server.wait_ready(timeout=300)
         print(f"server ready (logs in {logdir})", file=sys.stderr)
-        soak = Soak(args, server, logdir, speech)
+        soak = Soak(args, server, logdir, speech, udp_port)
         return await soak.run()
     finally:
         if soak is not None:
@@ -466,8 +481,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20, help="concurrent callers")
     parser.add_argument("--slots", type=int, default=4, help="callers per caller process")
     parser.add_argument("--minutes", type=float, default=4.5)
-    parser.add_argument("--warmup-s", type=float, default=60.0,
-                        help="churn with one kill before the baseline reading (the allocator reaches its high-water)")
+    parser.add_argument("--warmup-s", type=float, default=70.0,
+                        help="churn with kills before the baseline reading (the allocator reaches its high-water)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kills", type=int, default=2, help="caller processes SIGKILLed per round")
     parser.add_argument("--loss-callers", type=int, default=1, help="caller processes with packet loss")
