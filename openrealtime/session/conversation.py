@@ -60,6 +60,19 @@ class ItemAudio:
         return " ".join(t for t in out if t).strip()
 
 
+def content_bytes(item: Any) -> int:
+    """Characters of text and image data an item holds (its audio is stored and bounded apart: add_audio)."""
+    total = 0
+    for part in getattr(item, "content", None) or []:
+        for name in ("text", "transcript", "image_url"):
+            value = getattr(part, name, None)
+            total += len(value) if isinstance(value, str) else 0
+    for name in ("arguments", "output"):
+        value = getattr(item, name, None)
+        total += len(value) if isinstance(value, str) else 0
+    return total
+
+
 class Conversation:
     def __init__(self, conversation_id: str, max_items: int) -> None:
         self.id = conversation_id
@@ -67,6 +80,7 @@ class Conversation:
         self.items: list[AnyItem] = []
         self.audio: dict[str, ItemAudio] = {}
         self._stored_audio = 0
+        self.client_bytes: dict[str, int] = {}  # item id -> text/image characters of items a client created
 
     def __len__(self) -> int:
         return len(self.items)
@@ -114,6 +128,7 @@ class Conversation:
     def delete(self, item_id: str) -> None:
         item = self.require(item_id)
         self.items.remove(item)
+        self.client_bytes.pop(item_id, None)
         audio = self.audio.pop(item_id, None)
         if audio is not None:
             self._stored_audio -= len(audio.pcm)

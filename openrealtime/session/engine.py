@@ -56,7 +56,8 @@ from ..protocol.session import (
 from ..runtime import Runtime
 from .audio_buffer import InputAudioBuffer
 from .clauses import announcing_first_clause
-from .conversation import AUTO_RETENTION, ContextWindow, Conversation, message_chars, to_chat_messages
+from .conversation import (AUTO_RETENTION, ContextWindow, Conversation, content_bytes, message_chars,
+                           to_chat_messages)
 from .mcp_tools import SessionMcp
 from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun, spoken_voice
 from .transport import Transport
@@ -81,6 +82,8 @@ class SessionLimits:
     max_input_buffer_ms: int = 15 * 60 * 1000
     max_items: int = 2000
     max_images: int = 100
+    # text and image data of the items a client creates, per session (its audio is bounded apart)
+    max_client_content_bytes: int = 64 * 1024 * 1024
 
 
 ImageSource = Callable[[], "dict[str, Any] | None"]  # -> {"image_url": data_url, "detail": ..., "tokens": int}
@@ -575,7 +578,15 @@ class SessionEngine:
         if self.images + images > self.limits.max_images:
             raise ProtocolError(f"The session's limit of {self.limits.max_images} images would be exceeded.",
                                 code="image_limit", param="item.content")
+        size = content_bytes(item)
+        held = sum(self.conversation.client_bytes.values())
+        if held + size > self.limits.max_client_content_bytes:
+            limit_mib = self.limits.max_client_content_bytes // (1024 * 1024)
+            raise ProtocolError(f"The conversation would hold more than {limit_mib} MiB of text and image data from "
+                                "the client; delete items with conversation.item.delete first.",
+                                code="conversation_size_limit", param="item")
         previous = self.conversation.insert(item, event.previous_item_id)
+        self.conversation.client_bytes[item.id or ""] = size
         self.images += images
         self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
         self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))

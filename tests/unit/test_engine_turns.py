@@ -320,3 +320,25 @@ async def test_input_buffer_overflow_is_an_error_not_a_crash():
     assert engine.buffer.duration_ms <= 1000
     send(engine, type="input_audio_buffer.commit")
     assert transport.types()[-3] == "input_audio_buffer.committed"
+
+
+async def test_client_content_is_bounded_per_session_and_deleting_frees_it():
+    """A client cannot make the server hold unbounded text/image data: past the session's budget an item
+    is refused with an error (the session goes on); deleting items frees their share."""
+    engine, t = make_engine()
+    engine.limits.max_client_content_bytes = 3000
+    text = "x" * 1200
+
+    def create(item_id: str) -> None:
+        send(engine, type="conversation.item.create", item={"id": item_id, "type": "message", "role": "user",
+                                                            "content": [{"type": "input_text", "text": text}]})
+
+    create("item_a")
+    create("item_b")
+    create("item_c")  # 3600 > 3000: refused
+    errors = t.of("error")
+    assert len(errors) == 1 and errors[0]["error"]["code"] == "conversation_size_limit", errors
+    assert [i.id for i in engine.conversation.items] == ["item_a", "item_b"]
+    send(engine, type="conversation.item.delete", item_id="item_a")
+    create("item_c")
+    assert [i.id for i in engine.conversation.items] == ["item_b", "item_c"] and len(t.of("error")) == 1
