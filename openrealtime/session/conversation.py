@@ -152,6 +152,12 @@ class Conversation:
             self._stored_audio -= len(victim.pcm)
             victim.pcm = bytearray()
 
+    def release_audio(self) -> None:
+        """The session has ended: drop every item's audio now (up to MAX_STORED_AUDIO_BYTES), instead of
+        when the garbage collector gets to the session's objects."""
+        self.audio.clear()
+        self._stored_audio = 0
+
     def truncate_audio(self, item_id: str, audio_end_ms: int) -> str:
         """Cut an assistant item's audio at `audio_end_ms`; returns the transcript that remains."""
         audio = self.audio_of(item_id)

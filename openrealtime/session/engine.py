@@ -161,6 +161,11 @@ class SessionEngine:
             task.cancel()
         self.mcp.close()
         self._forget_model_state()
+        # a finished call's objects are freed by Python's cyclic collector (aiortc's are full of cycles), which
+        # may run minutes later: its audio (input buffer, conversation audio, VAD backlog) goes now
+        self.buffer.clear()
+        self.conversation.release_audio()
+        self._vad_pending = np.zeros(0, dtype=np.float32)
         self.closed = True
 
     def _forget_model_state(self) -> None:

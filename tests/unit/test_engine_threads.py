@@ -1,4 +1,4 @@
-"""Sessions start no threads of their own: the VAD path resamples each session's microphone to 16 kHz with a
+"""What a session holds ends with it. Sessions start no threads of their own: the VAD path resamples each session's microphone to 16 kHz with a
 thread-free libswresample graph (audio/frame_resampler.py). `av.AudioResampler` started one FFmpeg thread
 per core for every session, and they lived until Python's cyclic collector freed the finished session:
 the soak bench counted 117 threads on a server with no call up."""
@@ -13,7 +13,7 @@ from openrealtime.audio.frame_resampler import FrameResampler
 from openrealtime.protocol.session import parse_session_config
 from openrealtime.runtime import Runtime
 from openrealtime.session.engine import SessionEngine
-from tests.support import RecordingTransport, fake_stack, speech
+from tests.support import RecordingTransport, fake_stack, speech, wait_for
 
 
 def os_threads() -> int:
@@ -43,7 +43,8 @@ async def test_sessions_hearing_audio_start_no_threads():
     for engine in engines:
         await talk(engine)
     try:
-        assert all(engine.stats["vad_frames"] > 0 for engine in engines), "the VAD heard every session"
+        await wait_for(lambda: all(engine.stats["vad_frames"] > 0 for engine in engines), 10,
+                       what="the VAD heard every session")
         assert os_threads() == baseline
     finally:
         for engine in (first, *engines):
@@ -65,3 +66,22 @@ def test_frame_resampler_matches_libswresample_and_keeps_state():
     a, b = np.concatenate(out_ours), np.concatenate(out_ref)
     assert len(a) == len(b) > 15900  # 1 s at 16 kHz, less the filter's delay
     np.testing.assert_array_equal(a, b)
+
+
+async def test_a_closed_session_lets_go_of_its_audio():
+    """A finished call's objects wait for Python's cyclic collector (aiortc's are full of cycles); the
+    session's audio (input buffer, conversation audio) must not wait with them."""
+    runtime = Runtime()
+    engine = SessionEngine(RecordingTransport(), parse_session_config({"type": "realtime", "audio": {"input": {
+        "turn_detection": None}}}), models=fake_stack(), runtime=runtime)
+    engine.start()
+    try:
+        engine.feed_audio(speech(600))
+        engine.handle_message('{"type": "input_audio_buffer.commit"}')  # a user item with its audio
+        engine.feed_audio(speech(400))  # and audio not committed yet
+        await asyncio.sleep(0)
+        assert engine.conversation.audio and engine.buffer.duration_ms > 0
+        engine.close()
+        assert not engine.conversation.audio and engine.buffer.duration_ms == 0
+    finally:
+        runtime.close()
