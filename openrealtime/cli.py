@@ -166,6 +166,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .api.app import create_app
+    from .api.gc_policy import freeze_startup_heap
     from .api.lifecycle import DrainingServer
     from .limits import uvicorn_limits
     from .observability.logs import setup_logging
@@ -174,6 +175,7 @@ def serve(settings: Settings) -> None:
     setup_logging(settings.log_level, settings.log_format, secrets=settings.secret_values)
     app = create_app(settings)
     state = app.state.server
+    freeze_startup_heap()  # this process's startup heap: out of every later collection (api/gc_policy.py)
     print(f"openrealtime: http://{settings.host}:{settings.port}/  (engine={settings.engine})", file=sys.stderr)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level, **uvicorn_limits())

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..observability.loop_lag import LoopLagProbe
+from .gc_policy import CollectAfterCalls
 from ..observability.metrics import build_registry, render
 from ..observability.monitor import CallMonitor
 from .errors import ApiError
@@ -22,10 +23,14 @@ router = APIRouter()
 
 
 def install(app: FastAPI, state: ServerState) -> None:
-    """Attach the call monitor, the event-loop lag probe and the metrics registry to `app` and add the
-    routes. The probe runs on the serving loop for as long as the app's lifespan does."""
+    """Attach the call monitor, the event-loop lag probe, the metrics registry and the collection after
+    calls end (gc_policy.py) to `app` and add the routes. The probe runs on the serving loop for as long
+    as the app's lifespan does."""
     monitor = CallMonitor(state.calls)
     loop_lag = LoopLagProbe()
+    collector = CollectAfterCalls()
+    state.calls.listeners.append(collector)
+    app.state.gc_collector = collector
     app.state.monitor = monitor
     app.state.loop_lag = loop_lag
     app.state.metrics_registry = build_registry(state, monitor, loop_lag=loop_lag)
@@ -40,6 +45,7 @@ def install(app: FastAPI, state: ServerState) -> None:
                 yield maybe_state
         finally:
             loop_lag.stop()
+            collector.cancel()
 
     app.router.lifespan_context = lifespan
 

@@ -20,7 +20,8 @@ transport_bytes_total{direction}, transport_packets_total{direction},
 audio_frames_total{direction}, audio_late_frames_total, rtcp_nacks_sent_total,
 rtcp_plis_sent_total, video_frames_decoded_total, video_snapshots_total,
 datachannel_events_total{direction,type}, errors_total{code}, ice_mux_events_total{event},
-event_loop_lag_seconds (observability.loop_lag), ready, draining, uptime_seconds.
+event_loop_lag_seconds (observability.loop_lag), ready, draining, uptime_seconds; and prometheus_client's
+process_* and python_gc_* families.
 """
 
 from __future__ import annotations
@@ -153,9 +154,10 @@ def build_registry(state: Any, monitor: Any, *, loop_lag: Any = None, process: b
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(state, monitor, loop_lag))
     if process:
-        from prometheus_client import ProcessCollector
+        from prometheus_client import GCCollector, ProcessCollector
 
         ProcessCollector(registry=registry)
+        GCCollector(registry=registry)  # python_gc_collections_total / objects_collected, per generation
     return registry
 
 
