@@ -45,7 +45,7 @@ async def test_sessions_hearing_audio_start_no_threads():
     try:
         await wait_for(lambda: all(engine.stats["vad_frames"] > 0 for engine in engines), 10,
                        what="the VAD heard every session")
-        assert os_threads() == baseline
+        assert os_threads() <= baseline  # none started (threads of earlier tests may end meanwhile)
     finally:
         for engine in (first, *engines):
             engine.close()
