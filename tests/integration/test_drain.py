@@ -78,14 +78,18 @@ def servers():
         server.kill()
 
 
+async def connected_call(server: Server) -> RealtimeRtcClient:
+    """A WebRTC call to `server` (aiortc), up to its session.created."""
+    call = RealtimeRtcClient(server.url, api_key="sk-drain")
+    assert (await call.connect()).status_code == 201
+    await call.next_event("session.created", timeout=15)
+    return call
 
 
 async def test_sigterm_drains_live_sessions_then_exits_0(servers):
     server = servers("--engine", "echo", "--drain-timeout", "120")
     await server.ready()
-    call = RealtimeRtcClient(server.url, api_key="sk-drain")
-    assert (await call.connect()).status_code == 201
-    await call.next_event("session.created", timeout=15)
+    call = await connected_call(server)
     async with connect(server.ws_url, additional_headers=AUTH) as ws, httpx.AsyncClient(headers=AUTH) as http:
         await ws_event(ws, "session.created")
         server.signal(signal.SIGTERM)
@@ -129,9 +133,7 @@ async def test_sigterm_drains_live_sessions_then_exits_0(servers):
 async def test_drain_timeout_closes_what_is_left_cleanly(servers):
     server = servers("--engine", "echo", "--drain-timeout", "1")
     await server.ready()
-    call = RealtimeRtcClient(server.url, api_key="sk-drain")
-    assert (await call.connect()).status_code == 201
-    await call.next_event("session.created", timeout=15)
+    call = await connected_call(server)
     closed = asyncio.Event()
 
     @call.pc.on("connectionstatechange")
