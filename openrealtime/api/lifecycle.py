@@ -15,12 +15,13 @@ import asyncio
 import logging
 import signal
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import uvicorn
 
-if TYPE_CHECKING:
-    from .state import ServerState
+from ..config import Settings
+from ..media.registry import CallRegistry
+from .health import ServiceHealth
 
 log = logging.getLogger("openrealtime.lifecycle")
 
@@ -28,8 +29,19 @@ CLOSE_GRACE_S = 5.0  # after the drain timeout: how long closed sessions get to 
 POLL_S = 0.1
 
 
+class Drainable(Protocol):
+    """What a drain needs of the server (its `ServerState`, which owns the `Lifecycle`)."""
+
+    settings: Settings
+    health: ServiceHealth
+    calls: CallRegistry
+    ws_sessions: set[Any]
+
+    def live_sessions(self) -> int: ...
+
+
 class Lifecycle:
-    def __init__(self, state: "ServerState") -> None:
+    def __init__(self, state: Drainable) -> None:
         self.state = state
         self.server: uvicorn.Server | None = None  # set by whoever runs the app (cli.serve, embedded)
         self.exit_code = 0
