@@ -9,7 +9,11 @@ It holds
   and scheduling;
 - the foreground gate (engines/foreground.py), through which the in-process models step aside for
   what the user is waiting to hear;
-- the clock (`now`), and task spawning (`spawn`) whose failures are logged, never lost.
+- the clock (`now`, `call_later`), and task spawning (`spawn`) whose failures are logged, never lost.
+
+`ModelRuntime` is that interface; `Runtime` implements it with worker threads and the event loop's
+clock, `InlineRuntime` (runtime_inline.py) deterministically for tests: model work on the loop's
+thread in submission order, a manual clock, `settle()`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .engines.foreground import ForegroundGate
 from .observability.metrics import observe_stage
@@ -39,6 +43,64 @@ MODEL_NICE = 10  # model threads yield the CPU to the media event loop when core
 # language model, which keeps generating the rest of the answer meanwhile: the first clause's
 # synthesis (onnxruntime computes on the calling thread) should not wait behind it.
 STAGE_NICE = {"tts": 5, "vad": 5}
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class ModelRuntime(Protocol):
+    """How model work runs and time passes, as the session engines, responses and local models see it."""
+
+    gate: ForegroundGate
+
+    def now(self) -> float:
+        """Seconds on the runtime's clock (monotonic)."""
+        ...
+
+    async def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the stage's worker (never on the loop's own stack); its result."""
+        ...
+
+    def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event) -> AsyncIterator[T]:
+        """The items of the blocking generator `make()`, produced in the stage's worker; stopping early
+        sets `cancel`."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+        """A task whose failure is logged when it ends (never an unretrieved exception)."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """`callback()` on the loop after `delay` seconds of the runtime's clock."""
+        ...
+
+    def busy(self, stage: str) -> bool:
+        """Whether the stage has work submitted through `run()` that has not finished."""
+        ...
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work submitted to each stage and not yet started (for /metrics)."""
+        ...
+
+    def configure(self, stage: str, max_workers: int) -> None:
+        """How many jobs of a stage may run at once."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    return stage
+
+
+def spawn_logged(coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+    """A task on the running loop whose failure is logged when it ends."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    task.add_done_callback(_log_failure)
+    return task
 
 
 def lower_thread_priority(nice: int = MODEL_NICE) -> None:
@@ -112,8 +174,7 @@ class Runtime:
     def pool(self, stage: str) -> ThreadPoolExecutor:
         with self._lock:
             if stage not in self._pools:
-                if stage not in STAGES:
-                    raise ValueError(f"unknown stage {stage!r}")
+                check_stage(stage)
                 self._pools[stage] = ThreadPoolExecutor(
                     max_workers=self._sizes.get(stage, 1), thread_name_prefix=f"or-{stage}",
                     initializer=lower_thread_priority, initargs=(STAGE_NICE.get(stage, MODEL_NICE),))
@@ -207,9 +268,10 @@ class Runtime:
 
     def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
         """A task whose failure is logged when it ends (never an unretrieved exception)."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        task.add_done_callback(_log_failure)
-        return task
+        return spawn_logged(coro, name)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 def _log_failure(task: asyncio.Task) -> None:
