@@ -33,6 +33,16 @@ def _env_bool(name: str) -> bool:
     return str(_env(name, "")).lower() in ("1", "true", "yes", "on")
 
 
+def _workers(value: str) -> int:
+    """--workers: a count, or `auto` for the cores this process may run on."""
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers or 'auto', not {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrealtime", description="OpenAI Realtime API compatible voice server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"], help="(OPENREALTIME_LOG_LEVEL)")
     serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"],
                        help="(OPENREALTIME_LOG_FORMAT)")
+    serve.add_argument("--workers", type=_workers, default=_env("WORKERS", "1"),
+                       help="worker processes serving this host's HTTP port; auto: one per core "
+                            "(OPENREALTIME_WORKERS)")
+    # no default shown for the URL and the secret: --help must not print them from the environment
+    serve.add_argument("--redis-url", default=None,
+                       help="join the cluster of nodes sharing this Redis: redis://[:password@]host:port/db, "
+                            "rediss://, unix://, redis+sentinel://host:port[,host:port]/SERVICE[/db] "
+                            "(OPENREALTIME_REDIS_URL)")
+    serve.add_argument("--node-id", default=_env("NODE_ID"),
+                       help="this node's name in the cluster (OPENREALTIME_NODE_ID); default: hostname-pid")
+    serve.add_argument("--internal-url", default=_env("INTERNAL_URL"),
+                       help="how other nodes reach this one, e.g. http://10.0.0.5:8000 (OPENREALTIME_INTERNAL_URL); "
+                            "default: the first advertised IP and --port")
+    serve.add_argument("--cluster-secret", default=None,
+                       help="shared secret authenticating node-to-node requests; required with --redis-url. Prefer "
+                            "the environment (OPENREALTIME_CLUSTER_SECRET): a flag is visible to `ps`")
     inspect = sub.add_parser("inspect-sdp", help="the seed review's WebRTC tables for an SDP offer or answer")
     inspect.add_argument("file", help="SDP file, or - for stdin (raw SDP or RTCSessionDescription JSON)")
     inspect.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -159,6 +185,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         backend_first_token_timeout_s=getattr(args, "backend_first_token_timeout", 30.0),
         backend_stall_timeout_s=getattr(args, "backend_stall_timeout", 15.0),
         opus_complexity=getattr(args, "opus_complexity", 5),
+        workers=getattr(args, "workers", 1),
+        redis_url=getattr(args, "redis_url", None) or _env("REDIS_URL") or None,
+        node_id=getattr(args, "node_id", None) or None,
+        internal_url=getattr(args, "internal_url", None) or None,
+        cluster_secret=getattr(args, "cluster_secret", None) or _env("CLUSTER_SECRET") or None,
     )
 
 

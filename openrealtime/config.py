@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .limits import MAX_BODY_BYTES
 
@@ -51,6 +54,12 @@ class Settings:
     stt_device: str = "cpu"
     # MCP servers a session may name on internal addresses: host names and IPs/CIDRs (engines/egress.py)
     mcp_allow: list[str] = field(default_factory=list)
+    # Cluster (openrealtime/cluster/): with redis_url this node joins the nodes sharing that Redis
+    redis_url: str | None = None
+    node_id: str | None = None  # None: hostname-pid of the serving process (`cluster_node_id`)
+    internal_url: str | None = None  # how other nodes reach this one; None: the first advertised IP and port
+    cluster_secret: str | None = None  # HMAC key of node-to-node requests (cluster/auth.py); required with redis_url
+    workers: int = 1  # worker processes serving the one HTTP port on this host
 
     @property
     def remote_stages(self) -> dict[str, str]:
@@ -58,8 +67,15 @@ class Settings:
 
     @property
     def secret_values(self) -> list[str]:
-        """Values never to log: the server's API keys and the remote backends' keys."""
-        return [*self.api_keys, *(k for k in (self.llm_key, self.stt_key, self.tts_key) if k)]
+        """Values never to log: the server's API keys, the remote backends' keys, the cluster secret and
+        the Redis password."""
+        redis_password = urlsplit(self.redis_url).password if self.redis_url else None
+        return [*self.api_keys, *(k for k in (self.llm_key, self.stt_key, self.tts_key, self.cluster_secret,
+                                              redis_password) if k)]
+
+    @property
+    def cluster_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def is_loopback(self) -> bool:
@@ -78,9 +94,31 @@ class Settings:
             raise SystemExit(f"--opus-complexity must be 0-10, not {self.opus_complexity}")
         if self.profile not in ("default", "fast", "test"):
             raise SystemExit(f"--profile must be default, fast or test, not {self.profile!r}")
+        self._check_cluster()
         from .engines.egress import parse_allow_list
 
         try:
             parse_allow_list(self.mcp_allow)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+
+    def _check_cluster(self) -> None:
+        if self.workers < 1:
+            raise SystemExit(f"--workers must be at least 1 (or auto), not {self.workers}")
+        if self.internal_url is not None and urlsplit(self.internal_url).scheme not in ("http", "https"):
+            raise SystemExit(f"--internal-url must be an http:// or https:// URL, not {self.internal_url!r}")
+        if not self.redis_url:
+            return
+        if not self.cluster_secret:
+            raise SystemExit("--redis-url needs a cluster secret shared by every node: set OPENREALTIME_CLUSTER_SECRET "
+                             "(or pass --cluster-secret) to the same random value of 16 or more characters on each "
+                             "node, e.g. from `openssl rand -hex 32`")
+        if len(self.cluster_secret) < 16:
+            raise SystemExit("the cluster secret (OPENREALTIME_CLUSTER_SECRET / --cluster-secret) must have 16 or more "
+                             "characters, e.g. from `openssl rand -hex 32`")
+        from .cluster.redis_url import check_redis_url
+
+        try:
+            check_redis_url(self.redis_url)
         except ValueError as exc:
             raise SystemExit(str(exc)) from None

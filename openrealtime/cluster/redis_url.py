@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -31,18 +32,32 @@ def connection_options() -> dict[str, Any]:
             "decode_responses": True}
 
 
-def redis_client(url: str) -> Redis:
-    """A client for `url` (see the module doc); raises ValueError for a URL it cannot use."""
+def check_redis_url(url: str) -> None:
+    """Raise ValueError, saying what is accepted, unless `url` is a form `redis_client` can use."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in SENTINEL_SCHEMES:
-        return _sentinel_client(url)
-    if scheme not in ("redis", "rediss", "unix"):
+        _sentinel_parts(url)
+    elif scheme in ("redis", "rediss", "unix"):
+        parse_url(url)
+    else:
         raise ValueError(f"--redis-url must start with redis://, rediss://, unix:// or redis+sentinel://, "
                          f"not {scheme + '://' if scheme else repr(url)}")
-    return Redis.from_url(url, **connection_options())
 
 
-def _sentinel_client(url: str) -> Redis:
+def redis_client(url: str) -> Redis:
+    """A client for `url` (see the module doc); raises ValueError for a URL it cannot use. It connects
+    when first used."""
+    check_redis_url(url)
+    if urlsplit(url).scheme.lower() not in SENTINEL_SCHEMES:
+        return Redis.from_url(url, **connection_options())
+    sentinels, service, options = _sentinel_parts(url)
+    options = {**connection_options(), **options}
+    sentinel_options = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout")}
+    return Sentinel(sentinels, sentinel_kwargs=sentinel_options, **options).master_for(service)
+
+
+def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """(sentinel addresses, service name, the master's connection options) of a Sentinel URL."""
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
     sentinels = []
@@ -55,7 +70,7 @@ def _sentinel_client(url: str) -> Redis:
     if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ValueError("a Sentinel --redis-url is redis+sentinel://[user:password@]host:port[,host:port...]"
                          "/SERVICE[/db]")
-    options = connection_options()
+    options: dict[str, Any] = {}
     if parts.username:
         options["username"] = unquote(parts.username)
     if parts.password:
@@ -64,5 +79,4 @@ def _sentinel_client(url: str) -> Redis:
         options["db"] = int(path[1])
     if parts.scheme.lower().startswith("rediss"):
         options["ssl"] = True
-    sentinel_options = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout")}
-    return Sentinel(sentinels, sentinel_kwargs=sentinel_options, **options).master_for(unquote(path[0]))
+    return sentinels, unquote(path[0]), options
