@@ -25,6 +25,7 @@ from openrealtime.protocol import beta as beta_protocol
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.parse import parse_server_event
 from openrealtime.protocol.session import RealtimeSessionConfig
+from openrealtime.runtime_inline import InlineRuntime
 from openrealtime.session.engine import SessionEngine, SessionLimits
 from tests.support import RecordingTransport, fake_stack
 
@@ -158,15 +159,19 @@ class OfferHarness:
 class EngineHarness:
     """A SessionEngine (real) on a recording transport with scripted models (or the echo engine), prepared
     with a user message, an assistant answer with audio (voice now locked) and a function call, so that
-    valid references exist. Every server event it emits must validate; an `error` must blame the client."""
+    valid references exist. Every server event it emits must validate; an `error` must blame the client.
+    The session runs on the inline runtime: after each case everything it started has run (`settle`), so
+    a session that does not answer is stuck, not slow."""
 
     def __init__(self, mode: str = "local", *, max_event_bytes: int = 1 << 20, beta: bool = False) -> None:
         self.mode = mode
         self.beta = beta  # client messages pass the beta translation first, as on a beta connection
         self.transport = RecordingTransport(webrtc=True)
+        self.runtime = InlineRuntime()
         models = fake_stack() if mode == "local" else None
         self.engine = SessionEngine(self.transport, RealtimeSessionConfig(), mode=mode, models=models,
-                                    limits=SessionLimits(max_event_bytes=max_event_bytes), echo_delay_s=0.01)
+                                    limits=SessionLimits(max_event_bytes=max_event_bytes), echo_delay_s=0.01,
+                                    runtime=self.runtime)
         self.assistant_id = ASSISTANT_ITEM
         self._seen = 0
 
@@ -193,16 +198,14 @@ class EngineHarness:
         self._seen = len(self.transport.events)
         return events
 
-    async def wait_for(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+    async def wait_for(self, kind: str) -> dict[str, Any]:
+        """The first `kind` event since the last case, once the session has settled."""
         start = self._seen
-        while loop.time() < deadline:
-            for event in self.transport.events[start:]:
-                if event["type"] == kind:
-                    return event
-            await asyncio.sleep(0.01)
-        raise FuzzFailure(f"no {kind} within {timeout} s: the session is stuck "
+        await self.runtime.settle()
+        for event in self.transport.events[start:]:
+            if event["type"] == kind:
+                return event
+        raise FuzzFailure(f"no {kind}: the session is stuck "
                           f"(last events {[e['type'] for e in self.transport.events[-8:]]})")
 
     def check(self, events: list[dict[str, Any]]) -> list[str]:
@@ -232,12 +235,11 @@ class EngineHarness:
             self.engine.handle_message(raw)
         except Exception as exc:
             raise FuzzFailure("handle_message raised " + describe(exc)) from None
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await self.runtime.settle()
         codes = self.check(self.new_events())
         return f"error:{codes[0]}" if codes else "accepted"
 
-    async def check_alive(self, timeout: float = 10.0) -> None:
+    async def check_alive(self) -> None:
         """The session still answers: any response is cancelled and finishes, a session.update is applied,
         and (with models) a new response completes."""
         engine = self.engine
@@ -245,20 +247,17 @@ class EngineHarness:
             raise FuzzFailure("the session closed itself")
         for run in [r for r in (engine.active, *engine.out_of_band.values()) if r is not None]:
             run.cancel("client_cancelled")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while engine.active is not None or engine.out_of_band:
-            if loop.time() > deadline:
-                raise FuzzFailure("a cancelled response never finished")
-            await asyncio.sleep(0.01)
+        await self.runtime.settle()
+        if engine.active is not None or engine.out_of_band:
+            raise FuzzFailure("a cancelled response never finished")
         self.check(self.new_events())
         self._send({"type": "session.update", "event_id": "evt_probe",
                     "session": {"type": engine.config.type, "include": None}})
-        updated = await self.wait_for("session.updated", timeout)
+        updated = await self.wait_for("session.updated")
         if self.mode == "local" and engine.config.type == "realtime":
             self._send({"type": "response.create", "response": {"conversation": "none",
                                                                 "output_modalities": ["text"]}})
-            done = await self.wait_for("response.done", timeout)
+            done = await self.wait_for("response.done")
             if done["response"]["status"] != "completed":
                 raise FuzzFailure(f"probe response ended {done['response']['status']}")
         self.check(self.new_events())

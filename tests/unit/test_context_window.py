@@ -51,7 +51,7 @@ async def test_engine_keeps_the_prompt_prefix_across_turns(monkeypatch):
         engine.handle_message(json.dumps({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"{turn} " + "y" * 300}]}}))
         engine.handle_message(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]}}))
-        await settle(t, "response.done", count=turn + 1)
+        await settle(engine)
         firsts.append(llm.requests[-1].messages[1]["content"][:3].strip())
         assert sum(len(m["content"] or "") for m in llm.requests[-1].messages[1:]) <= 2000
     # first overflow at turn 6 (6 × 306 chars + answers > 2000); the start then holds for several turns
@@ -69,7 +69,7 @@ async def test_token_limit_after_instructions_tightens_the_budget():
         engine.handle_message(json.dumps({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"{turn} " + "z" * 300}]}}))
         engine.handle_message(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]}}))
-        await settle(t, "response.done", count=turn + 1)
+        await settle(engine)
         # 200 tokens ≈ 800 characters after the instructions (far under the default budget)
         assert sum(len(m["content"] or "") for m in llm.requests[-1].messages[1:]) <= 200 * engine_module.CHARS_PER_TOKEN
     # without the limit all six turns fit the default budget; with it the oldest are cut
@@ -80,7 +80,7 @@ async def test_a_negative_token_limit_is_rejected():
     engine, t = make_engine({"type": "realtime"})
     engine.handle_message(json.dumps({"type": "session.update", "session": {"type": "realtime", "truncation": {
         "type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": -1}}}}))
-    await settle(t, "error")
+    await settle(engine)
     error = t.of("error")[-1]["error"]
     # the error names the field inside the object, not the union's other members ("auto", "disabled")
     assert error["type"] == "invalid_request_error" and error["code"] == "invalid_value", error

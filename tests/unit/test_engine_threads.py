@@ -3,7 +3,6 @@ thread-free libswresample graph (audio/frame_resampler.py). `av.AudioResampler` 
 per core for every session, and they lived until Python's cyclic collector freed the finished session:
 the soak bench counted 117 threads on a server with no call up."""
 
-import asyncio
 import os
 
 import av
@@ -11,9 +10,9 @@ import numpy as np
 
 from openrealtime.audio.frame_resampler import FrameResampler
 from openrealtime.protocol.session import parse_session_config
-from openrealtime.runtime import Runtime
+from openrealtime.runtime_inline import InlineRuntime
 from openrealtime.session.engine import SessionEngine
-from tests.support import RecordingTransport, fake_stack, speech, wait_for
+from tests.support import RecordingTransport, fake_stack, speech
 
 
 def os_threads() -> int:
@@ -24,11 +23,13 @@ async def talk(engine: SessionEngine) -> None:
     pcm = speech(400)
     for i in range(0, len(pcm), 960):  # 20 ms frames, as the media path delivers them
         engine.feed_audio(pcm[i:i + 960])
-        await asyncio.sleep(0)
+        await engine.runtime.settle()
 
 
 async def test_sessions_hearing_audio_start_no_threads():
-    stack, runtime = fake_stack(), Runtime()  # as in the server: one runtime (its stage pools) for every session
+    # as in the server, one runtime for every session; the inline one runs the models on the loop's thread,
+    # so any thread that appears is the sessions' own
+    stack, runtime = fake_stack(), InlineRuntime()
 
     def session() -> SessionEngine:  # server VAD on: every session resamples its microphone for the VAD
         engine = SessionEngine(RecordingTransport(), parse_session_config({"type": "realtime"}), models=stack,
@@ -37,14 +38,13 @@ async def test_sessions_hearing_audio_start_no_threads():
         return engine
 
     first = session()
-    await talk(first)  # the runtime's VAD worker thread exists from here on
+    await talk(first)
     baseline = os_threads()
     engines = [session() for _ in range(4)]
     for engine in engines:
         await talk(engine)
     try:
-        await wait_for(lambda: all(engine.stats["vad_frames"] > 0 for engine in engines), 10,
-                       what="the VAD heard every session")
+        assert all(engine.stats["vad_frames"] > 0 for engine in engines), "the VAD heard every session"
         assert os_threads() <= baseline  # none started (threads of earlier tests may end meanwhile)
     finally:
         for engine in (first, *engines):
@@ -71,7 +71,7 @@ def test_frame_resampler_matches_libswresample_and_keeps_state():
 async def test_a_closed_session_lets_go_of_its_audio():
     """A finished call's objects wait for Python's cyclic collector (aiortc's are full of cycles); the
     session's audio (input buffer, conversation audio) must not wait with them."""
-    runtime = Runtime()
+    runtime = InlineRuntime()
     engine = SessionEngine(RecordingTransport(), parse_session_config({"type": "realtime", "audio": {"input": {
         "turn_detection": None}}}), models=fake_stack(), runtime=runtime)
     engine.start()
@@ -79,7 +79,7 @@ async def test_a_closed_session_lets_go_of_its_audio():
         engine.feed_audio(speech(600))
         engine.handle_message('{"type": "input_audio_buffer.commit"}')  # a user item with its audio
         engine.feed_audio(speech(400))  # and audio not committed yet
-        await asyncio.sleep(0)
+        await runtime.settle()
         assert engine.conversation.audio and engine.buffer.duration_ms > 0
         engine.close()
         assert not engine.conversation.audio and engine.buffer.duration_ms == 0

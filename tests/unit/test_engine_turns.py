@@ -1,20 +1,20 @@
-"""Session engine event sequences over a recording transport with scripted models."""
+"""Session engine event sequences over a recording transport with scripted models, on the inline
+runtime (runtime_inline.py): model work runs on the loop in order, and `settle()` runs everything
+that can run, so the tests neither sleep nor poll."""
 
-import asyncio
 import base64
 import json
 
-import pytest
-
 from openrealtime.protocol.session import RealtimeSessionConfig, parse_session_config
+from openrealtime.runtime_inline import InlineRuntime
 from openrealtime.session.engine import SessionEngine
-from tests.support import RecordingTransport, ScriptedLlm, fake_stack, silence, speech, wait_for
+from tests.support import RecordingTransport, ScriptedLlm, fake_stack, silence, speech
 
 
-def make_engine(session: dict | None = None, *, llm=None, webrtc=True):
+def make_engine(session: dict | None = None, *, llm=None, webrtc=True, runtime=None):
     transport = RecordingTransport(webrtc=webrtc)
     config = parse_session_config(session or {"type": "realtime"})
-    engine = SessionEngine(transport, config, models=fake_stack(llm=llm))
+    engine = SessionEngine(transport, config, models=fake_stack(llm=llm), runtime=runtime or InlineRuntime())
     engine.start()
     return engine, transport
 
@@ -23,19 +23,17 @@ def send(engine, **event):
     engine.handle_message(json.dumps(event))
 
 
-async def settle(transport, until: str, count: int = 1, timeout: float = 5.0):
-    """Until the transport has sent `count` events of type `until`."""
-    await wait_for(lambda: len(transport.of(until)) >= count, timeout, interval=0.005,
-                   what=lambda: f"{count} × {until} (got {transport.types()})")
+async def settle(engine):
+    """Everything the session can do now is done (its runtime settles)."""
+    await engine.runtime.settle()
 
 
 async def feed(engine, pcm: bytes, chunk_ms: int = 20):
+    """Microphone audio in `chunk_ms` pieces, as the media path delivers it, each heard before the next."""
     step = 48 * chunk_ms
     for i in range(0, len(pcm), step):
         engine.feed_audio(pcm[i:i + step])
-        await asyncio.sleep(0)
-    for _ in range(50):  # let queued VAD batches finish
-        await asyncio.sleep(0.002)
+        await settle(engine)
 
 
 def after(types: list[str], first: str, then: str) -> bool:
@@ -55,7 +53,7 @@ async def test_text_turn_sequence():
     send(engine, type="conversation.item.create",
          item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Capital of France?"}]})
     send(engine, type="response.create", response={"output_modalities": ["text"]})
-    await settle(t, "response.done")
+    await settle(engine)
     types = [x for x in t.types() if x != "response.output_text.delta"]
     assert types == ["session.created", "conversation.item.added", "conversation.item.done", "response.created",
                      "response.output_item.added", "conversation.item.added", "response.content_part.added",
@@ -75,8 +73,6 @@ async def test_voice_turn_with_server_vad_and_playout():
         "transcription": {"model": "whisper-1"},
         "turn_detection": {"type": "server_vad", "silence_duration_ms": 300, "prefix_padding_ms": 200}}}})
     await feed(engine, silence(500) + speech(800) + silence(600))
-    await settle(t, "response.done")
-    await settle(t, "conversation.item.input_audio_transcription.completed")
     started = t.of("input_audio_buffer.speech_started")[0]
     stopped = t.of("input_audio_buffer.speech_stopped")[0]
     assert 250 <= started["audio_start_ms"] <= 320  # 500 ms of silence minus 200 ms prefix padding
@@ -100,7 +96,7 @@ async def test_voice_turn_with_server_vad_and_playout():
     assert user_item["content"] == [{"type": "input_audio", "transcript": None}]
     # playout: started after the first frame leaves, stopped when it has all played
     assert t.play(1) == 1
-    await asyncio.sleep(0)
+    await settle(engine)
     assert t.types().count("output_audio_buffer.started") == 1
     t.play(400)
     assert t.of("output_audio_buffer.stopped")[0]["response_id"] == t.of("response.done")[0]["response"]["id"]
@@ -113,7 +109,6 @@ async def test_transcription_logprobs_only_when_included():
     engine, t = make_engine({"type": "realtime", "include": ["item.input_audio_transcription.logprobs"],
                              "audio": {"input": voice}})
     await feed(engine, silence(300) + speech(600) + silence(500))
-    await settle(t, "conversation.item.input_audio_transcription.completed")
     completed = t.of("conversation.item.input_audio_transcription.completed")[0]
     delta = t.of("conversation.item.input_audio_transcription.delta")[0]
     assert "".join(lp["token"] for lp in completed["logprobs"]) == completed["transcript"]
@@ -121,7 +116,6 @@ async def test_transcription_logprobs_only_when_included():
     assert all(set(lp) == {"token", "logprob", "bytes"} and lp["logprob"] <= 0 for lp in completed["logprobs"])
     plain, t2 = make_engine({"type": "realtime", "audio": {"input": voice}})
     await feed(plain, silence(300) + speech(600) + silence(500))
-    await settle(t2, "conversation.item.input_audio_transcription.completed")
     assert "logprobs" not in t2.of("conversation.item.input_audio_transcription.completed")[0]
 
 
@@ -132,11 +126,11 @@ async def test_manual_commit_and_errors():
     assert err["type"] == "error" and err["error"]["code"] == "input_audio_buffer_commit_empty"
     assert err["error"]["event_id"] == "e1"
     send(engine, type="input_audio_buffer.append", audio=base64.b64encode(speech(400)).decode())
-    await asyncio.sleep(0.05)
+    await settle(engine)
     assert "input_audio_buffer.speech_started" not in t.types(), "no VAD when turn_detection is null"
     send(engine, type="input_audio_buffer.commit")
     assert t.types()[-3:] == ["input_audio_buffer.committed", "conversation.item.added", "conversation.item.done"]
-    await asyncio.sleep(0.05)
+    await settle(engine)
     assert "response.created" not in t.types(), "commit does not create a response"
     send(engine, type="input_audio_buffer.append", audio=base64.b64encode(speech(200)).decode())
     send(engine, type="input_audio_buffer.clear")
@@ -151,7 +145,7 @@ async def test_out_of_band_response_leaves_conversation_alone():
          item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]})
     send(engine, type="response.create", response={"conversation": "none", "output_modalities": ["text"],
                                                    "metadata": {"topic": "classification"}})
-    await settle(t, "response.done")
+    await settle(engine)
     created = t.of("response.created")[0]["response"]
     assert created["conversation_id"] is None and created["metadata"] == {"topic": "classification"}
     assert t.types().count("conversation.item.added") == 1, "only the user's item"
@@ -159,11 +153,13 @@ async def test_out_of_band_response_leaves_conversation_alone():
 
 
 async def test_cancel_and_cancel_not_active():
-    engine, t = make_engine(llm=ScriptedLlm("one two three four five six seven eight nine ten " * 5, delay=0.01))
+    engine, t = make_engine(llm=ScriptedLlm("one two three four five six seven eight nine ten " * 5))
+    engine.runtime.pause("llm", after=3)  # the model has written three words and is still at it
     send(engine, type="conversation.item.create",
          item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Count"}]})
     send(engine, type="response.create")
-    await settle(t, "response.output_audio_transcript.delta")
+    await settle(engine)
+    assert len(t.of("response.output_audio_transcript.delta")) == 3 and not t.of("response.done")
     send(engine, type="response.create", event_id="dup")
     assert t.events[-1]["error"]["code"] == "conversation_already_has_active_response"
     send(engine, type="response.cancel")
@@ -174,6 +170,9 @@ async def test_cancel_and_cancel_not_active():
     send(engine, type="response.cancel", event_id="c2")
     err = t.events[-1]
     assert err["error"]["code"] == "response_cancel_not_active" and err["error"]["event_id"] == "c2"
+    engine.runtime.resume("llm")
+    await settle(engine)
+    assert len(t.of("response.done")) == 1, "the cancelled stream stops"
 
 
 async def test_barge_in_truncates_at_played_audio():
@@ -181,11 +180,9 @@ async def test_barge_in_truncates_at_played_audio():
         "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}},
         llm=ScriptedLlm("Paris is the capital of France. It is a large city with many museums and parks."))
     await feed(engine, speech(600) + silence(500))
-    await settle(t, "response.done")
     assert t.play(25) == 25  # 500 ms heard
     item_id = t.of("response.done")[0]["response"]["output"][0]["id"]
     await feed(engine, speech(300))
-    await settle(t, "conversation.item.truncated")
     cleared = t.of("output_audio_buffer.cleared")[0]
     truncated = t.of("conversation.item.truncated")[0]
     assert cleared["response_id"] == t.of("response.done")[0]["response"]["id"]
@@ -202,13 +199,13 @@ async def test_barge_in_truncates_at_played_audio():
 async def test_barge_in_while_generating_cancels_with_turn_detected():
     engine, t = make_engine({"type": "realtime", "audio": {"input": {
         "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}},
-        llm=ScriptedLlm("word " * 200, delay=0.01))
+        llm=ScriptedLlm("word " * 200))
+    engine.runtime.pause("llm", after=6)  # the first clause (three words) is written, the model goes on
     await feed(engine, speech(500) + silence(400))
-    await settle(t, "response.output_audio_transcript.delta")
-    await wait_for(lambda: engine.transport.audio_out.queued_ms > 0, 5, interval=0.005, what="reply audio queued")
+    assert t.of("response.output_audio_transcript.delta") and not t.of("response.done")
+    assert engine.transport.audio_out.queued_ms > 0, "the first clause's audio is queued"
     assert t.play(3) == 3
     await feed(engine, speech(300))
-    await settle(t, "response.done")
     done = t.of("response.done")[0]["response"]
     assert done["status"] == "cancelled" and done["status_details"]["reason"] == "turn_detected"
     types = t.types()
@@ -224,7 +221,7 @@ async def test_tool_call_round_trip():
     send(engine, type="conversation.item.create",
          item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]})
     send(engine, type="response.create")
-    await settle(t, "response.done")
+    await settle(engine)
     done_args = t.of("response.function_call_arguments.done")[0]
     assert done_args["name"] == "get_weather" and json.loads(done_args["arguments"]) == {"city": "Paris"}
     assert done_args["call_id"] == "call_test123"
@@ -235,7 +232,8 @@ async def test_tool_call_round_trip():
     send(engine, type="conversation.item.create",
          item={"type": "function_call_output", "call_id": "call_test123", "output": '{"sky": "sunny"}'})
     send(engine, type="response.create")
-    await settle(t, "response.done", 2)
+    await settle(engine)
+    assert len(t.of("response.done")) == 2
     second = llm.requests[1].messages
     assert second[-2]["tool_calls"][0]["id"] == "call_test123"
     assert second[-1] == {"role": "tool", "tool_call_id": "call_test123", "content": '{"sky": "sunny"}'}
@@ -274,22 +272,22 @@ async def test_idle_timeout_triggers_a_response():
     engine, t = make_engine({"type": "realtime", "audio": {"input": {
         "turn_detection": {"type": "server_vad", "silence_duration_ms": 300, "idle_timeout_ms": 5000}}}})
     await feed(engine, speech(500) + silence(500))
-    await settle(t, "response.done")
+    assert t.of("response.done")
     t.play(500)
     assert t.of("output_audio_buffer.stopped")
     await feed(engine, silence(5200), chunk_ms=100)
-    await settle(t, "input_audio_buffer.timeout_triggered")
     trig = t.of("input_audio_buffer.timeout_triggered")[0]
     assert trig["audio_end_ms"] - trig["audio_start_ms"] >= 5000
-    await settle(t, "response.done", 2)
+    assert len(t.of("response.done")) == 2
 
 
 async def test_transcription_session_never_responds():
     transport = RecordingTransport()
-    engine = SessionEngine(transport, parse_session_config({"type": "transcription"}), models=fake_stack())
+    engine = SessionEngine(transport, parse_session_config({"type": "transcription"}), models=fake_stack(),
+                           runtime=InlineRuntime())
     engine.start()
     await feed(engine, speech(500) + silence(800))
-    await settle(transport, "conversation.item.input_audio_transcription.completed")
+    assert transport.of("conversation.item.input_audio_transcription.completed")
     assert "response.created" not in transport.types()
     engine.handle_message(json.dumps({"type": "response.create"}))
     assert transport.events[-1]["type"] == "error"
@@ -300,7 +298,7 @@ async def test_websocket_transport_gets_audio_deltas():
     send(engine, type="conversation.item.create",
          item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]})
     send(engine, type="response.create")
-    await settle(t, "response.done")
+    await settle(engine)
     deltas = t.of("response.output_audio.delta")
     assert deltas and sum(len(base64.b64decode(d["delta"])) for d in deltas) > 0
     assert "output_audio_buffer.started" not in t.types()
@@ -312,7 +310,8 @@ async def test_input_buffer_overflow_is_an_error_not_a_crash():
 
     transport = RecordingTransport()
     config = parse_session_config({"type": "realtime", "audio": {"input": {"turn_detection": None}}})
-    engine = SessionEngine(transport, config, models=fake_stack(), limits=SessionLimits(max_input_buffer_ms=1000))
+    engine = SessionEngine(transport, config, models=fake_stack(), limits=SessionLimits(max_input_buffer_ms=1000),
+                           runtime=InlineRuntime())
     engine.start()
     await feed(engine, speech(1500))
     errors = transport.of("error")

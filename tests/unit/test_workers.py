@@ -49,7 +49,7 @@ async def test_prefix_warming_waits_while_another_transcription_runs(monkeypatch
         "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}}, llm=llm)
     monkeypatch.setattr(engine.runtime, "busy", lambda stage: stage == "asr")  # another session's transcription
     await feed(engine, silence(300) + speech(1200) + silence(500))
-    await settle(t, "response.done")
+    await settle(engine)
     assert engine.stats["prefix_warmings"] == 0 and engine.stats["prefix_warmings_deferred"] > 0
     assert llm.prefills == []
 
