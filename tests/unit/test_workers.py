@@ -9,23 +9,31 @@ import time
 
 from openrealtime.runtime import Runtime, run_in_model_thread
 from openrealtime.session import speculation
-from tests.support import silence, speech, wait_for
+from tests.support import silence, speech
 from tests.unit.test_engine_speculation import PrefillLlm
 from tests.unit.test_engine_turns import feed, make_engine, settle
 
 
 async def test_busy_while_a_job_is_queued_or_running_even_if_its_caller_is_cancelled():
     workers = Runtime()
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
+
+    def job() -> None:
+        started.set()
+        release.wait(5)
+
     assert not workers.busy("asr")
-    task = asyncio.ensure_future(workers.run("asr", lambda: release.wait(5)))
-    await asyncio.sleep(0.05)
+    task = asyncio.ensure_future(workers.run("asr", job))
+    assert await asyncio.to_thread(started.wait, 5)  # the job runs in the stage's thread
     assert workers.busy("asr")
     task.cancel()
-    await asyncio.sleep(0.05)
-    assert workers.busy("asr"), "the job still runs in its thread"
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() and workers.busy("asr"), "the job still runs in its thread"
     release.set()
-    await wait_for(lambda: not workers.busy("asr"), 5, interval=0.01, what="the asr stage idle")
+    # the stage has one thread: a job after it ends after its bookkeeping (done callbacks run in that thread)
+    await asyncio.wrap_future(workers.pool("asr").submit(lambda: None))
+    assert not workers.busy("asr")
+    workers.close()
 
 
 async def test_busy_is_cleared_when_the_job_fails():
