@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from openrealtime.runtime import ModelRuntime, Runtime
-from openrealtime.runtime_inline import InlineRuntime
+from openrealtime.runtime_inline import InlineRuntime, ready_callbacks
 
 
 def test_both_runtimes_implement_the_whole_interface_alike():
@@ -198,3 +198,13 @@ async def test_close_cancels_the_jobs_not_run():
     runtime.close()
     await runtime.settle()
     assert job.cancelled() and not runtime.busy("asr")
+
+
+async def test_the_loops_ready_queue_it_reads_is_there():
+    """settle() reads asyncio's private `BaseEventLoop._ready` (runtime_inline.ready_callbacks): still a
+    deque that holds what call_soon scheduled."""
+    loop = asyncio.get_running_loop()
+    ready = ready_callbacks(loop)
+    handle = loop.call_soon(lambda: None)
+    assert handle in ready
+    handle.cancel()
