@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from ..config import Settings
 from .calls import router as calls_router
 from .client_secrets import router as secrets_router
+from .cluster_node import install as install_cluster_node
 from .errors import install_error_handlers
 from .health import BackendWatch
 from .operator import install as install_operator
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
     app.include_router(web_router)
     app.include_router(websocket_router)  # WS /v1/realtime (sessions, sideband), POST /v1/realtime (beta SDP)
     install_operator(app, state)  # GET /metrics, GET /v1/realtime/calls[/{id}]
+    install_cluster_node(app, state)  # with --redis-url: heartbeats and the call map in the cluster store
 
     @app.get("/healthz")
     async def healthz(request: Request) -> Any:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from ..cluster.store import StoreUnavailable
 from .errors import ApiError
 from .secrets_store import ClientSecret, SecretStore
 
@@ -29,22 +30,35 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def store_unavailable(what: str) -> ApiError:
+    """The 503 for an `ek_` secret that cannot be {what} while the cluster store is unreachable."""
+    return ApiError(503, f"Ephemeral client secrets cannot be {what} right now (the cluster store is unreachable); "
+                         "retry shortly, or use an API key.", code="server_not_ready", type="server_error",
+                    headers={"Retry-After": "2"})
+
+
 class Authenticator:
     def __init__(self, api_keys: list[str], store: SecretStore) -> None:
         self.api_keys = [k.encode() for k in api_keys]
         self.store = store
 
-    def check_token(self, token: str | None, *, allow_ephemeral: bool) -> Principal:
-        if token is None:
-            raise _unauthorized("You didn't provide an API key. Send 'Authorization: Bearer YOUR_KEY'.")
-        if token.startswith("ek_"):
-            if not allow_ephemeral:
-                raise _unauthorized("Ephemeral client secrets can't be used for this route; use an API key.")
-            secret = self.store.get(token)
+    async def check_token(self, token: str | None, *, allow_ephemeral: bool) -> Principal:
+        if token is not None and token.startswith("ek_") and allow_ephemeral:
+            try:
+                secret = await self.store.get(token)
+            except StoreUnavailable:  # fail closed: the secret cannot be checked
+                raise store_unavailable("checked") from None
             if secret is None:
                 raise _unauthorized("The ephemeral client secret is unknown or expired. Mint a new one with "
                                     "POST /v1/realtime/client_secrets.")
             return Principal("ephemeral", secret)
+        return self.check_api_key(token)
+
+    def check_api_key(self, token: str | None) -> Principal:
+        if token is None:
+            raise _unauthorized("You didn't provide an API key. Send 'Authorization: Bearer YOUR_KEY'.")
+        if token.startswith("ek_"):
+            raise _unauthorized("Ephemeral client secrets can't be used for this route; use an API key.")
         if not self.api_keys:  # no keys configured: loopback or --insecure-no-auth
             return Principal("api_key")
         candidate = token.encode()
@@ -52,5 +66,10 @@ class Authenticator:
             return Principal("api_key")
         raise _unauthorized("Incorrect API key provided.")
 
-    def __call__(self, request: Request, *, allow_ephemeral: bool = False) -> Principal:
-        return self.check_token(bearer_token(request), allow_ephemeral=allow_ephemeral)
+    def __call__(self, request: Request) -> Principal:
+        """A route that needs a server API key."""
+        return self.check_api_key(bearer_token(request))
+
+    async def key_or_secret(self, request: Request) -> Principal:
+        """A route that also takes an ephemeral `ek_` secret (its stored session comes with it)."""
+        return await self.check_token(bearer_token(request), allow_ephemeral=True)

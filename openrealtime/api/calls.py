@@ -27,7 +27,7 @@ def _state(request: Request) -> ServerState:
 @router.post("/v1/realtime/calls", status_code=201, response_class=Response)
 async def create_call(request: Request) -> Response:
     state = _state(request)
-    principal = state.auth(request, allow_ephemeral=True)
+    principal = await state.auth.key_or_secret(request)
     refused = state.health.admission_error()
     if refused is not None:
         raise refused

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import ids
+from ..cluster.store import StoreUnavailable
 from ..protocol.errors import ProtocolError, pydantic_error_to_protocol
 from ..protocol.json_limits import loads as loads_limited
 from ..protocol.session import parse_session_config, session_object
+from .auth import store_unavailable
 from .body import read_body
 from .errors import ApiError
 from .secrets_store import ClientSecret
@@ -51,6 +53,9 @@ async def create_client_secret(request: Request) -> dict[str, Any]:
     value = ids.client_secret()
     expires_at = int(time.time()) + req.expires_after.seconds
     session_id = ids.session_id()
-    state.store.put(ClientSecret(value=value, expires_at=expires_at, session=config, session_id=session_id))
+    try:
+        await state.store.put(ClientSecret(value=value, expires_at=expires_at, session=config, session_id=session_id))
+    except StoreUnavailable:
+        raise store_unavailable("minted") from None
     return {"value": value, "expires_at": expires_at,
             "session": session_object(config, id=session_id, expires_at=0).model_dump(mode="json")}

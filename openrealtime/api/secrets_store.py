@@ -1,11 +1,14 @@
-"""Ephemeral client secrets (`ek_…`): an in-process store behind a small interface."""
+"""Ephemeral client secrets (`ek_…`) behind a small interface: in this process's memory, or in the
+cluster store (Redis/SQLite, by hash) so that a secret minted on one node works on every node."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..cluster.store import ClusterStore
 from ..protocol.session import RealtimeSessionConfig, TranscriptionSessionConfig
 
 
@@ -18,10 +21,10 @@ class ClientSecret:
 
 
 class SecretStore(Protocol):
-    def put(self, secret: ClientSecret) -> None: ...
+    async def put(self, secret: ClientSecret) -> None: ...
 
-    def get(self, value: str) -> ClientSecret | None:
-        """The secret if it exists and has not expired."""
+    async def get(self, value: str) -> ClientSecret | None:
+        """The secret if it exists and has not expired (a cluster store may raise StoreUnavailable)."""
         ...
 
 
@@ -30,7 +33,7 @@ class MemorySecretStore:
         self._secrets: dict[str, ClientSecret] = {}
         self.max_secrets = max_secrets
 
-    def put(self, secret: ClientSecret) -> None:
+    async def put(self, secret: ClientSecret) -> None:
         if len(self._secrets) >= self.max_secrets:
             self._purge()
             if len(self._secrets) >= self.max_secrets:  # all live: drop the one expiring first
@@ -38,7 +41,7 @@ class MemorySecretStore:
                 del self._secrets[oldest.value]
         self._secrets[secret.value] = secret
 
-    def get(self, value: str) -> ClientSecret | None:
+    async def get(self, value: str) -> ClientSecret | None:
         secret = self._secrets.get(value)
         if secret is None:
             return None
@@ -51,3 +54,29 @@ class MemorySecretStore:
         now = time.time()
         for key in [k for k, s in self._secrets.items() if s.expires_at <= now]:
             del self._secrets[key]
+
+
+_SESSION_TYPES = {"realtime": RealtimeSessionConfig, "transcription": TranscriptionSessionConfig}
+
+
+class ClusterSecretStore:
+    """Secrets in the cluster store, under the SHA-256 of their value, expiring with them."""
+
+    def __init__(self, store: ClusterStore) -> None:
+        self.store = store
+
+    async def put(self, secret: ClientSecret) -> None:
+        payload = json.dumps({"expires_at": secret.expires_at, "session_id": secret.session_id,
+                              "session": json.loads(secret.session.model_dump_json())}, separators=(",", ":"))
+        await self.store.put_secret(secret.value, payload, secret.expires_at)
+
+    async def get(self, value: str) -> ClientSecret | None:
+        payload = await self.store.get_secret(value)
+        if payload is None:
+            return None
+        data = json.loads(payload)
+        session = _SESSION_TYPES[data["session"]["type"]].model_validate(data["session"])
+        if data["expires_at"] <= time.time():  # the store's clock may run behind this node's
+            return None
+        return ClientSecret(value=value, expires_at=data["expires_at"], session=session,
+                            session_id=data["session_id"])

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cluster.redis_store import RedisStore
+from ..cluster.store import ClusterStore
 from ..config import Settings
 from ..engines.egress import EgressPolicy
 from ..media.ice import IceSettings, default_advertise_ips
@@ -15,7 +17,7 @@ from ..runtime import Runtime
 from .auth import Authenticator
 from .health import ServiceHealth
 from .lifecycle import Lifecycle
-from .secrets_store import MemorySecretStore, SecretStore
+from .secrets_store import ClusterSecretStore, MemorySecretStore, SecretStore
 
 
 @dataclass
@@ -35,6 +37,7 @@ class ServerState:
     lifecycle: Lifecycle = field(init=False)  # drain and exit (lifecycle.py)
     runtime: Runtime = field(default_factory=Runtime)  # model worker pools, foreground gate, clock (runtime.py)
     owns_runtime: bool = True  # closed on shutdown, unless shared in (with a model stack loaded beside it)
+    cluster: ClusterStore | None = None  # the store the cluster's nodes share (--redis-url); None: alone
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self)
@@ -50,7 +53,8 @@ class ServerState:
 
     @classmethod
     def build(cls, settings: Settings, store: SecretStore | None = None) -> "ServerState":
-        store = store or MemorySecretStore()
+        cluster = RedisStore.from_url(settings.redis_url) if settings.redis_url else None
+        store = store or (ClusterSecretStore(cluster) if cluster is not None else MemorySecretStore())
         advertise = settings.advertise_ips or default_advertise_ips(settings.host)
         try:
             pairs = address_pairs(settings.bind_ips, advertise)
@@ -63,4 +67,4 @@ class ServerState:
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
         return cls(settings=settings, store=store, auth=Authenticator(settings.api_keys, store),
-                   calls=CallRegistry(settings.max_calls), ice=ice, mux=mux, egress=egress)
+                   calls=CallRegistry(settings.max_calls), ice=ice, mux=mux, egress=egress, cluster=cluster)

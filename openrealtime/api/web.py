@@ -41,7 +41,7 @@ async def inspect_sdp_route(request: Request) -> JSONResponse:
     """Body: SDP text (any content type), or JSON `{"sdp": "..."}` / an RTCSessionDescription.
     Returns `media.sdp_inspect.inspect_sdp` JSON (the seed review's tables)."""
     state = request.app.state.server
-    state.auth(request, allow_ephemeral=True)
+    await state.auth.key_or_secret(request)
     body = await read_body(request, MAX_SDP_BYTES)
     try:
         text = body.decode("utf-8")

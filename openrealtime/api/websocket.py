@@ -71,7 +71,7 @@ async def realtime_websocket(websocket: WebSocket) -> None:
     beta = beta_protocol.wants_beta(websocket.headers.get("openai-beta"), offered)
     call_id = query.get("call_id")
     try:
-        principal = state.auth.check_token(_token(websocket), allow_ephemeral=call_id is None)
+        principal = await state.auth.check_token(_token(websocket), allow_ephemeral=call_id is None)
         if call_id is not None:
             call = state.calls.get(call_id)
             if call is None:

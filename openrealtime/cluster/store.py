@@ -41,6 +41,7 @@ class NodeRecord:
     calls: int = 0
     max_calls: int = 0
     loop_lag_s: float = 0.0  # recent event-loop lag (observability/loop_lag.py)
+    ready: bool = True  # models loaded and backends connected (api/health.py): it can serve sessions now
     draining: bool = False  # takes no new placements
     updated_at: float = 0.0  # wall-clock seconds of the heartbeat that wrote it (set by the store)
 

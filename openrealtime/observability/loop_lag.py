@@ -29,6 +29,7 @@ class LoopLagProbe:
                                  "waited at that moment.", buckets=LAG_BUCKETS, registry=None)
         self.samples = 0
         self.max_s = 0.0
+        self._recent_max_s = 0.0  # since the last `take_recent_max_s` (the cluster heartbeat reports it)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
 
@@ -48,6 +49,11 @@ class LoopLagProbe:
             self._handle.cancel()
             self._handle = None
 
+    def take_recent_max_s(self) -> float:
+        """The largest lag since the previous call (0.0 if no sample since)."""
+        value, self._recent_max_s = self._recent_max_s, 0.0
+        return value
+
     def _arm(self) -> None:
         due = self._loop.time() + self.interval_s
         self._handle = self._loop.call_at(due, self._tick, due)
@@ -57,5 +63,6 @@ class LoopLagProbe:
         lag = max(0.0, self._loop.time() - due)
         self.samples += 1
         self.max_s = max(self.max_s, lag)
+        self._recent_max_s = max(self._recent_max_s, lag)
         self.seconds.observe(lag)
         self._arm()

@@ -21,6 +21,14 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of the test's own, to kill and start again on the same port."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
 class StoreFactory:
     """Stores of one kind that share one backing (one Redis key prefix, one SQLite file): each one
     made is another node's (or worker's) client of the same cluster."""

@@ -10,17 +10,8 @@ import pytest
 from openrealtime.cluster.redis_store import RedisStore
 from openrealtime.cluster.sqlite_store import SqliteStore
 from openrealtime.cluster.store import NodeRecord, StoreUnavailable
-from tests.support.redis_server import RedisServer
 
 NODE = NodeRecord(node_id="n1", internal_url="http://10.0.0.1:8001")
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A redis-server of this test's own, to kill and restart."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 async def test_redis_restart_raises_while_down_then_reconnects(own_redis):

@@ -53,7 +53,7 @@ async def test_secret_applies_session_and_expires(echo_server):
     assert created["session"]["instructions"] == "From the secret."
     await client.close()
     # an expired secret is refused
-    echo_server.state.store.get(body["value"]).expires_at = int(time.time()) - 1
+    (await echo_server.state.store.get(body["value"])).expires_at = int(time.time()) - 1
     client2 = RealtimeRtcClient(echo_server.url, api_key=body["value"], encoding="sdp")
     resp = await client2.connect()
     assert_openai_error(resp, 401, "invalid_api_key")
