@@ -31,11 +31,14 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
     connected by a `BackendWatch` (retrying until they answer). A local model that cannot be loaded
     stops the server with a non-zero exit: waiting cannot repair it."""
     from ..engines.base import concurrency
+    from ..engines.echo import EchoStack
     from ..engines.stack import configured_stack, load_model_stack
     from ..runtime import run_in_model_thread
 
     settings, runtime = state.settings, state.runtime
     watch = None
+    if settings.engine == "echo" and state.models is None:
+        state.models = EchoStack(loopback_delay_s=settings.echo_delay_s)
     if settings.engine == "local" and state.models is None:
         def progress(stage: str, message: str) -> None:
             log.info("models stage=%s %s", stage, message)

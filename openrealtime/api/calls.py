@@ -51,9 +51,8 @@ async def create_call(request: Request) -> Response:
     client = request.client.host if request.client else "-"
 
     def engine_factory(transport):
-        return SessionEngine(transport, config, mode=settings.engine, models=state.models, runtime=state.runtime,
-                             limits=SessionLimits(max_duration_s=settings.max_call_duration_s),
-                             echo_delay_s=settings.echo_delay_s, egress=state.egress)
+        return SessionEngine(transport, config, models=state.models, runtime=state.runtime,
+                             limits=SessionLimits(max_duration_s=settings.max_call_duration_s), egress=state.egress)
 
     call = RealtimeCall(call_id, CallOptions(ice=state.ice, connect_timeout_s=settings.connect_timeout_s,
                                              max_duration_s=settings.max_call_duration_s,

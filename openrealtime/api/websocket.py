@@ -155,10 +155,9 @@ async def _serve(transport: WebSocketTransport, reader: asyncio.Task, ended: asy
 async def _run_session(websocket: WebSocket, state: ServerState, config: Any, beta: bool) -> None:
     settings = state.settings
     transport = WebSocketTransport(websocket, beta=beta)
-    engine = SessionEngine(transport, config, mode=settings.engine, models=state.models, runtime=state.runtime,
+    engine = SessionEngine(transport, config, models=state.models, runtime=state.runtime,
                            limits=SessionLimits(max_duration_s=settings.max_call_duration_s,
-                                                max_event_bytes=MAX_EVENT_BYTES),
-                           echo_delay_s=settings.echo_delay_s, egress=state.egress)
+                                                max_event_bytes=MAX_EVENT_BYTES), egress=state.egress)
     transport.conversation_id = engine.conversation.id
     set_call_id(engine.id)
     state.ws_sessions.add(engine)  # bounded by --max-calls, like WebRTC calls
@@ -184,10 +183,9 @@ async def _run_sideband(websocket: WebSocket, state: ServerState, call: Any, bet
     set_call_id(call.id)
     engine: SessionEngine = call.engine
     transport = WebSocketTransport(websocket, beta=beta, conversation_id=engine.conversation.id)
-    observer = transport.send_text
-    observers = call.transport.observers
-    observers.append(observer)
-    log.info("websocket sideband call=%s attached observers=%d", call.id, len(observers))
+    events = engine.events
+    unsubscribe = events.subscribe(lambda event, text: transport.send_text(text))
+    log.info("websocket sideband call=%s attached listeners=%d", call.id, events.listeners)
     # like any Realtime connection, a sideband starts with `session.created` (the call's session; to it alone)
     transport.send(ev.SessionCreatedEvent(session=session_object(engine.config, id=engine.id,
                                                                  expires_at=engine.expires_at)))
@@ -203,10 +201,9 @@ async def _run_sideband(websocket: WebSocket, state: ServerState, call: Any, bet
     try:
         await _serve(transport, reader, asyncio.ensure_future(call.closed.wait()))
     finally:
-        if observer in observers:
-            observers.remove(observer)
+        unsubscribe()
         transport.abort()
-        log.info("websocket sideband call=%s detached observers=%d", call.id, len(observers))
+        log.info("websocket sideband call=%s detached listeners=%d", call.id, events.listeners)
 
 
 # ---- beta WebRTC signaling -----------------------------------------------------------------------

@@ -154,6 +154,14 @@ class Prefilling(Protocol):
                 complete: bool = False) -> int: ...
 
 
+@runtime_checkable
+class Loopback(Protocol):
+    """A stack that answers nothing and plays the caller's audio back after `loopback_delay_s`
+    (engines/echo.py): its sessions have no turns, transcriptions or responses."""
+
+    loopback_delay_s: float
+
+
 def concurrency(engine: Any) -> int:
     """How many requests an engine takes at once: `max_concurrency` where it declares one (a remote
     server batches), else 1 (an in-process model computes one request at a time)."""

@@ -43,7 +43,6 @@ class DataChannelTransport:
         self.max_message_bytes = max_message_bytes
         self.events_out = 0
         self.events_in = 0
-        self.observers: list[Callable[[str], None]] = []  # extra listeners (sideband sockets, logs)
         self.inbound_observers: list[Callable[[str | bytes], None]] = []  # each client message (monitoring)
         # optional rewriting at the edge (beta event shapes on POST /v1/realtime calls; see protocol/beta.py)
         self.outbound: Callable[[str], list[str]] | None = None  # GA event text -> texts for the channel
@@ -77,9 +76,10 @@ class DataChannelTransport:
         return self._channel is not None and self._channel.readyState == "open"
 
     def send(self, event: Any) -> None:
-        text = encode_event(event)
-        for observer in self.observers:
-            observer(text)
+        self.send_text(encode_event(event))
+
+    def send_text(self, text: str) -> None:
+        """One GA server event's JSON text (the session's bus encodes each event once: events.py)."""
         for out in (self.outbound(text) if self.outbound is not None else (text,)):
             if self.is_open:
                 self.events_out += 1

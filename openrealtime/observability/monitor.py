@@ -2,7 +2,8 @@
 
 `CallMonitor` hooks each call as the registry adds it (``CallRegistry.listeners``):
 
-* the call's data-channel transport observers (server events out, client messages in) feed a
+* the session's event bus (typed server events out; session/events.py) and the data channel's
+  inbound observers (client messages in) feed a
   bounded deque of the last events (``GET /v1/realtime/calls/{id}``), event and error counters,
   and the voice-to-voice latency: ``input_audio_buffer.speech_stopped`` is emitted the moment
   the engine decides the user's turn ended and ``output_audio_buffer.started`` the moment the
@@ -218,7 +219,7 @@ class CallMonitor:
             return
         watch = CallWatch(call)
         self.watches[call.id] = watch
-        call.transport.observers.append(lambda text, w=watch: self._event(w, "out", text))
+        call.engine.events.subscribe(lambda event, text, w=watch: self._sent(w, event, text))
         inbound = getattr(call.transport, "inbound_observers", None)
         if inbound is not None:
             inbound.append(lambda message, w=watch: self._event(w, "in", message))
@@ -267,7 +268,28 @@ class CallMonitor:
         except Exception:  # never let monitoring break the data channel
             log.exception("call monitor could not record an event")
 
+    def _sent(self, watch: CallWatch, event: Any, text: str) -> None:
+        """A server event the session published (typed: nothing is parsed back)."""
+        etype = event.type
+        label = self._label(etype, self._label_types)
+        self.events_total[("out", label)] += 1
+        if etype == "error":
+            self.errors_total[self._label(event.error.code or event.error.type, self._label_codes)] += 1
+        elif etype == "input_audio_buffer.speech_stopped":
+            watch.turn_ended_at = time.monotonic()
+        elif etype == "output_audio_buffer.started" and watch.turn_ended_at is not None:
+            latency = time.monotonic() - watch.turn_ended_at
+            watch.turn_ended_at = None
+            watch.voice_to_voice_s.append(latency)
+            del watch.voice_to_voice_s[:-20]
+            self.voice_to_voice_seconds.observe(latency)
+        watch.events.append({
+            "ts": round(time.time(), 3), "direction": "out", "type": etype, "bytes": len(text),
+            "event": _shorten(event.model_dump(mode="json")) if len(text) <= PARSE_LIMIT else None,
+        })
+
     def _record(self, watch: CallWatch, direction: str, message: str | bytes) -> None:
+        """A client message as it arrived (it may be anything: parsed within limits)."""
         now = time.time()
         size = len(message)
         parsed: Any = None
@@ -285,18 +307,6 @@ class CallMonitor:
             parsed = None
         label = self._label(etype, self._label_types)
         self.events_total[(direction, label)] += 1
-        if direction == "out":
-            if etype == "error" and isinstance(parsed, dict):
-                code = (parsed.get("error") or {}).get("code") or (parsed.get("error") or {}).get("type")
-                self.errors_total[self._label(code, self._label_codes)] += 1
-            elif etype == "input_audio_buffer.speech_stopped":
-                watch.turn_ended_at = time.monotonic()
-            elif etype == "output_audio_buffer.started" and watch.turn_ended_at is not None:
-                latency = time.monotonic() - watch.turn_ended_at
-                watch.turn_ended_at = None
-                watch.voice_to_voice_s.append(latency)
-                del watch.voice_to_voice_s[:-20]
-                self.voice_to_voice_seconds.observe(latency)
         watch.events.append({
             "ts": round(now, 3), "direction": direction, "type": etype, "bytes": size,
             "event": _shorten(parsed) if isinstance(parsed, dict) else None,

@@ -1,4 +1,9 @@
-"""The default conversation: ordered items, their audio, and the context given to the LLM."""
+"""The default conversation: ordered items, their audio, and the context given to the LLM.
+
+Every change a client can see is announced here, in one place: `add` emits
+`conversation.item.added` (and `.done` when the item is complete; `complete` emits it later for an
+item still being produced), `remove` emits `conversation.item.deleted`, `truncate` emits
+`conversation.item.truncated`."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
 from ..protocol.items import (
     AnyItem,
@@ -73,9 +79,13 @@ def content_bytes(item: Any) -> int:
     return total
 
 
+Emit = Callable[[Any], None]
+
+
 class Conversation:
-    def __init__(self, conversation_id: str, max_items: int) -> None:
+    def __init__(self, conversation_id: str, max_items: int, emit: Emit | None = None) -> None:
         self.id = conversation_id
+        self._emit: Emit = emit or (lambda event: None)
         self.max_items = max_items
         self.items: list[AnyItem] = []
         self.audio: dict[str, ItemAudio] = {}
@@ -119,6 +129,32 @@ class Conversation:
             self.items.insert(index + 1, item)
         return prev
 
+    def add(self, item: AnyItem, previous_item_id: str | None = None, *, complete: bool = True) -> str | None:
+        """Insert (see `insert`) and announce the item: `added`, and `done` unless it is still being
+        produced (`complete=False`: a response's item; `complete()` follows). Returns the previous id."""
+        previous = self.insert(item, previous_item_id)
+        self._emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
+        if complete:
+            self._emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
+        return previous
+
+    def complete(self, item: AnyItem) -> None:
+        """An item added with `complete=False` is finished: `conversation.item.done` (unless it was
+        deleted meanwhile)."""
+        if self.get(item.id or "") is not None:
+            self._emit(ev.ConversationItemDoneEvent(previous_item_id=self.previous_of(item.id or ""), item=item))
+
+    def remove(self, item_id: str) -> None:
+        """Delete an item (raises item_not_found) and announce it."""
+        self.delete(item_id)
+        self._emit(ev.ConversationItemDeletedEvent(item_id=item_id))
+
+    def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> None:
+        """Cut an assistant item's audio (and transcript) at what was heard, and announce it."""
+        self.truncate_audio(item_id, audio_end_ms)
+        self._emit(ev.ConversationItemTruncatedEvent(item_id=item_id, content_index=content_index,
+                                                     audio_end_ms=audio_end_ms))
+
     def previous_of(self, item_id: str) -> str | None:
         for n, item in enumerate(self.items):
             if item.id == item_id:
@@ -151,6 +187,12 @@ class Conversation:
                 break
             self._stored_audio -= len(victim.pcm)
             victim.pcm = bytearray()
+
+    def transcripts(self) -> dict[str, str]:
+        """Item id -> the transcript of its input audio as known now ("" while it is being made)."""
+        return {item_id: (a.transcript_future.result() if a.transcript_future and a.transcript_future.done()
+                          and not a.transcript_future.cancelled() else "")
+                for item_id, a in self.audio.items()}
 
     def release_audio(self) -> None:
         """The session has ended: drop every item's audio now (up to MAX_STORED_AUDIO_BYTES), instead of

@@ -1,8 +1,15 @@
-"""The Realtime session engine (transport-agnostic).
+"""The Realtime session engine (transport-agnostic): the coordinator of one session.
 
-Inputs: raw client events (`handle_message`), canonical input audio (`feed_audio`: PCM16
-mono 24 kHz) and playout notifications (`on_playout`). Outputs: server events and speech,
-through the `Transport`. Models run in worker threads (`workers`), never on the loop.
+Inputs: raw client events (`handle_message`), canonical input audio (`feed_audio`: PCM16 mono
+24 kHz) and playout notifications (`on_playout`). Outputs: typed server events on the session's
+`EventBus` (events.py: the transport, the call monitor and sideband sockets listen) and speech
+through the transport's `audio_out`. Models run in the runtime's worker stages, never on the loop.
+
+The parts, each in its own module: the microphone side (speech_input.py: buffer, VAD, turns),
+early work (speculator.py), transcription (transcription.py), the chat request (chat_request.py,
+a pure function), responses (response.py) and MCP tools (mcp_tools.py), which see the session
+only through `SessionContext` (context.py). The conversation announces its own changes
+(conversation.py). A stack that answers nothing (`Loopback`, engine echo) gets a loopback input.
 """
 
 from __future__ import annotations
@@ -10,22 +17,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import av
-import numpy as np
-
 from .. import ids
-from ..audio.convert import g711_decode, g711_encode, pcm24k_to_f32_16k
-from ..audio.format import BYTES_PER_MS, SAMPLE_RATE
-from ..audio.frame_resampler import FrameResampler
-from ..engines.base import ChatRequest, ModelStack, Prefilling, SessionAware
+from ..audio.convert import g711_decode, g711_encode
+from ..engines.base import ChatRequest, Loopback, SessionAware
 from ..engines.egress import EgressPolicy
-from ..engines.foreground import in_foreground
+from ..media.image_tokens import image_tokens_for_data_url
 from ..protocol import client_events as ce
 from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
@@ -46,33 +47,25 @@ from ..protocol.items import (
 )
 from ..protocol.parse import parse_client_event
 from ..protocol.responses import RealtimeResponse, ResponseCreateParams
-from ..protocol.session import (
-    FunctionTool,
-    RealtimeSessionConfig,
-    RetentionRatioTruncation,
-    TranscriptionSessionConfig,
-    session_object,
-)
+from ..protocol.server_events import ServerEventBase
+from ..protocol.session import RealtimeSessionConfig, TranscriptionSessionConfig, session_object
 from ..runtime import Runtime
 from .audio_buffer import InputAudioBuffer
-from .clauses import announcing_first_clause
-from .conversation import (AUTO_RETENTION, ContextWindow, Conversation, content_bytes, message_chars,
-                           to_chat_messages)
-from .mcp_tools import SessionMcp
-from .response import AUDIO_TOKENS_PER_SECOND, MAX_TOKENS_WHEN_INF, ResponseRun, spoken_voice
+from .chat_request import build_chat_request
+from .conversation import ContextWindow, Conversation, content_bytes
+from .events import EventBus
+from .mcp_tools import McpServer, SessionMcp
+from .response import ResponseRun
+from .speculation import TurnSpeculation
+from .speculator import Speculator
+from .speech_input import AudioInput, Loopback as LoopbackInput, SpeechInput
+from .transcription import Transcriber
 from .transport import Transport
-from .speculation import (BufferedStream, SpeculativeSpeech, TurnSpeculation, WarmState, first_clause,
-                          sounds_complete)
-from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped, TurnDetector, VadParams
+from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped
 
 log = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100
-VAD_RATE = 16000
-CONTEXT_CHARS = 12_000  # the context budget: recent conversation that fits the local model
-# truncation.token_limits.post_instructions is in tokens; the budget is measured in characters
-# (model-independent, no tokenizer call per item): English text runs ≈ 4 characters per token.
-CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -90,28 +83,28 @@ ImageSource = Callable[[], "dict[str, Any] | None"]  # -> {"image_url": data_url
 
 
 class SessionEngine:
+    """One session. `models`: the server's model stack (None: no models at all); `runtime`: how model
+    work runs (pools, foreground gate, clock), the server's, shared by its sessions."""
+
     def __init__(self, transport: Transport, config: RealtimeSessionConfig | TranscriptionSessionConfig, *,
-                 mode: str = "local", models: ModelStack | None = None, limits: SessionLimits | None = None,
-                 echo_delay_s: float = 0.3, egress: EgressPolicy | None = None,
+                 models: Any = None, limits: SessionLimits | None = None, egress: EgressPolicy | None = None,
                  runtime: Runtime | None = None) -> None:
         self.transport = transport
-        # how model work runs (pools, foreground gate, clock): the server's, shared by its sessions
         self.runtime = runtime if runtime is not None else Runtime()
         self.config = config
-        self.mode = mode
         self.models = models
         self.limits = limits or SessionLimits()
         self.id = ids.session_id()
         self.created_at = time.time()
         self.expires_at = int(self.created_at + self.limits.max_duration_s)
-        self.echo_delay_s = echo_delay_s
         self.closed = False
-        self.conversation = Conversation(ids.conversation_id(), self.limits.max_items)
+        self.events = EventBus()
+        self.events.subscribe(lambda event, text: transport.send_text(text))
+        self.conversation = Conversation(ids.conversation_id(), self.limits.max_items, emit=self.emit)
         self.context_window = ContextWindow()  # truncation state of the default conversation
         # the MCP servers named by tools (mcp_tools.py); without a policy: public addresses only
         self.mcp = SessionMcp(self, egress if egress is not None else EgressPolicy())
         self.buffer = InputAudioBuffer(self.limits.max_input_buffer_ms)
-        self.turn = TurnDetector(VadParams())
         self.voice_locked = False
         self.images = 0
         self.image_source: ImageSource | None = None
@@ -120,24 +113,35 @@ class SessionEngine:
         self.playing: dict[str, ResponseRun] = {}  # response id -> run whose audio may still play
         self._pending_item_id: str | None = None
         self._idle_anchor_ms: int | None = None
-        self._speculation: TurnSpeculation | None = None
-        self._warm = WarmState()
-        self._vad_stream = models.vad.new_stream() if models is not None else None
-        self._vad_resampler = FrameResampler("flt", "mono", VAD_RATE)  # libswresample, no threads
-        self._vad_pending = np.zeros(0, dtype=np.float32)
-        self._vad_clock_ms = 0.0
-        self._vad_busy = False
-        self._echo_ids = (ids.response_id(), ids.item_id())
         self._tasks: set[asyncio.Task] = set()
-        self._overflow_reported = False
         self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0, "asr_speculative_hits": 0,
                       "asr_speculative_misses": 0, "asr_speculative_started": 0, "answers_speculated": 0,
                       "answers_adopted": 0, "speculations_abandoned": 0, "prefix_warmings": 0,
                       "prefix_tokens_warmed": 0, "speech_speculated": 0, "speech_adopted": 0,
                       "asr_partials_reused": 0, "prefix_warmings_deferred": 0}
-        self._apply_config()
+        self.transcriber = Transcriber(self.runtime, models, self.conversation, config=lambda: self.config,
+                                       emit=self.emit, spawn=self.spawn)
+        self.speech = SpeechInput(self.buffer, getattr(models, "vad", None), self.runtime, self.stats,
+                                  on_turn=self._on_turn_event, on_frame=self._on_vad_frame,
+                                  on_pause=self._check_idle_timeout, on_overflow=self._report_overflow)
+        self.speculator = Speculator(self.runtime, models, self.stats, self.speech,
+                                     transcribe=self.transcriber.transcribe,
+                                     provisional_request=self._provisional_request,
+                                     provisional_response=lambda: RealtimeResponse.from_params(
+                                         None, self.config, conversation_id=None),
+                                     wants_answer=self._wants_auto_response, spawn=self.spawn,
+                                     speech_speed=lambda: self.speech_speed)
+        self.input: AudioInput = self.speech
+        if isinstance(models, Loopback):  # answers nothing: the caller hears themself
+            self.input = LoopbackInput(transport.audio_out, models.loopback_delay_s, ids.response_id(), ids.item_id())
+        self.input.configure(config.audio.input.turn_detection)
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)
+
+    @property
+    def answers(self) -> bool:
+        """Whether this session has a language model to respond with."""
+        return self.models is not None and getattr(self.models, "llm", None) is not None
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,23 +159,23 @@ class SessionEngine:
             run.cancel_event.set()
             if run.task is not None:
                 run.task.cancel()
-        self._drop_speculation()
-        self._warm.cancel()
+        self.speculator.close()
         for task in list(self._tasks):
             task.cancel()
         self.mcp.close()
+        self.input.close()
+        self.speech.close()
         self._forget_model_state()
         # a finished call's objects are freed by Python's cyclic collector (aiortc's are full of cycles), which
         # may run minutes later: its audio (input buffer, conversation audio, VAD backlog) goes now
         self.buffer.clear()
         self.conversation.release_audio()
-        self._vad_pending = np.zeros(0, dtype=np.float32)
         self.closed = True
 
     def _forget_model_state(self) -> None:
         """The local LLM keeps per-session prompt state (KV snapshots, keyed by this session's id) until
         told the session is over; remote LLMs keep none (no `forget_session`). Never blocks the loop."""
-        llm = self.models.llm if self.models is not None else None
+        llm = getattr(self.models, "llm", None)
         if not isinstance(llm, SessionAware):
             return
         try:
@@ -191,13 +195,20 @@ class SessionEngine:
                                       "answer).", code="server_shutting_down", type="server_error"))
         self.transport.close("server_shutting_down")
 
-    # ---- outputs -----------------------------------------------------------------------------
-    def emit(self, event: Any) -> None:
+    # ---- outputs (SessionContext) ------------------------------------------------------------
+    def emit(self, event: ServerEventBase) -> None:
         if not self.closed:
-            self.transport.send(event)
+            self.events.publish(event)
 
     def send_error(self, exc: ProtocolError) -> None:
         self.emit(ev.ErrorEvent(error=exc.detail()))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """A task the session owns: cancelled when the session closes; a failure is logged (runtime.py)."""
+        task = self.runtime.spawn(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def play_audio(self, pcm: bytes, run: ResponseRun, item_id: str, output_index: int) -> None:
         """Speech for a response item: RTP playout on WebRTC, delta events on WebSocket."""
@@ -218,7 +229,7 @@ class SessionEngine:
         out = self.transport.audio_out
         if out is not None and run.id in self.playing:
             out.end_response(run.id, item_id)
-        elif out is None or run.id not in self.playing:
+        else:
             self._idle_anchor_ms = self.buffer.now_ms
 
     def on_playout(self, event: str, response_id: str) -> None:
@@ -239,6 +250,10 @@ class SessionEngine:
                      run.response.status, (run.first_token_at or run.first_audio_at) - run.started_at,
                      run.first_audio_at - run.started_at)
 
+    @property
+    def speech_speed(self) -> float:
+        return self.config.audio.output.speed if isinstance(self.config, RealtimeSessionConfig) else 1.0
+
     # ---- inputs ------------------------------------------------------------------------------
     def handle_message(self, raw: str | bytes) -> None:
         try:
@@ -257,73 +272,19 @@ class SessionEngine:
         """Microphone audio (canonical PCM) from the transport."""
         if self.closed or not pcm:  # nothing to add (an empty input_audio_buffer.append)
             return
-        if self.mode == "echo":
-            self._echo(pcm)
-            return
-        self.buffer.append(pcm)
-        if self.buffer.overflowed and not self._overflow_reported:
-            self._overflow_reported = True
-            self.send_error(ProtocolError(
-                f"The input audio buffer exceeded {self.limits.max_input_buffer_ms // 1000} s without a commit; "
-                "the oldest audio is being dropped. Commit (input_audio_buffer.commit) or clear it.",
-                code="input_audio_buffer_overflow", param="audio"))
-        elif not self.buffer.overflowed:
-            self._overflow_reported = False
-        if self.config.audio.input.turn_detection is not None and self._vad_stream is not None:
-            frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
-            frame.planes[0].update(pcm)
-            frame.sample_rate = SAMPLE_RATE
-            for out in self._vad_resampler.resample(frame):
-                self._vad_pending = np.concatenate([self._vad_pending, out.to_ndarray().reshape(-1)])
-            self._pump_vad()
+        self.input.feed(pcm)
 
-    # ---- VAD → turns -------------------------------------------------------------------------
-    def _pump_vad(self) -> None:
-        vad = self.models.vad if self.models else None
-        if vad is None or self._vad_busy:
-            return
-        n = vad.frame_samples
-        count = len(self._vad_pending) // n
-        if count == 0:
-            return
-        frames = self._vad_pending[: count * n].reshape(count, n)
-        self._vad_pending = self._vad_pending[count * n:]
-        self._vad_busy = True
-        stream = self._vad_stream
-        task = asyncio.ensure_future(self.runtime.run("vad", lambda: [stream.probability(f) for f in frames]))
-        task.add_done_callback(lambda t: self._vad_done(t, n))
+    def _report_overflow(self) -> None:
+        self.send_error(ProtocolError(
+            f"The input audio buffer exceeded {self.limits.max_input_buffer_ms // 1000} s without a commit; "
+            "the oldest audio is being dropped. Commit (input_audio_buffer.commit) or clear it.",
+            code="input_audio_buffer_overflow", param="audio"))
 
-    def _vad_done(self, task: asyncio.Future, frame_samples: int) -> None:
-        self._vad_busy = False
-        if self.closed or task.cancelled():
-            return
-        if task.exception() is not None:
-            log.error("VAD failed: %s", task.exception())
-            return
-        frame_ms = frame_samples * 1000 / VAD_RATE
-        td = self.config.audio.input.turn_detection
-        for prob in task.result():
-            self._vad_clock_ms += frame_ms
-            self.stats["vad_frames"] += 1
-            if td is None:
-                break
-            for event in self.turn.feed(prob, self._vad_clock_ms, frame_ms):
-                self._on_turn_event(event)
-            # at each frame, not once per batch: a batch may hold a whole utterance when the VAD thread
-            # fell behind, and the warm-up is due while the user speaks, not after
-            self._maybe_warm_prefix()
-        if not self.turn.speaking:
-            keep_from = int(self._vad_clock_ms) - self.turn.params.prefix_padding_ms - 200
-            self.buffer.trim_before(keep_from)
-            self._check_idle_timeout()
-        self._pump_vad()
-
+    # ---- turns (speech_input.py) → items, speculation, responses -------------------------------
     def _on_turn_event(self, event: object) -> None:
         td = self.config.audio.input.turn_detection
         if isinstance(event, SpeechStarted):
-            self._drop_speculation()
-            self._warm.cancel()
-            self._warm = WarmState()
+            self.speculator.speech_started()
             self._pending_item_id = ids.item_id()
             self._idle_anchor_ms = None
             self.emit(ev.InputAudioBufferSpeechStartedEvent(audio_start_ms=event.audio_start_ms,
@@ -331,21 +292,15 @@ class SessionEngine:
             if td is not None and td.interrupt_response:
                 self._interrupt()
         elif isinstance(event, SilenceBegan):
-            heard = self._warm.transcript_of(event.audio_start_ms, event.speech_end_ms)
-            self._warm.cancel()  # the cores are for the final transcription now
-            self._speculate(event.audio_start_ms, event.speech_end_ms, heard)
+            self.speculator.silence_began(event.audio_start_ms, event.speech_end_ms)
         elif isinstance(event, SpeechResumed):
-            self._drop_speculation()
+            self.speculator.speech_resumed()
         elif isinstance(event, SpeechStopped):
             item_id = self._pending_item_id or ids.item_id()
             self._pending_item_id = None
             self.emit(ev.InputAudioBufferSpeechStoppedEvent(audio_end_ms=event.audio_end_ms, item_id=item_id))
-            spec, self._speculation = self._speculation, None
-            if spec is not None and not spec.matches(event.audio_start_ms,
-                                                     event.audio_end_ms - self.turn.params.silence_duration_ms):
-                self._abandon(spec)
-                spec = None
-            self.stats["asr_speculative_hits" if spec else "asr_speculative_misses"] += 1
+            spec = self.speculator.take(event.audio_start_ms,
+                                        event.audio_end_ms - self.speech.turn.params.silence_duration_ms)
             pcm = self.buffer.take(event.audio_start_ms, event.audio_end_ms)
             self._commit_audio(pcm, item_id, speculative=spec.asr if spec else None)
             if td is not None and td.create_response and isinstance(self.config, RealtimeSessionConfig):
@@ -353,12 +308,15 @@ class SessionEngine:
             elif spec is not None:
                 spec.drop_answer()
 
+    def _on_vad_frame(self) -> None:
+        self.speculator.frame()
+
     def _check_idle_timeout(self) -> None:
         td = self.config.audio.input.turn_detection
         timeout = getattr(td, "idle_timeout_ms", None)
         if not timeout or self._idle_anchor_ms is None or self.active is not None or self.playing:
             return
-        now = int(self._vad_clock_ms)
+        now = int(self.speech.clock_ms)
         if now - self._idle_anchor_ms < timeout:
             return
         start = self._idle_anchor_ms
@@ -384,110 +342,15 @@ class SessionEngine:
                 speculation.drop_answer()
             self.send_error(exc)
 
-    # ---- speculation (see speculation.py) ------------------------------------------------------
-    def _speculate(self, start_ms: int, speech_end_ms: int, heard: asyncio.Future | None = None) -> None:
-        """Transcribe during the silence hangover and, if a response will follow, start answering.
-        `heard`: a partial transcription that already covers all of the speech (used as is)."""
-        if self.models is None:
-            return
-        self._drop_speculation()
-        if heard is not None:
-            self.stats["asr_partials_reused"] += 1
-            asr = heard
-        else:
-            pcm = self.buffer.peek(start_ms, int(self._vad_clock_ms))  # includes the silence heard so far
-            asr = asyncio.ensure_future(self._asr(pcm))
-        spec = self._speculation = TurnSpeculation(start_ms, speech_end_ms, asr)
-        spec.task = self._spawn(self._speculate_answer(spec))
-        log.debug("speculating on %d-%d ms (silence so far %d ms)", start_ms, speech_end_ms,
-                  int(self._vad_clock_ms) - speech_end_ms)
-        self.stats["asr_speculative_started"] += 1
-
     def _wants_auto_response(self) -> bool:
         td = self.config.audio.input.turn_detection
-        return (self.models is not None and not self.closed and self.active is None and td is not None
+        return (self.answers and not self.closed and self.active is None and td is not None
                 and bool(td.create_response) and isinstance(self.config, RealtimeSessionConfig))
 
     def _provisional_request(self, text: str) -> ChatRequest:
         """The request an automatic response would make if the user's turn were `text`."""
         provisional = UserMessageItem(id="provisional", content=[InputTextContent(text=text)])
         return self._chat_request(ResponseCreateParams(), [*self.conversation.items, provisional])()
-
-    async def _speculate_answer(self, spec: TurnSpeculation) -> None:
-        try:
-            result = await asyncio.shield(spec.asr)
-        except Exception:  # the commit will transcribe again and report the failure
-            return
-        text = result.text.strip()
-        if self._speculation is not spec or not text or not self._wants_auto_response():
-            return
-        log.debug("speculative transcript %r; answering ahead of the commit", text)
-        request = spec.request = self._provisional_request(text)
-        llm, cancel = self.models.llm, spec.cancel_event
-        provisional = RealtimeResponse.from_params(None, self.config, conversation_id=None)
-        speaks = provisional.output_modalities == ["audio"]
-        gate = self.runtime.gate
-        spec.answer = BufferedStream(self.runtime.stream(
-            "llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), gate, speaks), cancel))
-        self.stats["answers_speculated"] += 1
-        if speaks:
-            spec.speech_task = self._spawn(self._speculate_speech(spec, spoken_voice(provisional), self.speech_speed))
-
-    async def _speculate_speech(self, spec: TurnSpeculation, voice: str, speed: float) -> None:
-        """Synthesize the speculative answer's first clause, unless a response took the answer first."""
-        answer = spec.answer
-        clause = await first_clause(answer.replay()) if answer is not None else None
-        if clause is None or spec.adopted or self._speculation is not spec or spec.cancel_event.is_set():
-            return
-        tts, cancel = self.models.tts, threading.Event()
-        log.debug("speculative first clause %r: synthesizing ahead of the commit", clause)
-        gate = self.runtime.gate
-        audio = BufferedStream(self.runtime.stream(
-            "tts", lambda: in_foreground(tts.synthesize(clause, voice=voice, speed=speed, cancel=cancel), gate),
-            cancel))
-        spec.speech = SpeculativeSpeech(clause, voice, speed, audio, cancel)
-        self.stats["speech_speculated"] += 1
-
-    def _abandon(self, spec: TurnSpeculation) -> None:
-        spec.cancel()
-        self.stats["speculations_abandoned"] += 1
-
-    def _drop_speculation(self) -> None:
-        spec, self._speculation = self._speculation, None
-        if spec is not None:
-            self._abandon(spec)
-
-    def _maybe_warm_prefix(self) -> None:
-        """While the user speaks: transcribe what was said so far and prefill the model with it."""
-        llm = self.models.llm if self.models is not None else None
-        prefill = llm.prefill if isinstance(llm, Prefilling) else None
-        now = int(self._vad_clock_ms)
-        if prefill is None or not self._wants_auto_response() or not self.turn.voiced_at(self._vad_clock_ms) \
-                or not self._warm.due(self.turn.speech_start_ms, now):
-            return
-        if self.runtime.busy("asr"):  # another turn's transcription (e.g. another session's): it goes first
-            self.stats["prefix_warmings_deferred"] += 1
-            return
-        warm = self._warm
-        warm.start_ms, warm.upto_ms = self.turn.speech_start_ms, now
-        warm.asr = asyncio.ensure_future(self._asr(self.buffer.peek(warm.start_ms, now), partial=True))
-        warm.asr.add_done_callback(lambda f: f.cancelled() or f.exception())  # failures are only logged
-        warm.task = self._spawn(self._warm_prefix(warm, prefill))
-
-    async def _warm_prefix(self, warm: WarmState, prefill: Callable[..., int]) -> None:
-        try:
-            # shielded: cancelling the warm-up leaves the transcription to a speculation that may reuse it
-            result = await asyncio.shield(warm.asr)
-        except Exception:
-            return
-        text = result.text.strip()
-        if not text or warm is not self._warm or warm.cancel_event.is_set() or not self._wants_auto_response():
-            return
-        request = self._provisional_request(text)
-        complete = sounds_complete(text)
-        tokens = await self.runtime.run("warm", lambda: prefill(request, warm.cancel_event, complete=complete))
-        self.stats["prefix_warmings"] += 1
-        self.stats["prefix_tokens_warmed"] += int(tokens or 0)
 
     # ---- interruption --------------------------------------------------------------------------
     def _interrupt(self) -> None:
@@ -501,10 +364,7 @@ class SessionEngine:
         if interrupted and run.message is not None and run.message.item.id != cleared_item \
                 and self.transport.audio_out is not None and run.in_conversation:
             # generated but never (fully) played: keep only what was heard in the context
-            played = self.transport.audio_out.played_ms(run.message.item.id)
-            self.conversation.truncate_audio(run.message.item.id, played)
-            self.emit(ev.ConversationItemTruncatedEvent(item_id=run.message.item.id, content_index=0,
-                                                        audio_end_ms=played))
+            self.conversation.truncate(run.message.item.id, self.transport.audio_out.played_ms(run.message.item.id))
         if cleared_item is not None or interrupted:
             self.stats["barge_ins"] += 1
 
@@ -520,9 +380,7 @@ class SessionEngine:
         self.emit(ev.OutputAudioBufferClearedEvent(response_id=cleared.response_id))
         item = self.conversation.get(cleared.item_id)
         if isinstance(item, AssistantMessageItem) and run is not None:
-            self.conversation.truncate_audio(cleared.item_id, cleared.played_ms)
-            self.emit(ev.ConversationItemTruncatedEvent(item_id=cleared.item_id, content_index=0,
-                                                        audio_end_ms=cleared.played_ms))
+            self.conversation.truncate(cleared.item_id, cleared.played_ms)
         self._idle_anchor_ms = self.buffer.now_ms
         return cleared.item_id
 
@@ -536,7 +394,7 @@ class SessionEngine:
         if isinstance(config, RealtimeSessionConfig):
             self.mcp.configure(config.tools, param="session.tools")
         self.config = config
-        self._apply_config()
+        self.input.configure(config.audio.input.turn_detection)
         self.emit(ev.SessionUpdatedEvent(session=self._session_obj()))
 
     def _on_input_audio_buffer_append(self, event: ce.InputAudioBufferAppendEvent) -> None:
@@ -559,12 +417,12 @@ class SessionEngine:
                 code="input_audio_buffer_commit_empty")
         item_id = self._pending_item_id or ids.item_id()
         self._pending_item_id = None
-        self.turn.reset()
+        self.speech.turn.reset()
         self._commit_audio(self.buffer.take(), item_id)
 
     def _on_input_audio_buffer_clear(self, event: ce.InputAudioBufferClearEvent) -> None:
         self.buffer.clear()
-        self.turn.reset()
+        self.speech.turn.reset()
         self._pending_item_id = None
         self.emit(ev.InputAudioBufferClearedEvent())
 
@@ -590,11 +448,9 @@ class SessionEngine:
             raise ProtocolError(f"The conversation would hold more than {limit_mib} MiB of text and image data from "
                                 "the client; delete items with conversation.item.delete first.",
                                 code="conversation_size_limit", param="item")
-        previous = self.conversation.insert(item, event.previous_item_id)
+        self.conversation.add(item, event.previous_item_id)
         self.conversation.client_bytes[item.id or ""] = size
         self.images += images
-        self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
-        self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
         if isinstance(item, McpApprovalResponseItem):
             self.mcp.approval_answered(item)
         if isinstance(item, UserMessageItem):
@@ -603,7 +459,7 @@ class SessionEngine:
                     pcm = base64.b64decode(part.audio)
                     self.conversation.add_audio(item.id, pcm)
                     part.audio = None
-                    self._start_transcription(item, pcm, content_index=index)
+                    self.transcriber.start(item, pcm, content_index=index)
 
     def _on_conversation_item_retrieve(self, event: ce.ConversationItemRetrieveEvent) -> None:
         item = self.conversation.require(event.item_id).model_copy(deep=True)
@@ -611,8 +467,7 @@ class SessionEngine:
         self.emit(ev.ConversationItemRetrievedEvent(item=item))
 
     def _on_conversation_item_delete(self, event: ce.ConversationItemDeleteEvent) -> None:
-        self.conversation.delete(event.item_id)
-        self.emit(ev.ConversationItemDeletedEvent(item_id=event.item_id))
+        self.conversation.remove(event.item_id)
 
     def _on_conversation_item_truncate(self, event: ce.ConversationItemTruncateEvent) -> None:
         item = self.conversation.require(event.item_id)
@@ -632,9 +487,7 @@ class SessionEngine:
             if cleared is not None:
                 self.playing.pop(cleared.response_id, None)
                 self.emit(ev.OutputAudioBufferClearedEvent(response_id=cleared.response_id))
-        self.conversation.truncate_audio(item.id, event.audio_end_ms)
-        self.emit(ev.ConversationItemTruncatedEvent(item_id=item.id, content_index=event.content_index,
-                                                    audio_end_ms=event.audio_end_ms))
+        self.conversation.truncate(item.id or "", event.audio_end_ms, event.content_index)
 
     def _on_response_create(self, event: ce.ResponseCreateEvent) -> None:
         self._create_response(event.response)
@@ -654,8 +507,8 @@ class SessionEngine:
                                 code="invalid_value", param="type")
         self._clear_output()
 
-    # ---- commits, transcription ----------------------------------------------------------------
-    def _commit_audio(self, pcm: bytes, item_id: str, *, speculative: asyncio.Task | None = None) -> None:
+    # ---- commits -------------------------------------------------------------------------------
+    def _commit_audio(self, pcm: bytes, item_id: str, *, speculative: asyncio.Future | None = None) -> None:
         content: list[Any] = [InputAudioContent(transcript=None)]
         snapshot = self.image_source() if self.image_source is not None else None
         if snapshot is not None and self.images < self.limits.max_images:
@@ -665,85 +518,11 @@ class SessionEngine:
         if len(self.conversation) >= self.limits.max_items:
             oldest = self.conversation.oldest_evictable()
             if oldest is not None:
-                self.conversation.delete(oldest.id)
-                self.emit(ev.ConversationItemDeletedEvent(item_id=oldest.id))
-        previous = self.conversation.insert(item)
+                self.conversation.remove(oldest.id or "")
+        self.emit(ev.InputAudioBufferCommittedEvent(previous_item_id=self.conversation.last_id, item_id=item_id))
+        self.conversation.add(item)
         self.conversation.add_audio(item_id, pcm)
-        self.emit(ev.InputAudioBufferCommittedEvent(previous_item_id=previous, item_id=item_id))
-        self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
-        self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
-        self._start_transcription(item, pcm, content_index=0, speculative=speculative)
-
-    def _start_transcription(self, item: UserMessageItem, pcm: bytes, *, content_index: int,
-                             speculative: asyncio.Task | None = None) -> None:
-        if self.models is None:
-            return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        self.conversation.audio_of(item.id).transcript_future = future
-        self._spawn(self._transcribe(item, pcm, content_index, future, speculative))
-
-    async def _asr(self, pcm: bytes, *, partial: bool = False):
-        stt = self.models.stt
-        tc = self.config.audio.input.transcription
-        language = tc.language if tc else None
-        prompt = tc.prompt if tc else None
-        audio = pcm24k_to_f32_16k(pcm)
-        extra = {"logprobs": True} if self._wants_logprobs() else {}
-
-        gate = self.runtime.gate
-
-        def transcribe() -> Any:
-            if partial:
-                return stt.transcribe(audio, language=language, prompt=prompt, **extra)
-            with gate.hold():  # the turn's words: the reply waits for them (engines/foreground.py)
-                return stt.transcribe(audio, language=language, prompt=prompt, **extra)
-
-        return await self.runtime.run("asr", transcribe)
-
-    def _wants_logprobs(self) -> bool:
-        return "item.input_audio_transcription.logprobs" in (self.config.include or [])
-
-    async def _transcribe(self, item: UserMessageItem, pcm: bytes, content_index: int, future: asyncio.Future,
-                          speculative: asyncio.Task | None) -> None:
-        report = self.config.audio.input.transcription is not None
-        try:
-            result = None
-            if speculative is not None:
-                try:
-                    result = await speculative
-                except Exception:
-                    result = None
-            if result is None:
-                result = await self._asr(pcm)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            log.exception("transcription failed for %s", item.id)
-            future.set_result("")
-            if report:
-                self.emit(ev.ConversationItemInputAudioTranscriptionFailedEvent(
-                    item_id=item.id, content_index=content_index,
-                    error=ev.TranscriptionError(code="transcription_failed", message=str(exc))))
-            return
-        text = result.text.strip()
-        part = item.content[content_index]
-        if isinstance(part, InputAudioContent):
-            part.transcript = text
-        future.set_result(text)
-        if report:
-            audio_tokens = int(len(pcm) / BYTES_PER_MS * AUDIO_TOKENS_PER_SECOND / 1000)
-            logprobs = [ev.LogProb(**lp) for lp in result.logprobs] \
-                if self._wants_logprobs() and result.logprobs is not None else None
-            self.emit(ev.ConversationItemInputAudioTranscriptionDeltaEvent(
-                item_id=item.id, content_index=content_index, delta=text, logprobs=logprobs))
-            self.emit(ev.ConversationItemInputAudioTranscriptionCompletedEvent(
-                item_id=item.id, content_index=content_index, transcript=text, logprobs=logprobs,
-                usage=ev.TranscriptionTokenUsage(
-                    input_tokens=audio_tokens, output_tokens=result.output_tokens,
-                    total_tokens=audio_tokens + result.output_tokens,
-                    input_token_details={"text_tokens": 0, "audio_tokens": audio_tokens})))
+        self.transcriber.start(item, pcm, content_index=0, speculative=speculative)
 
     # ---- responses ---------------------------------------------------------------------------
     def _create_response(self, params: ResponseCreateParams | None, *,
@@ -751,7 +530,7 @@ class SessionEngine:
         if not isinstance(self.config, RealtimeSessionConfig):
             raise ProtocolError("Transcription sessions do not generate responses.", code="invalid_value",
                                 param="type")
-        if self.models is None:
+        if not self.answers:
             raise ProtocolError("This server runs without a language model (engine 'echo'); responses are "
                                 "unavailable. Start it with --engine local.", code="model_not_available",
                                 type="server_error")
@@ -779,7 +558,7 @@ class SessionEngine:
         offered = self.mcp.offered(params.tools if params.tools is not None else self.config.tools)
         run = ResponseRun(self, response, self._chat_request(params, context, offered), in_conversation=not oob,
                           input_audio_ms=input_audio_ms, image_tokens=self._image_tokens(context),
-                          pending_transcripts=pending, speculation=speculation, mcp_offered=offered)
+                          pending_transcripts=pending, mcp=self.mcp, speculation=speculation, mcp_offered=offered)
         if oob:
             self.out_of_band[run.id] = run
         else:
@@ -804,98 +583,30 @@ class SessionEngine:
             return
         item = UserMessageItem(id=ids.item_id(), content=[
             InputImageContent(image_url=snapshot["image_url"], detail=snapshot.get("detail", "auto"))])
-        previous = self.conversation.insert(item)
         self.images += 1
-        self.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
-        self.emit(ev.ConversationItemDoneEvent(previous_item_id=previous, item=item))
+        self.conversation.add(item)
 
     def _image_tokens(self, context: list[AnyItem]) -> int:
-        if self.models is None or not self.models.llm.supports_images:
+        if not self.answers or not self.models.llm.supports_images:
             return 0
-        from ..media.image_tokens import image_tokens_for_data_url
-
         return sum(image_tokens_for_data_url(p.image_url, p.detail) for i in context if isinstance(i, MessageItem)
                    for p in i.content if isinstance(p, InputImageContent))
 
     def _chat_request(self, params: ResponseCreateParams, context: list[AnyItem],
-                      mcp_offered: dict[str, Any] | None = None) -> Callable[[], ChatRequest]:
+                      mcp_offered: dict[str, McpServer] | None = None) -> Callable[[], ChatRequest]:
+        """The response's request, built when the response starts: its transcripts are known then."""
         config = self.config
         assert isinstance(config, RealtimeSessionConfig)
-        instructions = params.instructions if params.instructions is not None else config.instructions
-        tools = params.tools if params.tools is not None else config.tools
-        tool_choice = params.tool_choice if params.tool_choice is not None else config.tool_choice
-        max_tokens = params.max_output_tokens if params.max_output_tokens is not None else config.max_output_tokens
-        chat_tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                                        "parameters": t.parameters or {"type": "object",
-                                                                                       "properties": {}}}}
-                      for t in tools if isinstance(t, FunctionTool)]
-        offered = mcp_offered or {}
-        kind = getattr(tool_choice, "type", None)
-        if kind == "mcp":  # one of that server's tools: only they are offered
-            chat_tools = []
-            offered = {name: server for name, server in offered.items() if server.label == tool_choice.server_label}
-        chat_tools += SessionMcp.chat_tools(offered)
-        if isinstance(tool_choice, str):
-            choice: Any = tool_choice
-        elif kind == "function" or (kind == "mcp" and tool_choice.name):
-            choice = {"type": "function", "function": {"name": tool_choice.name}}
-        else:
-            choice = "required" if kind == "mcp" else "auto"
-        in_conversation = params.input is None
-        truncation = config.truncation
-        retention = None if truncation == "disabled" else \
-            truncation.retention_ratio if isinstance(truncation, RetentionRatioTruncation) else AUTO_RETENTION
-        limits = truncation.token_limits if isinstance(truncation, RetentionRatioTruncation) else None
-        budget = CONTEXT_CHARS if limits is None or limits.post_instructions is None else \
-            min(CONTEXT_CHARS, limits.post_instructions * CHARS_PER_TOKEN)
-        with_images = bool(self.models and self.models.llm.supports_images)
-        notes = "" if with_images or not any(isinstance(p, InputImageContent) for i in context
-                                             if isinstance(i, MessageItem) for p in i.content) else \
-            " (Images the user shared are not visible to you: no vision model is configured on this server.)"
+        window = self.context_window if params.input is None else ContextWindow()
+        with_images = self.answers and bool(self.models.llm.supports_images)
 
         def build() -> ChatRequest:
-            transcripts = {item_id: (a.transcript_future.result() if a.transcript_future and
-                                     a.transcript_future.done() and not a.transcript_future.cancelled() else "")
-                           for item_id, a in self.conversation.audio.items()}
-            def size_of(item: AnyItem) -> int:
-                return sum(message_chars(m) for m in to_chat_messages([item], transcripts, with_images=with_images)[0])
-
-            window = self.context_window if in_conversation else ContextWindow()
-            kept = window.select(context, size_of, budget, retention)
-            messages, _ = to_chat_messages(kept, transcripts, with_images=with_images)
-            system = {"role": "system", "content": instructions + notes}
-            return ChatRequest(messages=[system, *messages], tools=chat_tools, tool_choice=choice,
-                               max_tokens=MAX_TOKENS_WHEN_INF if max_tokens == "inf" else int(max_tokens),
-                               session_key=self.id)
+            return build_chat_request(config, params, context, transcripts=self.conversation.transcripts(),
+                                      window=window, mcp_offered=mcp_offered, with_images=with_images,
+                                      session_key=self.id)
 
         return build
 
-    @property
-    def speech_speed(self) -> float:
-        return self.config.audio.output.speed if isinstance(self.config, RealtimeSessionConfig) else 1.0
-
     # ---- helpers -----------------------------------------------------------------------------
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        """A task the session owns: cancelled when the session closes; a failure is logged (runtime.py)."""
-        task = self.runtime.spawn(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _apply_config(self) -> None:
-        td = self.config.audio.input.turn_detection
-        if td is not None:
-            self.turn.params = VadParams.from_config(td)
-        else:
-            self.turn.reset()
-
-    def _echo(self, pcm: bytes) -> None:
-        out = self.transport.audio_out
-        if out is None:
-            return
-        rid, iid = self._echo_ids
-        asyncio.get_running_loop().call_later(
-            self.echo_delay_s, lambda: None if self.closed else out.write(pcm, response_id=rid, item_id=iid))
-
     def _session_obj(self) -> Any:
         return session_object(self.config, id=self.id, expires_at=self.expires_at)

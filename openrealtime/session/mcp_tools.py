@@ -26,21 +26,19 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from .. import ids
 from ..engines.egress import EgressPolicy
 from ..engines.mcp_client import ListedTool, McpClient, McpError
-from pydantic import TypeAdapter
-
 from ..protocol import items as wire
 from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
 from ..protocol.items import McpApprovalRequestItem, McpApprovalResponseItem, McpCallItem, McpListToolsItem, McpToolInfo
 from ..protocol.session import McpTool
-
-if TYPE_CHECKING:
-    from .engine import SessionEngine
+from .context import SessionContext
 
 log = logging.getLogger(__name__)
 _CALL_ERROR = TypeAdapter(wire.McpError)
@@ -114,8 +112,8 @@ def _same_server(a: McpTool, b: McpTool) -> bool:
 class SessionMcp:
     """The MCP servers of one session (shared by its responses)."""
 
-    def __init__(self, engine: "SessionEngine", egress: EgressPolicy) -> None:
-        self.engine = engine
+    def __init__(self, session: SessionContext, egress: EgressPolicy) -> None:
+        self.session = session
         self.egress = egress
         self.servers: dict[str, McpServer] = {}
         self.pending_approvals: dict[str, McpApprovalRequestItem] = {}
@@ -166,24 +164,24 @@ class SessionMcp:
         self.servers[tool.server_label] = server
         item = McpListToolsItem(id=server.item_id, server_label=server.label, tools=[])
         self._item_added(item)
-        self.engine.emit(ev.McpListToolsInProgressEvent(item_id=item.id))
-        server.task = self.engine._spawn(self._list_tools(server, item))
+        self.session.emit(ev.McpListToolsInProgressEvent(item_id=item.id))
+        server.task = self.session.spawn(self._list_tools(server, item))
 
     async def _list_tools(self, server: McpServer, item: McpListToolsItem) -> None:
-        engine = self.engine
+        session = self.session
         try:
             listed = await server.client.list_tools()
         except McpError as exc:
             log.warning("MCP server %s (%s): listing its tools failed: %s", server.label, server.definition.server_url,
                         exc.message)
-            engine.emit(ev.McpListToolsFailedEvent(item_id=item.id))
+            session.emit(ev.McpListToolsFailedEvent(item_id=item.id))
             self._item_done(item)
             if exc.refused:
-                engine.send_error(ProtocolError(
+                session.send_error(ProtocolError(
                     f"Could not list the tools of MCP server '{server.label}': {exc.message}. Its tools are not "
                     "offered to the model.", code="mcp_list_tools_failed"))
                 return
-            engine.send_error(ProtocolError(
+            session.send_error(ProtocolError(
                 f"Could not list the tools of MCP server '{server.label}': {exc.message}. Check its server_url, "
                 "authorization and headers; its tools are not offered to the model.",
                 code="mcp_list_tools_failed", type="server_error"))
@@ -192,18 +190,15 @@ class SessionMcp:
         server.ready = True
         item.tools = [McpToolInfo(**t.as_info()) for t in server.tools.values()]
         log.info("MCP server %s: %d tools (%s)", server.label, len(item.tools), ", ".join(server.tools))
-        engine.emit(ev.McpListToolsCompletedEvent(item_id=item.id))
+        session.emit(ev.McpListToolsCompletedEvent(item_id=item.id))
         self._item_done(item)
 
     def _item_added(self, item: Any) -> None:
         """A server-made item joins the conversation (its `done` follows when it is complete)."""
-        previous = self.engine.conversation.insert(item)
-        self.engine.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
+        self.session.conversation.add(item, complete=False)
 
     def _item_done(self, item: Any) -> None:
-        conversation = self.engine.conversation
-        if conversation.get(item.id) is not None:
-            self.engine.emit(ev.ConversationItemDoneEvent(previous_item_id=conversation.previous_of(item.id), item=item))
+        self.session.conversation.complete(item)
 
     # ---- what a response offers --------------------------------------------------------------
     def offered(self, tools: list[Any] | None) -> dict[str, McpServer]:
@@ -255,17 +250,17 @@ class SessionMcp:
         call = McpCallItem(id=ids.item_id(), server_label=request.server_label, name=request.name,
                            arguments=request.arguments, approval_request_id=request.id)
         self._item_added(call)
-        self.engine._spawn(self._run_approved(server, call))
+        self.session.spawn(self._run_approved(server, call))
 
     async def _run_approved(self, server: McpServer | None, call: McpCallItem) -> None:
-        engine = self.engine
-        engine.emit(ev.ResponseMcpCallInProgressEvent(item_id=call.id, output_index=0))
+        session = self.session
+        session.emit(ev.ResponseMcpCallInProgressEvent(item_id=call.id, output_index=0))
         if server is None:
             call.error = call_error("tool_execution_error", f"MCP server '{call.server_label}' is no longer configured")
         else:
             await self.run(server, call)
         done = ev.ResponseMcpCallFailedEvent if call.error is not None else ev.ResponseMcpCallCompletedEvent
-        engine.emit(done(item_id=call.id, output_index=0))
+        session.emit(done(item_id=call.id, output_index=0))
         self._item_done(call)
 
     # ---- end -------------------------------------------------------------------------------

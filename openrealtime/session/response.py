@@ -5,12 +5,11 @@ interruption events keep their documented order."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,20 +19,18 @@ from ..audio.format import BYTES_PER_MS
 from ..engines.base import BackendError, BackendTimeout, ChatRequest, Finished, TextDelta, ToolCallDelta
 from ..engines.foreground import in_foreground
 from ..protocol import server_events as ev
+from ..protocol.errors import ProtocolError
 from ..protocol.items import (AnyItem, AssistantMessageItem, FunctionCallItem, McpApprovalRequestItem, McpCallItem,
                               OutputAudioContent, OutputTextContent)
 from ..protocol.responses import RealtimeResponse, ResponseError, ResponseUsage
 from .clauses import ClauseSplitter, announcing_first_clause
+from .context import SessionContext
+from .mcp_tools import McpServer, SessionMcp
 from .speculation import SpeculativeSpeech, TurnSpeculation
-
-if TYPE_CHECKING:
-    from .engine import SessionEngine
-    from .mcp_tools import McpServer
 
 log = logging.getLogger(__name__)
 
 AUDIO_TOKENS_PER_SECOND = 10  # documented usage formula for audio (input and output)
-MAX_TOKENS_WHEN_INF = 1024
 
 
 @dataclass
@@ -53,11 +50,15 @@ class _CallState:
 
 
 class ResponseRun:
-    def __init__(self, engine: "SessionEngine", response: RealtimeResponse, build_request: Callable[[], ChatRequest], *,
-                 in_conversation: bool, input_audio_ms: int, image_tokens: int,
-                 pending_transcripts: list[asyncio.Future], speculation: TurnSpeculation | None = None,
-                 mcp_offered: "dict[str, McpServer] | None" = None) -> None:
-        self.engine = engine
+    """`session`: what the response sees of its session (context.py); `mcp`: the session's MCP
+    servers, which run the MCP calls the model makes (`mcp_offered`: tool name -> server)."""
+
+    def __init__(self, session: SessionContext, response: RealtimeResponse, build_request: Callable[[], ChatRequest],
+                 *, in_conversation: bool, input_audio_ms: int, image_tokens: int,
+                 pending_transcripts: list[asyncio.Future], mcp: SessionMcp, speculation: TurnSpeculation | None = None,
+                 mcp_offered: dict[str, McpServer] | None = None) -> None:
+        self.session = session
+        self.mcp = mcp
         self.response = response
         self.build_request = build_request
         self.request: ChatRequest | None = None
@@ -80,7 +81,7 @@ class ResponseRun:
         self._tts_task: asyncio.Task | None = None
         self._tts_failed = False
         self.task: asyncio.Task | None = None
-        self.started_at = engine.runtime.now()
+        self.started_at = session.runtime.now()
         self.first_audio_at: float | None = None
         self.first_token_at: float | None = None
 
@@ -89,7 +90,7 @@ class ResponseRun:
         return self.response.id
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"response-{self.id}")
+        self.task = self.session.runtime.spawn(self._run(), name=f"response-{self.id}")
 
     # ---- main flow ---------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -103,13 +104,13 @@ class ResponseRun:
             request = self.request = self.build_request()
             splitter = ClauseSplitter()
             if self.audio_mode:
-                self._tts_task = asyncio.create_task(self._speak())
+                self._tts_task = self.session.runtime.spawn(self._speak(), name=f"speech-{self.id}")
             async for delta in self._answer(request):
                 if self.finished:
                     return
                 if isinstance(delta, TextDelta):
                     if self.first_token_at is None:
-                        self.first_token_at = self.engine.runtime.now()
+                        self.first_token_at = self.session.runtime.now()
                     self._on_text(delta.text)
                     if self.audio_mode and not self._tts_failed:
                         for clause in splitter.push(delta.text):
@@ -159,10 +160,10 @@ class ResponseRun:
             self.cancel_event = spec.cancel_event  # the model thread watches this one
             self.speculative = True
             self._adopted = spec
-            self.engine.stats["answers_adopted"] += 1
+            self.session.stats["answers_adopted"] += 1
             return answer.replay()
-        llm, cancel = self.engine.models.llm, self.cancel_event
-        runtime = self.engine.runtime
+        llm, cancel = self.session.models.llm, self.cancel_event
+        runtime = self.session.runtime
         return runtime.stream("llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), runtime.gate,
                                                                       self.audio_mode), cancel)
 
@@ -175,7 +176,7 @@ class ResponseRun:
             self.message = state
             self._item_added(item, state.output_index)
             part = ev.ResponsePart(type="audio", transcript="") if self.audio_mode else ev.ResponsePart(type="text", text="")
-            self.engine.emit(ev.ResponseContentPartAddedEvent(
+            self.session.emit(ev.ResponseContentPartAddedEvent(
                 response_id=self.id, item_id=item.id, output_index=state.output_index, content_index=0, part=part))
         return self.message
 
@@ -185,7 +186,7 @@ class ResponseRun:
         msg = self._open_message()
         msg.text.append(text)
         cls = ev.ResponseOutputAudioTranscriptDeltaEvent if self.audio_mode else ev.ResponseOutputTextDeltaEvent
-        self.engine.emit(cls(response_id=self.id, item_id=msg.item.id, output_index=msg.output_index,
+        self.session.emit(cls(response_id=self.id, item_id=msg.item.id, output_index=msg.output_index,
                              content_index=0, delta=text))
 
     def _on_tool_call(self, delta: ToolCallDelta) -> None:
@@ -212,17 +213,17 @@ class ResponseRun:
         state.arguments.append(delta.arguments)
         item = state.item
         if isinstance(item, FunctionCallItem):
-            self.engine.emit(ev.ResponseFunctionCallArgumentsDeltaEvent(
+            self.session.emit(ev.ResponseFunctionCallArgumentsDeltaEvent(
                 response_id=self.id, item_id=item.id, output_index=state.output_index,
                 call_id=item.call_id, delta=delta.arguments))
         elif isinstance(item, McpCallItem):
-            self.engine.emit(ev.ResponseMcpCallArgumentsDeltaEvent(
+            self.session.emit(ev.ResponseMcpCallArgumentsDeltaEvent(
                 response_id=self.id, item_id=item.id, output_index=state.output_index, delta=delta.arguments))
 
     async def _run_mcp_calls(self) -> None:
         """The model's MCP calls, before the response ends: run them, or hand them to the client for
         approval (mcp_tools.py)."""
-        mcp = self.engine.mcp
+        mcp = self.mcp
         for state in sorted(self.calls.values(), key=lambda s: s.output_index):
             item = state.item
             if isinstance(item, McpApprovalRequestItem):
@@ -230,24 +231,23 @@ class ResponseRun:
                 mcp.approval_requested(item)
             elif isinstance(item, McpCallItem) and state.server is not None:
                 item.arguments = "".join(state.arguments)
-                self.engine.emit(ev.ResponseMcpCallArgumentsDoneEvent(
+                self.session.emit(ev.ResponseMcpCallArgumentsDoneEvent(
                     response_id=self.id, item_id=item.id, output_index=state.output_index, arguments=item.arguments))
-                self.engine.emit(ev.ResponseMcpCallInProgressEvent(item_id=item.id, output_index=state.output_index))
+                self.session.emit(ev.ResponseMcpCallInProgressEvent(item_id=item.id, output_index=state.output_index))
                 await mcp.run(state.server, item)
                 done = ev.ResponseMcpCallFailedEvent if item.error is not None else ev.ResponseMcpCallCompletedEvent
-                self.engine.emit(done(item_id=item.id, output_index=state.output_index))
+                self.session.emit(done(item_id=item.id, output_index=state.output_index))
 
     def _item_added(self, item: AnyItem, output_index: int) -> None:
-        self.engine.emit(ev.ResponseOutputItemAddedEvent(response_id=self.id, output_index=output_index, item=item))
+        self.session.emit(ev.ResponseOutputItemAddedEvent(response_id=self.id, output_index=output_index, item=item))
         if self.in_conversation:
-            previous = self.engine.conversation.insert(item)
-            self.engine.emit(ev.ConversationItemAddedEvent(previous_item_id=previous, item=item))
+            self.session.conversation.add(item, complete=False)
 
     async def _speak(self) -> None:
         """Synthesize clauses in order and play them as they come."""
-        tts = self.engine.models.tts
+        tts = self.session.models.tts
         voice_name = spoken_voice(self.response)
-        speed = self.engine.speech_speed
+        speed = self.session.speech_speed
         while True:
             clause = await self._tts_queue.get()
             if clause is None or self.finished:
@@ -258,27 +258,25 @@ class ResponseRun:
 
             def synthesize(c: str = clause, first: bool = self.first_audio_at is None) -> Iterator[Any]:
                 chunks = tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel)
-                return in_foreground(chunks, self.engine.runtime.gate) if first else chunks
+                return in_foreground(chunks, self.session.runtime.gate) if first else chunks
 
             try:
                 async for chunk in self._first_speech(clause, voice_name, speed) or \
-                        self.engine.runtime.stream("tts", synthesize, threading.Event()):
+                        self.session.runtime.stream("tts", synthesize, threading.Event()):
                     if self.finished:
                         return
                     self._play(chunk, tts.sample_rate, msg)
             except Exception as exc:  # noqa: BLE001 - the text goes on; the audio ends where it got to
                 self._speech_failed(exc)
                 return
-            audio = self.engine.conversation.audio_of(msg.item.id) if self.in_conversation else None
+            audio = self.session.conversation.audio_of(msg.item.id) if self.in_conversation else None
             if audio is not None:
                 audio.clauses.append((clause, start_ms, msg.audio_ms))
 
     def _speech_failed(self, exc: Exception) -> None:
         """Text-to-speech failed: say so once; the transcript still completes, no more audio is made."""
         log.warning("response %s: speech synthesis failed: %s", self.id, exc)
-        from ..protocol.errors import ProtocolError
-
-        self.engine.send_error(ProtocolError(
+        self.session.send_error(ProtocolError(
             f"Speech synthesis failed, so this response's audio ends early (its transcript is complete): {exc}",
             code="tts_error", type="server_error"))
         self._tts_failed = True  # _run queues no more clauses
@@ -290,11 +288,11 @@ class ResponseRun:
         if not pcm:
             return
         if self.first_audio_at is None:
-            self.first_audio_at = self.engine.runtime.now()
+            self.first_audio_at = self.session.runtime.now()
             log.debug("first audio of %s queued", self.id)
         msg.audio_ms += len(pcm) // BYTES_PER_MS
         self.audio_out_ms += len(pcm) // BYTES_PER_MS
-        self.engine.play_audio(pcm, self, msg.item.id, msg.output_index)
+        self.session.play_audio(pcm, self, msg.item.id, msg.output_index)
 
     def _first_speech(self, clause: str, voice: str, speed: float) -> AsyncIterator[Any] | None:
         """The audio of the first clause if the speculation already synthesized exactly it."""
@@ -307,7 +305,7 @@ class ResponseRun:
             speech.cancel()
             return None
         self._speech = speech
-        self.engine.stats["speech_adopted"] += 1
+        self.session.stats["speech_adopted"] += 1
         return speech.audio.replay()
 
     # ---- completion --------------------------------------------------------------------------
@@ -335,7 +333,7 @@ class ResponseRun:
         if self._speech is not None:
             self._speech.cancel()
         item_status = "completed" if status == "completed" else "incomplete"
-        emit = self.engine.emit
+        emit = self.session.emit
         if self.message is not None:
             msg = self.message
             text = "".join(msg.text)
@@ -369,18 +367,15 @@ class ResponseRun:
         self.response.finish(status, reason=reason, error=error, usage=self._usage(finished))  # type: ignore[arg-type]
         emit(ev.ResponseDoneEvent(response=self.response))
         if message:
-            from ..protocol.errors import ProtocolError
-
-            self.engine.send_error(ProtocolError(message, code=code, type="server_error"))
+            self.session.send_error(ProtocolError(message, code=code, type="server_error"))
         if self.message is not None and self.audio_mode:
-            self.engine.end_audio(self, self.message.item.id)
-        self.engine.response_finished(self)
+            self.session.end_audio(self, self.message.item.id)
+        self.session.response_finished(self)
 
     def _item_done(self, item: AnyItem, output_index: int) -> None:
-        self.engine.emit(ev.ResponseOutputItemDoneEvent(response_id=self.id, output_index=output_index, item=item))
-        if self.in_conversation and self.engine.conversation.get(item.id or "") is not None:
-            self.engine.emit(ev.ConversationItemDoneEvent(
-                previous_item_id=self.engine.conversation.previous_of(item.id or ""), item=item))
+        self.session.emit(ev.ResponseOutputItemDoneEvent(response_id=self.id, output_index=output_index, item=item))
+        if self.in_conversation:
+            self.session.conversation.complete(item)
 
     def _usage(self, finished: Finished | None) -> ResponseUsage:
         prompt = finished.input_tokens if finished else 0
@@ -406,8 +401,3 @@ def trim_leading_silence(chunk: Any, rate: int, *, keep_ms: int = 10, level: flo
         return audio
     return audio[max(0, int(loud[0]) - rate * keep_ms // 1000):]
 
-
-
-
-def b64(pcm: bytes) -> str:
-    return base64.b64encode(pcm).decode()

@@ -1,7 +1,7 @@
 """The narrow interface between a transport (WebRTC call, WebSocket) and the session engine.
 
-The engine never touches sockets, tracks or data channels: it sends server events through
-`Transport.send()` and, on WebRTC, writes its spoken audio to `Transport.audio_out`, a
+The engine never touches sockets, tracks or data channels: it publishes server events on its
+bus (events.py), which hands each one's JSON text to `Transport.send_text()`, and, on WebRTC, writes its spoken audio to `Transport.audio_out`, a
 clock-paced player it can clear instantly. On WebSocket `audio_out` is None and the engine
 sends `response.output_audio.delta` events instead.
 """
@@ -46,8 +46,8 @@ class Transport(Protocol):
     kind: str  # "webrtc" | "websocket"
     audio_out: OutputAudio | None
 
-    def send(self, event: Any) -> None:
-        """Deliver one server event (a protocol model or a JSON-able dict)."""
+    def send_text(self, text: str) -> None:
+        """Deliver one server event (its GA JSON text; a transport may rewrite it for beta clients)."""
         ...
 
     def close(self, reason: str) -> None:

@@ -26,6 +26,7 @@ from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.parse import parse_server_event
 from openrealtime.protocol.session import RealtimeSessionConfig
 from openrealtime.runtime_inline import InlineRuntime
+from openrealtime.engines.echo import EchoStack
 from openrealtime.session.engine import SessionEngine, SessionLimits
 from tests.support import RecordingTransport, fake_stack
 
@@ -130,7 +131,7 @@ class OfferHarness:
     async def run(self, sdp: str) -> str:
         self.n += 1
         call = RealtimeCall(f"rtc_fuzz{self.n}", CallOptions(ice=self.ice, connect_timeout_s=30),
-                            lambda transport: SessionEngine(transport, RealtimeSessionConfig(), mode="echo"))
+                            lambda transport: SessionEngine(transport, RealtimeSessionConfig(), models=EchoStack()))
         try:
             answer = await call.answer(sdp)
         except ProtocolError as exc:
@@ -168,10 +169,9 @@ class EngineHarness:
         self.beta = beta  # client messages pass the beta translation first, as on a beta connection
         self.transport = RecordingTransport(webrtc=True)
         self.runtime = InlineRuntime()
-        models = fake_stack() if mode == "local" else None
-        self.engine = SessionEngine(self.transport, RealtimeSessionConfig(), mode=mode, models=models,
-                                    limits=SessionLimits(max_event_bytes=max_event_bytes), echo_delay_s=0.01,
-                                    runtime=self.runtime)
+        models = fake_stack() if mode == "local" else EchoStack(loopback_delay_s=0.01)
+        self.engine = SessionEngine(self.transport, RealtimeSessionConfig(), models=models,
+                                    limits=SessionLimits(max_event_bytes=max_event_bytes), runtime=self.runtime)
         self.assistant_id = ASSISTANT_ITEM
         self._seen = 0
 
@@ -300,8 +300,8 @@ class MediaHarness:
         self.client = client = RealtimeRtcClient("http://unused", video=True)
         await client.pc.setLocalDescription(await client.pc.createOffer())
         self.call = RealtimeCall("rtc_fuzzmedia", CallOptions(ice=self.offers.ice),
-                                 lambda transport: SessionEngine(transport, RealtimeSessionConfig(), mode="echo",
-                                                                 echo_delay_s=0.05))
+                                 lambda transport: SessionEngine(transport, RealtimeSessionConfig(),
+                                                                 models=EchoStack(loopback_delay_s=0.05)))
         answer = await self.call.answer(client.pc.localDescription.sdp)
         await client.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await client.next_event("session.created", timeout=15)

@@ -236,13 +236,13 @@ async def test_sideband_observes_and_drives_a_webrtc_call(server):
     await rtc.next_event("session.created")
     call = server.state.calls.get(rtc.call_id)
     url = ws_url(server, f"call_id={rtc.call_id}")
-    before = len(call.transport.observers)
+    before = call.engine.events.listeners
     try:
         async with connect(url, additional_headers=auth()) as side1, connect(url, additional_headers=auth()) as side2:
             for side in (side1, side2):
                 created = await recv(side)
                 assert created["type"] == "session.created" and created["session"]["id"] == call.engine.id
-            assert len(call.transport.observers) == before + 2
+            assert call.engine.events.listeners == before + 2
             # the WebRTC client's events reach both sidebands
             rtc.send({"type": "session.update", "session": {"type": "realtime", "instructions": "From the browser."}})
             for side in (side1, side2):
@@ -256,7 +256,7 @@ async def test_sideband_observes_and_drives_a_webrtc_call(server):
                 assert done["response"]["output"][0]["content"][0]["text"] == "Paris is the capital of France."
             assert (await rtc.next_event("response.done"))["response"]["id"] == done["response"]["id"]
         await asyncio.sleep(0.2)
-        assert len(call.transport.observers) == before  # both detached
+        assert call.engine.events.listeners == before  # both detached
         # hanging up the call closes its sidebands normally
         async with connect(url, additional_headers=auth()) as side:
             await recv(side, "session.created")

@@ -16,7 +16,6 @@ import numpy as np
 from openrealtime.engines.base import ChatRequest, Finished, ModelStack, TextDelta, ToolCallDelta, Transcript
 from openrealtime.audio.format import FRAME_BYTES
 from openrealtime.media.audio_out import OutboundAudioTrack
-from openrealtime.protocol.server_events import to_json
 
 
 class EnergyVad:
@@ -109,8 +108,8 @@ class RecordingTransport:
         self.audio_out = OutboundAudioTrack() if webrtc else None
         self.closed_reason: str | None = None
 
-    def send(self, event: Any) -> None:
-        self.events.append(self._json.loads(to_json(event)))
+    def send_text(self, text: str) -> None:
+        self.events.append(self._json.loads(text))
 
     def close(self, reason: str) -> None:
         self.closed_reason = reason

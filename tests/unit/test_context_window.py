@@ -3,7 +3,7 @@
 import json
 
 from openrealtime.protocol.items import FunctionCallItem, FunctionCallOutputItem, InputTextContent, UserMessageItem
-from openrealtime.session import engine as engine_module
+from openrealtime.session import chat_request as engine_module
 from openrealtime.session.conversation import ContextWindow
 from tests.support import ScriptedLlm
 from tests.unit.test_engine_turns import make_engine, settle

@@ -111,7 +111,7 @@ async def test_speculative_speech_is_dropped_with_the_speculation():
     tts = engine.models.tts = CountingTts()
     await feed(engine, silence(300) + speech(500) + silence(200))
     assert engine.stats["speech_speculated"] == 1
-    stale = engine._speculation.speech
+    stale = engine.speculator.current.speech
     assert stale is not None and stale.text == "Paris is the capital"
     await feed(engine, speech(500) + silence(500))  # the user goes on: that speech is stale
     await settle(engine)

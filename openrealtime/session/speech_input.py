@@ -1,0 +1,151 @@
+"""The microphone side of a session: input audio into the buffer, voice activity into turns.
+
+`SpeechInput` appends canonical PCM (s16le mono 24 kHz) to the session's `InputAudioBuffer`,
+resamples it to the VAD's 16 kHz, runs the VAD in its worker stage (one batch at a time, never on
+the loop), feeds each frame's probability to the `TurnDetector` and reports what happened through
+the callbacks it was given: turn events (speech started, silence began, speech resumed, speech
+stopped), each VAD frame (where a prefix warm-up may start) and the end of each batch outside
+speech (where an idle timeout may fire). It knows nothing of responses or speculation.
+
+`Loopback` is the input of a stack that answers nothing (engine `echo`): it plays the caller's
+audio back after a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import av
+import numpy as np
+
+from ..audio.format import SAMPLE_RATE
+from ..audio.frame_resampler import FrameResampler
+from ..engines.base import VoiceActivityDetector
+from ..runtime import Runtime
+from .audio_buffer import InputAudioBuffer
+from .transport import OutputAudio
+from .turn_detection import TurnDetector, VadParams
+
+VAD_RATE = 16000
+
+
+class AudioInput(Protocol):
+    def feed(self, pcm: bytes) -> None: ...
+
+    def configure(self, turn_detection: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SpeechInput:
+    """Buffer + VAD + turn detection (see the module doc)."""
+
+    def __init__(self, buffer: InputAudioBuffer, vad: VoiceActivityDetector | None, runtime: Runtime,
+                 stats: dict[str, int], *, on_turn: Callable[[object], None], on_frame: Callable[[], None],
+                 on_pause: Callable[[], None], on_overflow: Callable[[], None]) -> None:
+        self.buffer = buffer
+        self.turn = TurnDetector(VadParams())
+        self.runtime = runtime
+        self.clock_ms = 0.0  # audio time of the last frame the VAD judged
+        self.stats = stats  # counts `vad_frames`
+        self.detecting = False  # turn detection configured
+        self._vad = vad
+        self._stream = vad.new_stream() if vad is not None else None
+        self._resampler = FrameResampler("flt", "mono", VAD_RATE)  # libswresample, no threads
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._busy = False
+        self._closed = False
+        self._overflowed = False
+        self._on_turn, self._on_frame, self._on_pause, self._on_overflow = on_turn, on_frame, on_pause, on_overflow
+
+    def configure(self, turn_detection: Any) -> None:
+        """The session's `audio.input.turn_detection` (None: the client commits turns itself)."""
+        self.detecting = turn_detection is not None
+        if turn_detection is not None:
+            self.turn.params = VadParams.from_config(turn_detection)
+        else:
+            self.turn.reset()
+
+    def feed(self, pcm: bytes) -> None:
+        self.buffer.append(pcm)
+        if self.buffer.overflowed != self._overflowed:
+            self._overflowed = self.buffer.overflowed
+            if self._overflowed:
+                self._on_overflow()
+        if not self.detecting or self._stream is None:
+            return
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = SAMPLE_RATE
+        for out in self._resampler.resample(frame):
+            self._pending = np.concatenate([self._pending, out.to_ndarray().reshape(-1)])
+        self._pump()
+
+    def close(self) -> None:
+        self._closed = True
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    # ---- the VAD, one batch at a time --------------------------------------------------------
+    def _pump(self) -> None:
+        if self._vad is None or self._busy or self._closed:
+            return
+        n = self._vad.frame_samples
+        count = len(self._pending) // n
+        if count == 0:
+            return
+        frames = self._pending[: count * n].reshape(count, n)
+        self._pending = self._pending[count * n:]
+        self._busy = True
+        stream = self._stream
+        job = self.runtime.spawn(self.runtime.run("vad", lambda: [stream.probability(f) for f in frames]),
+                                 name="vad")
+        job.add_done_callback(lambda t: self._judged(t, n))
+
+    def _judged(self, job: asyncio.Future, frame_samples: int) -> None:
+        self._busy = False
+        if self._closed or job.cancelled():
+            return
+        if job.exception() is not None:  # logged by the runtime's spawn
+            return
+        frame_ms = frame_samples * 1000 / VAD_RATE
+        for prob in job.result():
+            self.clock_ms += frame_ms
+            self.stats["vad_frames"] = self.stats.get("vad_frames", 0) + 1
+            if not self.detecting:
+                break
+            for event in self.turn.feed(prob, self.clock_ms, frame_ms):
+                self._on_turn(event)
+            # at each frame, not once per batch: a batch may hold a whole utterance when the VAD thread
+            # fell behind, and the warm-up is due while the user speaks, not after
+            self._on_frame()
+        if not self.turn.speaking:
+            keep_from = int(self.clock_ms) - self.turn.params.prefix_padding_ms - 200
+            self.buffer.trim_before(keep_from)
+            self._on_pause()
+        self._pump()
+
+
+class Loopback:
+    """Plays the caller's audio back after `delay_s` (a stack with `loopback_delay_s`: engine echo)."""
+
+    def __init__(self, audio_out: OutputAudio | None, delay_s: float, response_id: str, item_id: str) -> None:
+        self._out = audio_out
+        self._delay_s = delay_s
+        self._ids = (response_id, item_id)
+        self._closed = False
+
+    def configure(self, turn_detection: Any) -> None:  # nothing to detect
+        pass
+
+    def feed(self, pcm: bytes) -> None:
+        out = self._out
+        if out is None:
+            return
+        rid, iid = self._ids
+        asyncio.get_running_loop().call_later(
+            self._delay_s, lambda: None if self._closed else out.write(pcm, response_id=rid, item_id=iid))
+
+    def close(self) -> None:
+        self._closed = True
