@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,54 +22,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from openrealtime.api.embedded import free_port
 from openrealtime.client.rtc import RealtimeRtcClient
 from tests.support import assert_openai_error, wait_for, ws_event
+from tests.support.serve_process import ROOT, ServeProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer sk-drain"}
-
-
-class Server:
-    def __init__(self, *args: str, env: dict | None = None) -> None:
-        self.port = free_port()
-        self.argv = [sys.executable, "-m", "openrealtime", "serve", "--port", str(self.port),
-                     "--udp-port", str(free_port(kind=socket.SOCK_DGRAM)), "--tcp-port", str(free_port()),
-                     "--api-key", "sk-drain", *args]
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, **(env or {})})
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = self.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
-
-    async def ready(self) -> None:
-        async with httpx.AsyncClient() as http:
-            async def up():
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
-                try:
-                    return (await http.get(self.url + "/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-            await wait_for(up, timeout=60, what="server ready")
-
-    def signal(self, sig: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(sig)
-
-    async def exit_code(self, timeout: float = 30) -> int:
-        async def ended():
-            return self.proc.poll() is not None
-        await wait_for(ended, timeout=timeout, what="server exit")
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
 def servers():
-    started: list[Server] = []
+    started: list[ServeProcess] = []
 
-    def start(*args: str, **kw) -> Server:
-        server = Server(*args, **kw)
+    def start(*args: str, **kw) -> ServeProcess:
+        server = ServeProcess(*args, api_key="sk-drain", **kw)
         started.append(server)
         return server
     yield start
@@ -78,7 +40,7 @@ def servers():
         server.kill()
 
 
-async def connected_call(server: Server) -> RealtimeRtcClient:
+async def connected_call(server: ServeProcess) -> RealtimeRtcClient:
     """A WebRTC call to `server` (aiortc), up to its session.created."""
     call = RealtimeRtcClient(server.url, api_key="sk-drain")
     assert (await call.connect()).status_code == 201
@@ -127,7 +89,7 @@ async def test_sigterm_drains_live_sessions_then_exits_0(servers):
         assert server.proc.poll() is None  # the WebSocket session is still live
     await call.close()
     assert await server.exit_code() == 0
-    assert b"drained" in server.proc.stderr.read()
+    assert "drained" in server.log()
 
 
 async def test_drain_timeout_closes_what_is_left_cleanly(servers):

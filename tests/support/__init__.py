@@ -7,7 +7,9 @@
 * mcp_servers.py: a real MCP server (FastMCP) and other ASGI apps on a free port, `local_egress`;
 * fakes.py: scripted models and a recording transport for the sans-network engine tests;
 * fault_backend.py: an OpenAI-compatible model server that misbehaves on request;
-* caller_process.py: a WebRTC caller in a process of its own (`python -m tests.support.caller_process`).
+* caller_process.py: a WebRTC caller in a process of its own (`python -m tests.support.caller_process`);
+* serve_process.py: `openrealtime serve` as a real process (signals, exit codes, its log);
+* redis_server.py: a real `redis-server` on a free port, to kill and start again (cluster tests).
 
 Import from here (`from tests.support import wait_for, server_settings`) or from the module.
 """
