@@ -203,6 +203,9 @@ def serve(settings: Settings) -> None:
     from .observability.logs import setup_logging
 
     settings.check()
+    if settings.workers > 1:
+        raise SystemExit(f"--workers {settings.workers}: only one worker process runs yet (issue 15); "
+                         "leave --workers at 1")
     setup_logging(settings.log_level, settings.log_format, secrets=settings.secret_values)
     app = create_app(settings)
     state = app.state.server
