@@ -16,7 +16,7 @@ from ..engines.base import ModelStack
 from ..protocol.errors import ProtocolError
 from ..protocol.responses import RealtimeResponse
 from ..protocol.server_events import ServerEventBase
-from ..runtime import Runtime
+from ..runtime import ModelRuntime
 from .conversation import Conversation
 
 
@@ -31,7 +31,7 @@ class Speaking(Protocol):
 
 
 class SessionContext(Protocol):
-    runtime: Runtime  # model worker pools, the foreground gate, the clock, task spawning
+    runtime: ModelRuntime  # model worker pools, the foreground gate, the clock, task spawning
     models: ModelStack | Any
     conversation: Conversation  # the default conversation (it announces its own changes)
     stats: dict[str, int]  # the session's counters (answers_adopted, speech_adopted, ...)

@@ -49,7 +49,7 @@ from ..protocol.parse import parse_client_event
 from ..protocol.responses import RealtimeResponse, ResponseCreateParams
 from ..protocol.server_events import ServerEventBase
 from ..protocol.session import RealtimeSessionConfig, TranscriptionSessionConfig, session_object
-from ..runtime import Runtime
+from ..runtime import ModelRuntime, Runtime
 from .audio_buffer import InputAudioBuffer
 from .chat_request import build_chat_request
 from .conversation import ContextWindow, Conversation, content_bytes
@@ -88,9 +88,9 @@ class SessionEngine:
 
     def __init__(self, transport: Transport, config: RealtimeSessionConfig | TranscriptionSessionConfig, *,
                  models: Any = None, limits: SessionLimits | None = None, egress: EgressPolicy | None = None,
-                 runtime: Runtime | None = None) -> None:
+                 runtime: ModelRuntime | None = None) -> None:
         self.transport = transport
-        self.runtime = runtime if runtime is not None else Runtime()
+        self.runtime: ModelRuntime = runtime if runtime is not None else Runtime()
         self.config = config
         self.models = models
         self.limits = limits or SessionLimits()
@@ -133,7 +133,8 @@ class SessionEngine:
                                      speech_speed=lambda: self.speech_speed)
         self.input: AudioInput = self.speech
         if isinstance(models, Loopback):  # answers nothing: the caller hears themself
-            self.input = LoopbackInput(transport.audio_out, models.loopback_delay_s, ids.response_id(), ids.item_id())
+            self.input = LoopbackInput(transport.audio_out, models.loopback_delay_s, ids.response_id(), ids.item_id(),
+                                      self.runtime)
         self.input.configure(config.audio.input.turn_detection)
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)

@@ -268,7 +268,7 @@ class SessionMcp:
         if server.task is not None and not server.task.done():
             server.task.cancel()
         try:
-            asyncio.get_running_loop().create_task(server.client.close())
+            self.session.runtime.spawn(server.client.close(), name=f"mcp-close-{server.label}")
         except RuntimeError:  # no loop any more (interpreter shutdown): the server expires the session itself
             pass
 

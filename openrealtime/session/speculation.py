@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,12 +51,12 @@ def sounds_complete(text: str) -> bool:
 class BufferedStream:
     """Consumes an async iterator in the background and replays it, from the start, to each reader."""
 
-    def __init__(self, source: AsyncIterator[Any]) -> None:
+    def __init__(self, source: AsyncIterator[Any], spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
         self.items: list[Any] = []
         self.error: BaseException | None = None
         self.done = False
         self._changed = asyncio.Event()
-        self.task = asyncio.ensure_future(self._pump(source))
+        self.task = spawn(self._pump(source))  # the runtime's spawn: an inline runtime settles it too
 
     async def _pump(self, source: AsyncIterator[Any]) -> None:
         try:

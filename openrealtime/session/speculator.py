@@ -19,7 +19,7 @@ from typing import Any
 from ..engines.base import ChatRequest, Prefilling, Transcript
 from ..engines.foreground import in_foreground
 from ..protocol.responses import RealtimeResponse
-from ..runtime import Runtime
+from ..runtime import ModelRuntime
 from .clauses import announcing_first_clause
 from .speculation import BufferedStream, SpeculativeSpeech, TurnSpeculation, WarmState, first_clause, sounds_complete
 from .speech_input import SpeechInput
@@ -30,7 +30,7 @@ Transcribe = Callable[..., Awaitable[Transcript]]  # (pcm, *, partial) -> the tr
 
 
 class Speculator:
-    def __init__(self, runtime: Runtime, models: Any, stats: dict[str, int], speech: SpeechInput, *,
+    def __init__(self, runtime: ModelRuntime, models: Any, stats: dict[str, int], speech: SpeechInput, *,
                  transcribe: Transcribe, provisional_request: Callable[[str], ChatRequest],
                  provisional_response: Callable[[], RealtimeResponse], wants_answer: Callable[[], bool],
                  spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task], speech_speed: Callable[[], float]) -> None:
@@ -93,7 +93,7 @@ class Speculator:
             asr = heard
         else:
             pcm = self.speech.buffer.peek(start_ms, now)  # includes the silence heard so far
-            asr = asyncio.ensure_future(self._transcribe(pcm))
+            asr = self.runtime.spawn(self._transcribe(pcm), name="asr-speculative")
         spec = self.current = TurnSpeculation(start_ms, speech_end_ms, asr)
         spec.task = self._spawn(self._answer(spec))
         log.debug("speculating on %d-%d ms (silence so far %d ms)", start_ms, speech_end_ms, now - speech_end_ms)
@@ -114,7 +114,8 @@ class Speculator:
         speaks = provisional.output_modalities == ["audio"]
         gate = self.runtime.gate
         spec.answer = BufferedStream(self.runtime.stream(
-            "llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), gate, speaks), cancel))
+            "llm", lambda: announcing_first_clause(llm.stream_chat(request, cancel), gate, speaks), cancel),
+            self.runtime.spawn)
         self.stats["answers_speculated"] += 1
         if speaks:
             voice = provisional.audio.output.voice
@@ -132,7 +133,7 @@ class Speculator:
         gate = self.runtime.gate
         audio = BufferedStream(self.runtime.stream(
             "tts", lambda: in_foreground(tts.synthesize(clause, voice=voice, speed=speed, cancel=cancel), gate),
-            cancel))
+            cancel), self.runtime.spawn)
         spec.speech = SpeculativeSpeech(clause, voice, speed, audio, cancel)
         self.stats["speech_speculated"] += 1
 
@@ -156,8 +157,9 @@ class Speculator:
             return
         warm = self._warm
         warm.start_ms, warm.upto_ms = turn.speech_start_ms, now
-        warm.asr = asyncio.ensure_future(self._transcribe(self.speech.buffer.peek(warm.start_ms, now), partial=True))
-        warm.asr.add_done_callback(lambda f: f.cancelled() or f.exception())  # failures are only logged
+        # a failure is logged by the runtime's spawn; the warm-up and a speculation that reuses it see it
+        warm.asr = self.runtime.spawn(self._transcribe(self.speech.buffer.peek(warm.start_ms, now), partial=True),
+                                      name="asr-partial")
         warm.task = self._spawn(self._warm_prefix(warm, prefill))
 
     async def _warm_prefix(self, warm: WarmState, prefill: Callable[..., int]) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from ..audio.format import SAMPLE_RATE
 from ..audio.frame_resampler import FrameResampler
 from ..engines.base import VoiceActivityDetector
-from ..runtime import Runtime
+from ..runtime import ModelRuntime
 from .audio_buffer import InputAudioBuffer
 from .transport import OutputAudio
 from .turn_detection import TurnDetector, VadParams
@@ -42,7 +42,7 @@ class AudioInput(Protocol):
 class SpeechInput:
     """Buffer + VAD + turn detection (see the module doc)."""
 
-    def __init__(self, buffer: InputAudioBuffer, vad: VoiceActivityDetector | None, runtime: Runtime,
+    def __init__(self, buffer: InputAudioBuffer, vad: VoiceActivityDetector | None, runtime: ModelRuntime,
                  stats: dict[str, int], *, on_turn: Callable[[object], None], on_frame: Callable[[], None],
                  on_pause: Callable[[], None], on_overflow: Callable[[], None]) -> None:
         self.buffer = buffer
@@ -130,8 +130,10 @@ class SpeechInput:
 class Loopback:
     """Plays the caller's audio back after `delay_s` (a stack with `loopback_delay_s`: engine echo)."""
 
-    def __init__(self, audio_out: OutputAudio | None, delay_s: float, response_id: str, item_id: str) -> None:
+    def __init__(self, audio_out: OutputAudio | None, delay_s: float, response_id: str, item_id: str,
+                 runtime: ModelRuntime) -> None:
         self._out = audio_out
+        self._runtime = runtime
         self._delay_s = delay_s
         self._ids = (response_id, item_id)
         self._closed = False
@@ -144,7 +146,7 @@ class Loopback:
         if out is None:
             return
         rid, iid = self._ids
-        asyncio.get_running_loop().call_later(
+        self._runtime.call_later(
             self._delay_s, lambda: None if self._closed else out.write(pcm, response_id=rid, item_id=iid))
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from ..audio.format import BYTES_PER_MS
 from ..engines.base import Transcript
 from ..protocol import server_events as ev
 from ..protocol.items import InputAudioContent, UserMessageItem
-from ..runtime import Runtime
+from ..runtime import ModelRuntime
 from .conversation import Conversation
 from .response import AUDIO_TOKENS_PER_SECOND
 
@@ -29,7 +29,7 @@ LOGPROBS = "item.input_audio_transcription.logprobs"
 
 
 class Transcriber:
-    def __init__(self, runtime: Runtime, models: Any, conversation: Conversation, *, config: Callable[[], Any],
+    def __init__(self, runtime: ModelRuntime, models: Any, conversation: Conversation, *, config: Callable[[], Any],
                  emit: Callable[[Any], None], spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task]) -> None:
         self.runtime = runtime
         self.models = models
