@@ -154,14 +154,9 @@ def describe(graph: dict[str, dict[str, Edge]], component: list[str]) -> str:
     return "\n".join(lines)
 
 
-def cycles(*, in_session: bool) -> list[str]:
+def cycles() -> list[str]:
     graph = import_graph()
-    found = []
-    for component in strongly_connected(graph):
-        session = all(m.startswith(f"{PACKAGE}.session.") for m in component)
-        if session == in_session:
-            found.append(describe(graph, component))
-    return found
+    return [describe(graph, component) for component in strongly_connected(graph)]
 
 
 def test_every_kind_of_import_is_an_edge():
@@ -198,12 +193,5 @@ def test_a_cycle_is_found_and_described():
 
 
 def test_no_import_cycles():
-    found = cycles(in_session=False)
-    assert not found, "import cycles:\n" + "\n".join(found)
-
-
-@pytest.mark.xfail(strict=False, reason="session/: engine ↔ response ↔ mcp_tools (lazy and TYPE_CHECKING "
-                                        "imports), being removed with the SessionEngine split (issue 14 §2)")
-def test_no_import_cycles_in_the_session_engine():
-    found = cycles(in_session=True)
+    found = cycles()
     assert not found, "import cycles:\n" + "\n".join(found)
