@@ -31,7 +31,7 @@ class NodeStatus:
 
     calls: int
     max_calls: int
-    loop_lag_s: float
+    loop_lag_s: float  # the largest since the previous status read
     ready: bool
     draining: bool
 
@@ -54,6 +54,7 @@ class NodeAgent:
         self.registrations = 0  # heartbeats that found the node unknown (first start, store lost it)
         self._resync = False  # a call write failed: re-assert every call at the next good heartbeat
         self._unremoved: set[str] = set()  # calls ended while the store could not be told
+        self._lag_s = 0.0  # the largest event-loop lag read since the last heartbeat written
         self._published: tuple[bool, bool] | None = None  # (ready, draining) of the last heartbeat written
         self._task: asyncio.Task | None = None
         self._writes: set[asyncio.Task] = set()
@@ -72,15 +73,16 @@ class NodeAgent:
             except Exception:  # noqa: BLE001 - a bug here must not end the heartbeats
                 log.exception("cluster heartbeat failed node=%s", self.node_id)
             due = loop.time() + self.interval_s
-            while loop.time() < due and self._published == self._state_of(self.status()):
+            while loop.time() < due and self._published == self._state_of(self._read_status()):
                 await asyncio.sleep(min(STATE_POLL_S, max(0.0, due - loop.time())))
 
     async def beat(self) -> bool:
         """One heartbeat (and whatever call writes are owed). Returns whether the store answered."""
-        status = self.status()
+        status = self._read_status()
         record = NodeRecord(node_id=self.node_id, internal_url=self.internal_url, calls=status.calls,
-                            max_calls=status.max_calls, loop_lag_s=status.loop_lag_s, ready=status.ready,
+                            max_calls=status.max_calls, loop_lag_s=self._lag_s, ready=status.ready,
                             draining=status.draining)
+        self._published = self._state_of(status)  # tried: a failed write is retried on the interval
         try:
             known = await self.store.heartbeat(record, self.ttl_s)
             if not known or self._resync:
@@ -97,7 +99,7 @@ class NodeAgent:
                             self.node_id, exc, self.interval_s)
             self.reachable = False
             return False
-        self._published = self._state_of(status)
+        self._lag_s = 0.0
         if self.reachable is False:
             log.info("cluster store reachable again node=%s", self.node_id)
         self.reachable = True
@@ -107,6 +109,13 @@ class NodeAgent:
                      "registered" if self.registrations == 1 else "re-registered", self.node_id, self.internal_url,
                      status.calls, status.draining)
         return True
+
+    def _read_status(self) -> NodeStatus:
+        """The node's status now; its loop lag (the largest since the previous read) is kept until the
+        next heartbeat written, which reports the largest of the interval."""
+        status = self.status()
+        self._lag_s = max(self._lag_s, status.loop_lag_s)
+        return status
 
     @staticmethod
     def _state_of(status: NodeStatus) -> tuple[bool, bool]:

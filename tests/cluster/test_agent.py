@@ -1,0 +1,98 @@
+"""NodeAgent on a real SQLite store: what it publishes, how soon a drain shows, and what it redoes after
+the store could not be written."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from openrealtime.cluster.agent import NodeAgent, NodeStatus
+from openrealtime.cluster.sqlite_store import SqliteStore
+from tests.support import wait_for
+
+
+class Node:
+    """The server-side state an agent reads: its calls, readiness, drain and loop lag samples."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.ready = True
+        self.draining = False
+        self.lag_samples: list[float] = []
+
+    def status(self) -> NodeStatus:
+        lag = self.lag_samples.pop(0) if self.lag_samples else 0.0
+        return NodeStatus(calls=len(self.calls), max_calls=8, loop_lag_s=lag, ready=self.ready,
+                          draining=self.draining)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = SqliteStore(tmp_path / "cluster.sqlite3", busy_timeout_s=0.2)
+    yield store
+    await store.close()
+
+
+def agent_for(store, node: Node, **kw) -> NodeAgent:
+    return NodeAgent(store, "n1", "http://10.0.0.1:8000", node.status, lambda: list(node.calls), **kw)
+
+
+async def record(store):
+    return next((n for n in await store.live_nodes() if n.node_id == "n1"), None)
+
+
+async def test_a_heartbeat_reports_the_largest_loop_lag_since_the_last_one(store):
+    node = Node()
+    agent = agent_for(store, node)
+    node.lag_samples = [0.004]
+    assert await agent.beat()
+    assert (await record(store)).loop_lag_s == 0.004
+    node.lag_samples = [0.002, 0.030, 0.001]
+    for _ in range(2):  # status reads between heartbeats (the drain poll) keep their lag
+        agent._read_status()
+    assert await agent.beat()
+    assert (await record(store)).loop_lag_s == 0.030
+    assert await agent.beat()
+    assert (await record(store)).loop_lag_s == 0.0
+
+
+async def test_readiness_and_drain_are_published_without_waiting_for_the_interval(store):
+    node = Node()
+    node.ready = False
+    agent = agent_for(store, node, ttl_s=10, interval_s=9)  # the interval alone would take 9 s
+    agent.start()
+    try:
+        await wait_for(lambda: record(store), what="registered")
+        assert not (await record(store)).ready
+        node.ready = True
+        await wait_for(lambda: _field(store, "ready"), timeout=5, what="ready published")
+        node.draining = True
+        await wait_for(lambda: _field(store, "draining"), timeout=5, what="draining published")
+    finally:
+        await agent.stop()
+    assert await record(store) is None  # deregistered
+
+
+async def _field(store, name: str):
+    found = await record(store)
+    return found is not None and getattr(found, name)
+
+
+async def test_writes_the_store_missed_are_redone_at_the_next_heartbeat(store, tmp_path):
+    node = Node()
+    agent = agent_for(store, node)
+    node.calls = ["rtc_old"]
+    assert await agent.beat() and await store.call_node("rtc_old") == "n1"
+    locker = sqlite3.connect(tmp_path / "cluster.sqlite3", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # the store cannot be written
+    node.calls = ["rtc_new"]
+    agent.call_ended("rtc_old")
+    agent.call_added("rtc_new")
+    await wait_for(lambda: not agent._writes, what="both call writes tried")
+    assert await agent.beat() is False and agent.reachable is False  # no exception: calls go on
+    locker.execute("ROLLBACK")
+    locker.close()
+    assert await agent.beat() and agent.reachable
+    assert await store.call_node("rtc_old") is None
+    assert await store.call_node("rtc_new") == "n1"
