@@ -27,7 +27,7 @@ WebSocket and data channel
                         (TCP backpressure), so a fast sender costs at most WS_MAX_QUEUE × WS_MAX_FRAME_BYTES.
   (data channel)        aiortc's advertised max-message-size (256 KiB): larger → `message_too_large`; a
                         peer holding more than the receive window (1 MiB) plus one such message in
-                        unfinished fragments has its SCTP association aborted (media/sctp_limits.py).
+                        unfinished fragments has its SCTP association aborted (media/aiortc_patches/sctp_transport.py).
 
 Session content
   MAX_IMAGE_BYTES       decoded bytes of one `input_image` data URL → `invalid_value`.

@@ -10,6 +10,7 @@ from ..cluster.redis_store import RedisStore
 from ..cluster.store import ClusterStore
 from ..config import Settings
 from ..engines.egress import EgressPolicy
+from ..media import aiortc_patches
 from ..media.ice import IceSettings, default_advertise_ips
 from ..media.ice_mux import MuxSet, address_pairs
 from ..media.registry import CallRegistry
@@ -53,6 +54,10 @@ class ServerState:
 
     @classmethod
     def build(cls, settings: Settings, store: SecretStore | None = None) -> "ServerState":
+        try:  # the aiortc objects the server's calls run on (media/aiortc_patches): here, once, before any call
+            aiortc_patches.install()
+        except aiortc_patches.AiortcMismatch as exc:
+            raise SystemExit(str(exc)) from None
         cluster = RedisStore.from_url(settings.redis_url) if settings.redis_url else None
         store = store or (ClusterSecretStore(cluster) if cluster is not None else MemorySecretStore())
         advertise = settings.advertise_ips or default_advertise_ips(settings.host)

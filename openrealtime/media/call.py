@@ -18,13 +18,14 @@ from aiortc.rtcsctptransport import LOCAL_MAX_MESSAGE_SIZE
 from ..observability.logs import set_call_id
 from ..protocol.errors import ProtocolError
 from ..session.engine import SessionEngine
-from . import sctp_guard
+from . import aiortc_patches
+from .aiortc_patches.internals import ice_close_reason
 from .audio_in import InboundAudio
 from .audio_out import OutboundAudioTrack
 from .datachannel import EVENTS_LABEL, DataChannelTransport
-from .ice import IceSettings, ice_close_reason, server_ice
+from .ice import IceSettings, server_ice
 from .opus_fec import SEND_COMPLEXITY
-from .sdp_policy import codec_preferences, finalize_answer, install_codec_policy, validate_offer
+from .sdp_policy import codec_preferences, finalize_answer, validate_offer
 from .video import VideoSampler
 
 log = logging.getLogger("openrealtime.call")
@@ -60,8 +61,7 @@ class CallStats:
 class RealtimeCall:
     def __init__(self, call_id: str, options: CallOptions, engine_factory: EngineFactory,
                  on_ended: Callable[["RealtimeCall"], None] | None = None, client: str = "-") -> None:
-        install_codec_policy()
-        sctp_guard.install()  # a peer's malformed data-channel messages cannot end the call
+        aiortc_patches.require_installed("a WebRTC call")  # at server startup (api/state.py): never lazily
         set_call_id(call_id)  # log lines of this request and of every task the call starts carry its id
         self.id = call_id
         self.options = options
@@ -90,8 +90,9 @@ class RealtimeCall:
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
         try:
-            # aiortc creates ICE agents both in addTransceiver and in setRemoteDescription
-            with server_ice(self.options.ice):
+            # aiortc creates ICE agents, transports, senders and receivers both in addTransceiver and in
+            # setRemoteDescription: the server's variants (aiortc_patches), with the server's codec table
+            with server_ice(self.options.ice), aiortc_patches.server_objects():
                 self._precreate_transceivers(summary.media)
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())

@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from ..protocol.errors import ProtocolError
 from ..protocol.server_events import to_json
 from ..session.transport import OutputAudio
-from . import sctp_limits
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,6 @@ class DataChannelTransport:
     kind = "webrtc"
 
     def __init__(self, audio_out: OutputAudio | None, on_close: Callable[[str], None], max_message_bytes: int) -> None:
-        sctp_limits.install()  # a peer cannot make aiortc reassemble without bound
         self.audio_out = audio_out
         self._on_close = on_close
         self._channel: RTCDataChannel | None = None

@@ -1,10 +1,10 @@
-"""Server-side ICE for aiortc: our own `aioice.Connection` subclass, injected by name.
+"""Server-side ICE for aiortc: our own `aioice.Connection` subclass.
 
 aiortc builds its ICE agent with `aiortc.rtcicetransport.Connection(...)`, a module global
-looked up at call time. `install_ice_factory()` replaces it with a factory that returns a
-`ServerIceConnection` while a call is being set up (a context variable carries the call's
-ICE settings) and a stock `aioice.Connection` otherwise (aiortc clients in the same
-process, e.g. tests and benchmarks, are unaffected).
+looked up at call time; `aiortc_patches.install()` (at server startup) puts a factory there
+(`aiortc_patches/ice_agent.py`) that returns a `ServerIceConnection` inside `server_ice(settings)`
+(a context variable carries the call's ICE settings) and a stock `aioice.Connection` otherwise
+(aiortc clients in the same process, e.g. tests and benchmarks, are unaffected).
 
 `ServerIceConnection`:
 * uses a long unique ufrag (`ICE_UFRAG_LEN` chars, with an optional routing prefix);
@@ -75,7 +75,6 @@ class IceSettings:
 
 
 _current: contextvars.ContextVar[IceSettings | None] = contextvars.ContextVar("openrealtime_ice", default=None)
-_stock_connection = aioice.Connection
 
 
 def new_ufrag(prefix: str = "", taken=None) -> str:
@@ -160,7 +159,7 @@ class ServerIceConnection(aioice.Connection):
                 self._query_consent_task = None  # close() would cancel (and await) this very task
                 await self.close()
                 return
-            for pair in list(self._nominated.values()):
+            for pair in self.nominated_pairs():
                 request = self.build_request(pair, nominate=False)
                 try:
                     await pair.protocol.request(request, pair.remote_addr,
@@ -168,6 +167,14 @@ class ServerIceConnection(aioice.Connection):
                     self.consent_at = loop.time()
                 except stun.TransactionError:
                     pass
+
+    def valid_username(self, username: str) -> bool:
+        """A STUN USERNAME aioice accepts for this agent (`<our ufrag>:<theirs>`)."""
+        return self._valid_username(username)
+
+    def nominated_pairs(self) -> list:
+        """The nominated candidate pairs (one per component: BUNDLE and rtcp-mux make it one)."""
+        return list(self._nominated.values())
 
     async def close(self) -> None:
         try:
@@ -181,35 +188,18 @@ class ServerIceConnection(aioice.Connection):
         return ConnectionClosed() if event is None else event
 
 
-def _factory(*args, **kwargs):
-    settings = _current.get()
-    if settings is None:
-        return _stock_connection(*args, **kwargs)
-    cls = settings.extra.get("connection_class", ServerIceConnection)
-    return cls(settings, *args, **kwargs)
-
-
-def ice_close_reason(pc) -> str | None:
-    """Why the server's ICE agent of a peer connection closed itself ("consent_expired"), or None."""
-    transports = [t.receiver.transport for t in pc.getTransceivers()]
-    if getattr(pc, "sctp", None) is not None:
-        transports.append(pc.sctp.transport)
-    for dtls in transports:
-        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
-        reason = getattr(connection, "close_reason", None)
-        if reason:
-            return reason
-    return None
-
-
-def install_ice_factory() -> None:
-    rtcicetransport.Connection = _factory  # type: ignore[assignment]
+def current_ice_settings() -> IceSettings | None:
+    """The ICE settings of the call being set up here (inside `server_ice`), or None."""
+    return _current.get()
 
 
 @contextmanager
 def server_ice(settings: IceSettings) -> Iterator[None]:
-    """Within this block, aiortc ICE agents are created as `ServerIceConnection`s."""
-    install_ice_factory()
+    """Within this block, aiortc ICE agents are created as `ServerIceConnection`s (once
+    `aiortc_patches.install()` has run: without it aiortc would gather on every interface)."""
+    if rtcicetransport.Connection is aioice.Connection:
+        raise RuntimeError("server_ice needs openrealtime's aiortc patches: call "
+                           "openrealtime.media.aiortc_patches.install() first")
     token = _current.set(settings)
     try:
         yield

@@ -480,7 +480,7 @@ class _TcpStream(asyncio.Protocol):
             del transport.streams[self.peer]
         protocol.entry.streams.discard(self)
         conn = protocol.receiver
-        for pair in list(conn._nominated.values()):
+        for pair in conn.nominated_pairs():
             if pair.protocol is protocol and pair.remote_addr == self.peer:
                 self.mux.stats.tcp_nominated_lost += 1
                 log.info("ice-tcp: the nominated stream from %s was lost; closing ICE", self.peer)
@@ -515,7 +515,7 @@ class _TcpStream(asyncio.Protocol):
         ufrag = _ufrag_of(message)
         entry = self.mux._calls.get(ufrag) if ufrag else None
         protocol = entry.tcp.get(self.listener.index) if entry is not None else None
-        if protocol is None or not (entry.conn._valid_username(message.attributes["USERNAME"])
+        if protocol is None or not (entry.conn.valid_username(message.attributes["USERNAME"])
                                     and message.check_message_integrity(entry.pwd)):
             return False
         transport = protocol.transport
@@ -825,7 +825,7 @@ class MuxSet:
         stats = self.stats
         # Learn only what aioice itself would accept (USERNAME and MESSAGE-INTEGRITY with the call's
         # password): a forged check never binds an address, and gets no reply.
-        if not (entry.conn._valid_username(message.attributes["USERNAME"])
+        if not (entry.conn.valid_username(message.attributes["USERNAME"])
                 and message.check_message_integrity(entry.pwd)):
             stats.udp_dropped_bad_integrity += 1
             return False

@@ -3,7 +3,7 @@
 Receive: aiortc decodes Opus with FFmpeg's libopus wrapper, which has no FEC and never learns
 about losses (so no PLC either), behind a 16-packet jitter buffer that stalls on a gap and keeps
 4 packets (80 ms) prefetched. :class:`OpusReceiveBuffer` takes the jitter buffer's place in an
-audio ``RTCRtpReceiver`` (see :mod:`.rtp_patches`) and decodes on the event loop through ctypes:
+audio ``RTCRtpReceiver`` (the server's, ``aiortc_patches/rtp_receiver.py``) and decodes on the event loop through ctypes:
 
 * in-order packets are decoded at once (no prefetch: 0 ms added latency);
 * a gap waits for reordered packets for at most ``reorder_packets`` (2 → 40 ms) or
@@ -23,8 +23,8 @@ same ctypes libopus (mono 32 kbps ``voip``, complexity 5 unless ``serve --opus-c
 otherwise, LBRR on, 10 % expected loss), so
 :class:`.audio_out.OutboundAudioTrack` hands aiortc finished packets (no resampler, no audio-level
 loop, no executor hop per frame) and repeats one cached packet while it has nothing to say.
-:class:`FecOpusEncoder` (what ``aiortc.codecs.get_encoder`` returns for Opus) keeps the same
-settings for any track that still gives aiortc raw frames.
+:class:`FecOpusEncoder` (the Opus encoder of the server's RTP senders, aiortc_patches/rtp_sender.py)
+keeps the same settings for any track that still gives aiortc raw frames.
 """
 
 from __future__ import annotations

@@ -5,14 +5,18 @@
 * video: H.264 only (42001f, 42e01f, 4d001f, 64001f; packetization-mode=1), no RTX, no
   simulcast, rtcp-fb `transport-cc`, `nack`, `nack pli` (no `goog-remb`, no `ccm fir`).
 * header extensions: only what is implemented: `sdes:mid`, transport-wide-cc (we send
-  transport-cc feedback and stamp our own packets, :mod:`.rtp_patches`), and for video
+  transport-cc feedback and stamp our own packets, :mod:`.aiortc_patches`), and for video
   `sdes:rtp-stream-id` / `sdes:repaired-rtp-stream-id` (parsed/written by aiortc; answering them
   negotiates no simulcast or RTX: aiortc ignores `a=rid`/`a=simulcast` and RTX is filtered by the
   codec preferences). ssrc-audio-level and abs-send-time are not negotiated (audio-level costs
   ~180 µs per outgoing frame in aiortc for nothing a server needs; abs-send-time would only
   feed aiortc's REMB, which we do not advertise).
 * Opus in-band FEC is real both ways (:mod:`.opus_fec`): LBRR on in our encoder, FEC/PLC in our
-  decoder. :func:`install_codec_policy` installs those hooks together with the table edits.
+  decoder.
+
+aiortc negotiates the server's calls from this table (:func:`server_codecs`,
+:func:`server_header_extensions`) through ``aiortc_patches.codec_tables``; aiortc's own table is
+left as it is for other peer connections in the process.
 * BUNDLE is required; `a=end-of-candidates` is never sent (trickle stays open, like OpenAI).
 """
 
@@ -31,7 +35,6 @@ from aiortc.rtcrtpparameters import (
 )
 
 from ..protocol.errors import ProtocolError
-from . import rtp_patches
 
 H264_PROFILES = ("42001f", "42e01f", "4d001f", "64001f")
 MID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -42,8 +45,6 @@ RRID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 EXTENSION_IDS = {MID_EXTENSION: 1, TWCC_EXTENSION: 3, RID_EXTENSION: 10, RRID_EXTENSION: 11}
 EXTENSIONS = {"audio": (MID_EXTENSION, TWCC_EXTENSION),
               "video": (MID_EXTENSION, TWCC_EXTENSION, RID_EXTENSION, RRID_EXTENSION)}
-
-_installed = False
 
 
 def _opus() -> RTCRtpCodecParameters:
@@ -63,26 +64,23 @@ def _h264(profile: str, pt: int) -> RTCRtpCodecParameters:
     )
 
 
-def install_codec_policy() -> None:
-    """Edit aiortc's codec tables in place (its modules hold references to these objects)."""
-    global _installed
-    if _installed:
-        return
-    rtp_patches.install()  # the implementation first: never advertise without it
-    _codecs.CODECS["audio"][:] = [_opus(), _codecs.PCMU_CODEC, _codecs.PCMA_CODEC]
-    _codecs.CODECS["video"][:] = [_h264(p, 102 + i) for i, p in enumerate(H264_PROFILES)]
-    for kind, uris in EXTENSIONS.items():
-        _codecs.HEADER_EXTENSIONS[kind][:] = [
-            RTCRtpHeaderExtensionParameters(id=EXTENSION_IDS[uri], uri=uri) for uri in uris]
-    _installed = True
+def server_codecs(kind: str) -> list[RTCRtpCodecParameters]:
+    """The codecs the server negotiates for `kind` ("audio" or "video"), in preference order."""
+    if kind == "audio":
+        return [_opus(), _codecs.PCMU_CODEC, _codecs.PCMA_CODEC]
+    return [_h264(p, 102 + i) for i, p in enumerate(H264_PROFILES)]
+
+
+def server_header_extensions(kind: str) -> list[RTCRtpHeaderExtensionParameters]:
+    """The RTP header extensions the server negotiates for `kind`."""
+    return [RTCRtpHeaderExtensionParameters(id=EXTENSION_IDS[uri], uri=uri) for uri in EXTENSIONS[kind]]
 
 
 def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
     """Preferences for a pre-created transceiver: our table, without RTX."""
-    install_codec_policy()
     return [
         RTCRtpCodecCapability(mimeType=c.mimeType, clockRate=c.clockRate, channels=c.channels, parameters=c.parameters)
-        for c in _codecs.CODECS[kind]
+        for c in server_codecs(kind)
     ]
 
 
@@ -175,8 +173,7 @@ _SUPPORTED = {"audio": "Opus, PCMU or PCMA",
 
 def _common_codecs(media: _sdp.MediaDescription) -> list[RTCRtpCodecParameters]:
     """What aiortc's setRemoteDescription would negotiate for this section (it fails on none)."""
-    install_codec_policy()
-    return filter_preferred_codecs(find_common_codecs(_codecs.CODECS[media.kind], media.rtp.codecs),
+    return filter_preferred_codecs(find_common_codecs(server_codecs(media.kind), media.rtp.codecs),
                                    codec_preferences(media.kind))
 
 

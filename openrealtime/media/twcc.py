@@ -2,7 +2,8 @@
 
 aiortc 1.16 parses/writes the transport-wide sequence number header extension but neither sends
 feedback nor stamps its own packets. This module is the wire format and the bookkeeping; the
-hooks into aiortc live in :mod:`.rtp_patches`.
+server's transport and sender that use it live in :mod:`.aiortc_patches` (dtls_transport.py,
+rtp_sender.py).
 
 * :class:`TwccRecorder` — receive side, one per BUNDLE transport. ``record()`` is called for
   every incoming RTP packet that carries the extension (one dict store, ~0.5 µs) and ``build()``

@@ -14,7 +14,7 @@ e.g. 1080p at 1 fps). :class:`VideoSampler` is that gateway for one call:
   a PLI whenever packets flow but no frame was decoded for ``stall_pli_s`` (2 s), at most once
   per ``stall_pli_s``. It checks every ``check_interval_s`` (0.25 s) with the receiver's public
   ``getSynchronizationSources()`` (last-packet time per SSRC) and sends with aiortc's
-  ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``.
+  ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)`` (through ``aiortc_patches.internals``).
 
 Encoding uses PyAV only (``VideoFrame.reformat`` to ``yuvj420p`` + the FFmpeg ``mjpeg`` encoder
 with a fixed quantiser via ``qmin = qmax``); Pillow is not needed.
@@ -35,6 +35,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .aiortc_patches.internals import on_rtcp_sent, rtx_ssrcs, send_pli
 from .image_tokens import DETAILS, fit_size, image_tokens
 
 log = logging.getLogger("openrealtime.video")
@@ -156,7 +157,7 @@ class VideoSampler:
         self._last_pli = -1e9
         self._start_pli_done = False
         if receiver is not None:
-            self._wrap_pli_counter(receiver)
+            on_rtcp_sent(receiver, "pli", self._count_pli)  # aiortc's own PLIs and ours
 
     @classmethod
     def for_track(cls, pc: Any, track: MediaStreamTrack, **kwargs: Any) -> "VideoSampler":
@@ -211,16 +212,8 @@ class VideoSampler:
         self._frame_wall = time.time()
 
     # ---- keyframe recovery -----------------------------------------------------------------
-    def _wrap_pli_counter(self, receiver: Any) -> None:
-        original = getattr(receiver, "_send_rtcp_pli", None)
-        if original is None:
-            return
-
-        async def counted(media_ssrc: int) -> None:
-            self.stats.plis_total += 1
-            await original(media_ssrc)
-
-        receiver._send_rtcp_pli = counted  # instance attribute: aiortc calls self._send_rtcp_pli
+    def _count_pli(self) -> None:
+        self.stats.plis_total += 1
 
     def _media_source(self) -> tuple[int, float] | None:
         """(ssrc, seconds since its last packet) of the most recent non-RTX source, if any."""
@@ -228,7 +221,7 @@ class VideoSampler:
             sources = self.receiver.getSynchronizationSources()
         except Exception:  # pragma: no cover - defensive against aiortc internals
             return None
-        rtx = set(getattr(self.receiver, "_RTCRtpReceiver__rtx_ssrc", {}) or {})
+        rtx = rtx_ssrcs(self.receiver)
         sources = [s for s in sources if s.source not in rtx]
         if not sources:
             return None
@@ -247,7 +240,7 @@ class VideoSampler:
             media_ssrc = src[0]
         self._last_pli = time.monotonic()
         self.stats.plis_sent += 1
-        await self.receiver._send_rtcp_pli(media_ssrc)
+        await send_pli(self.receiver, media_ssrc)
         return True
 
     async def _watchdog(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from ..media.aiortc_patches.internals import ice_connection, nominated_pair, on_rtcp_sent, transceiver_codecs
 from ..protocol.json_limits import loads as loads_limited
 
 log = logging.getLogger("openrealtime.monitor")
@@ -118,26 +119,9 @@ def _diff_rtp(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def ice_connection(call: Any) -> Any:
-    """The call's aioice Connection (one per call: everything is BUNDLEd), or None."""
-    pc = call.pc
-    for transceiver in pc.getTransceivers():
-        try:
-            return transceiver.receiver.transport.transport._connection
-        except AttributeError:
-            continue
-    sctp = getattr(pc, "sctp", None)
-    try:
-        return sctp.transport.transport._connection
-    except AttributeError:
-        return None
-
-
 def selected_pair(call: Any) -> dict[str, Any] | None:
     """The nominated ICE candidate pair: local/remote address, port, protocol and type."""
-    conn = ice_connection(call)
-    nominated = getattr(conn, "_nominated", None) or {}
-    pair = nominated.get(1) or next(iter(nominated.values()), None)
+    pair = nominated_pair(ice_connection(call.pc))
     if pair is None:
         return None
     local, remote = pair.local_candidate, pair.remote_candidate
@@ -154,7 +138,7 @@ def negotiated_codecs(call: Any) -> dict[str, Any]:
     """Per media kind: the codec we send/decode (the first negotiated non-RTX codec)."""
     out: dict[str, Any] = {}
     for transceiver in call.pc.getTransceivers():
-        codecs = [c for c in getattr(transceiver, "_codecs", []) if not c.mimeType.lower().endswith("/rtx")]
+        codecs = [c for c in transceiver_codecs(transceiver) if not c.mimeType.lower().endswith("/rtx")]
         if not codecs:
             continue
         c = codecs[0]
@@ -229,7 +213,7 @@ class CallMonitor:
             call.pc.on("connectionstatechange", lambda w=watch: self._on_pc_state(w))
         for transceiver in call.pc.getTransceivers():
             if transceiver.kind == "video":
-                self._count_nacks(watch, transceiver.receiver)
+                on_rtcp_sent(transceiver.receiver, "nack", lambda w=watch: self._count_nack(w))
 
     def detach(self, call: Any) -> None:
         watch = self.watches.pop(call.id, None)
@@ -321,16 +305,9 @@ class CallMonitor:
         watch.setup_s = max(0.0, connected - watch.call.stats.created)
         self.setup_seconds.observe(watch.setup_s)
 
-    def _count_nacks(self, watch: CallWatch, receiver: Any) -> None:
-        original = getattr(receiver, "_send_rtcp_nack", None)
-        if original is None:
-            return
-
-        async def counted(media_ssrc: int, lost: list[int]) -> None:
-            watch.nacks_sent += 1
-            await original(media_ssrc, lost)
-
-        receiver._send_rtcp_nack = counted  # instance attribute: aiortc calls self._send_rtcp_nack
+    @staticmethod
+    def _count_nack(watch: CallWatch) -> None:
+        watch.nacks_sent += 1
 
     # ---- reading --------------------------------------------------------------------------------
     async def refresh(self, timeout: float = 2.0) -> None:

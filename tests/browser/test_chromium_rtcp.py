@@ -5,7 +5,8 @@ retransmitted. (Fake camera + fake mic; the seed demo's constraints: 1080p at 1 
 import asyncio
 
 
-from openrealtime.media import rtp_patches
+from openrealtime.media.aiortc_patches import dtls_transport
+from openrealtime.media.aiortc_patches.rtp_receiver import video_buffer
 from tests.browser.conftest import open_seed_page
 from tests.media.test_packet_loss import DropShim, negotiated_pts
 
@@ -37,7 +38,7 @@ async def start_video_call(page, server):
 
 
 def server_twcc(call):
-    return rtp_patches.peek_twcc_state(call.pc.getTransceivers()[0].receiver.transport)
+    return dtls_transport.peek_twcc_state(call.pc.getTransceivers()[0].receiver.transport)
 
 
 async def test_chrome_bwe_ramps_up_on_our_feedback(echo_server, browser_page):
@@ -70,7 +71,7 @@ async def test_chrome_bwe_ramps_up_on_our_feedback(echo_server, browser_page):
 async def test_control_without_feedback_chrome_backs_off(echo_server, browser_page, monkeypatch):
     """The same call with transport-cc negotiated but no feedback sent (what advertising it
     without an implementation does): Chrome's estimate only decays from its 300 kbps start."""
-    monkeypatch.setattr(rtp_patches, "SEND_FEEDBACK", False)
+    monkeypatch.setattr(dtls_transport, "SEND_FEEDBACK", False)
     page = browser_page
     call = await start_video_call(page, echo_server)
     samples = []
@@ -101,7 +102,7 @@ async def test_lost_video_packets_are_nacked(echo_server, browser_page):
     shim = DropShim(call.pc.getTransceivers()[0].receiver.transport, negotiated_pts(answer, "video", "h264"),
                     every=30, phase=11, once=True, limit=4)
     receiver = next(t.receiver for t in call.pc.getTransceivers() if t.kind == "video")
-    jitter = rtp_patches.video_buffer(receiver)
+    jitter = video_buffer(receiver)
     assert jitter is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60

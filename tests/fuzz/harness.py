@@ -17,10 +17,10 @@ import traceback
 from typing import Any
 
 from openrealtime.limits import MAX_BODY_BYTES
+from openrealtime.media import aiortc_patches
 from openrealtime.media.call import CallOptions, RealtimeCall
 from openrealtime.media.ice import IceSettings
 from openrealtime.media.ice_mux import MuxSet
-from openrealtime.media.sdp_policy import install_codec_policy
 from openrealtime.protocol import beta as beta_protocol
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.parse import parse_server_event
@@ -124,6 +124,7 @@ class OfferHarness:
         self.n = 0
 
     async def start(self) -> None:
+        aiortc_patches.install()  # what the server does at startup (api/state.py)
         self.mux = MuxSet([(LOOP, LOOP)], udp_port=0, tcp_port=0)
         await self.mux.start()
         self.ice = IceSettings(addresses=((LOOP, LOOP),), mux=self.mux)
@@ -295,15 +296,17 @@ class MediaHarness:
 
         threading.excepthook = lambda args: self.thread_errors.append(
             f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
-        install_codec_policy()  # what the server process has done before any offer: aiortc's tables, our hooks
         await self.offers.start()
-        self.client = client = RealtimeRtcClient("http://unused", video=True)
-        await client.pc.setLocalDescription(await client.pc.createOffer())
-        self.call = RealtimeCall("rtc_fuzzmedia", CallOptions(ice=self.offers.ice),
-                                 lambda transport: SessionEngine(transport, RealtimeSessionConfig(),
-                                                                 models=EchoStack(loopback_delay_s=0.05)))
-        answer = await self.call.answer(client.pc.localDescription.sdp)
-        await client.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        # the client is built from the server's aiortc objects too, so it offers what the server implements
+        # (transport-cc) and its cases reach that code
+        with aiortc_patches.server_objects():
+            self.client = client = RealtimeRtcClient("http://unused", video=True)
+            await client.pc.setLocalDescription(await client.pc.createOffer())
+            self.call = RealtimeCall("rtc_fuzzmedia", CallOptions(ice=self.offers.ice),
+                                     lambda transport: SessionEngine(transport, RealtimeSessionConfig(),
+                                                                     models=EchoStack(loopback_delay_s=0.05)))
+            answer = await self.call.answer(client.pc.localDescription.sdp)
+            await client.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await client.next_event("session.created", timeout=15)
         self.speech = speechlike(2.0).tobytes()
         client.mic.play(self.speech * 2)
@@ -339,7 +342,7 @@ class MediaHarness:
             await handle
         except Exception as exc:
             raise FuzzFailure(f"{what} ended the receive loop: " + describe(exc)) from None
-        if self._dropped() != before:  # rtp_patches kept the call alive, but the receive path raised
+        if self._dropped() != before:  # the server's transport kept the call alive, but the receive path raised
             raise FuzzFailure(f"the receive path failed on {what}: {self._last_drop()}")
         return "handled"
 
@@ -383,7 +386,7 @@ class MediaHarness:
             await self.client.pc.sctp._send(stream_id, pp_id, data)
         except Exception:
             return "unsendable"
-        for _ in range(10):  # it crosses the network: give it a moment (a drop is what sctp_guard does)
+        for _ in range(10):  # it crosses the network: give it a moment (the server's SCTP transport drops)
             await asyncio.sleep(0.001)
             if self._dropped() != before:
                 self._reported_drops += self._dropped() - before

@@ -12,7 +12,8 @@ from aiortc import RTCRtpSender
 
 from tests.support import speechlike, wait_for
 from openrealtime.client.rtc import RealtimeRtcClient
-from openrealtime.media import opus_fec, rtp_patches
+from openrealtime.media import opus_fec
+from openrealtime.media.aiortc_patches.rtp_receiver import decoder_thread_started
 from openrealtime.audio.format import FRAME_BYTES, FRAME_SAMPLES
 from openrealtime.media.audio_out import OutboundAudioTrack
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
@@ -172,7 +173,7 @@ async def test_opus_call_never_starts_the_decoder_thread(echo_server):
     await client.connect()
     call = await _echo_round_trip(echo_server, client)
     receiver = _audio_receiver(call)
-    assert rtp_patches.decoder_thread_started(receiver) is False
+    assert decoder_thread_started(receiver) is False
     lazy = receiver._RTCRtpReceiver__decoder_thread
     assert not lazy.is_alive() and lazy.thread not in threading.enumerate()
     remote = receiver.track
@@ -189,7 +190,7 @@ async def test_pcmu_call_starts_it_on_the_first_frame(echo_server):
     assert "PCMU/8000" in resp.text and "opus" not in resp.text.lower()
     call = await _echo_round_trip(echo_server, client)
     assert call.audio_out.encoder is None, "PCMU: aiortc encodes our frames"
-    assert rtp_patches.decoder_thread_started(_audio_receiver(call)) is True
+    assert decoder_thread_started(_audio_receiver(call)) is True
     await call.hangup("test")
     assert not _audio_receiver(call)._RTCRtpReceiver__decoder_thread, "aiortc joined and dropped it"
     await client.close()

@@ -12,6 +12,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from openrealtime.media import aiortc_patches
 from openrealtime.media.ice import IceSettings, server_ice
 from openrealtime.media.ice_mux import MuxSet
 from tests.support import wait_for
@@ -60,6 +61,7 @@ class Env:
         return self.loop.run_until_complete(coro)
 
     async def _setup(self):
+        aiortc_patches.install()  # what a server does at startup: server_ice needs its ICE agent factory
         self.mux = MuxSet([(LOOP, LOOP)], udp_port=0, tcp_port=0, first_frame_timeout_s=0.2)
         await self.mux.start()
         self.server = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))

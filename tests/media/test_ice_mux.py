@@ -16,6 +16,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from openrealtime.api.embedded import embedded_server, free_port
 from openrealtime.client.rtc import RealtimeRtcClient
 from openrealtime.config import Settings
+from openrealtime.media import aiortc_patches
 from openrealtime.media.ice import IceSettings, ServerIceConnection, new_ufrag, server_ice
 from openrealtime.media.ice_mux import (
     TCP_PRIORITY,
@@ -56,6 +57,7 @@ def ice_connection(pc: RTCPeerConnection):
 
 async def echo_call(settings: IceSettings):
     """A stock aiortc client calling an aiortc answerer built with our ICE; the server echoes."""
+    aiortc_patches.install()  # what a server does at startup: server_ice needs its ICE agent factory
     server = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     channel = client.createDataChannel("chat")

@@ -7,6 +7,7 @@ import fractions
 import av
 import numpy as np
 import pytest
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
@@ -19,7 +20,7 @@ from openrealtime.media.opus_fec import (
     opus_library,
     track_stats,
 )
-from openrealtime.media.sdp_policy import install_codec_policy
+from openrealtime.media import aiortc_patches
 
 OPUS_PT = 111
 
@@ -99,12 +100,34 @@ def test_encoder_sends_lbrr_mono_voice(packets):
     assert [ts for _, ts in packets[:3]] == [0, 960, 1920]
 
 
-def test_aiortc_uses_the_fec_encoder():
-    from aiortc.codecs import get_encoder
+class _Tone(MediaStreamTrack):
+    kind = "audio"
 
-    install_codec_policy()
+    async def recv(self):
+        frame = av.AudioFrame.from_ndarray(speechlike(0.02).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, 0, fractions.Fraction(1, 48000)
+        return frame
+
+
+async def test_the_servers_senders_encode_opus_with_fec_and_others_stay_stock():
+    from aiortc import RTCPeerConnection
+    from aiortc.codecs.opus import OpusEncoder
+
+    aiortc_patches.install()
     codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=OPUS_PT)
-    assert isinstance(get_encoder(codec), FecOpusEncoder)
+    with aiortc_patches.server_objects():
+        server = RTCPeerConnection()
+        server_sender = server.addTransceiver("audio").sender
+    stock = RTCPeerConnection()
+    stock_sender = stock.addTransceiver("audio").sender
+    encoders = []
+    for sender in (server_sender, stock_sender):
+        sender.replaceTrack(_Tone())
+        await sender._next_encoded_frame(codec)
+        encoders.append(type(sender._RTCRtpSender__encoder))
+    await server.close()
+    await stock.close()
+    assert encoders == [FecOpusEncoder, OpusEncoder]
 
 
 # ---- decoder -------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 A shim under the server's DTLS transport drops inbound SRTP deterministically (before
 decryption, so the TWCC recorder and the receivers see it as network loss):
 
-* audio: every 10th Opus packet. The client's encoder sends LBRR (our FecOpusEncoder is
-  process-wide), so the server recovers most lost frames from the next packet and conceals the
-  rest; the decoded stream keeps exactly the sender's timeline (no gaps, no stall);
-* video: every 10th packet, once. aiortc's receiver NACKs it, the client retransmits (no RTX:
-  same SSRC and sequence number) and frames keep decoding.
+* audio: every 10th Opus packet. The client is built from the server's aiortc objects
+  (``aiortc_patches.server_objects``), so its encoder sends LBRR and it reads our transport-cc
+  feedback; the server recovers most lost frames from the next packet and conceals the rest; the
+  decoded stream keeps exactly the sender's timeline (no gaps, no stall);
+* video: every 10th packet, once, from a stock aiortc client. The server's receiver NACKs it, the
+  client retransmits (no RTX: same SSRC and sequence number) and frames keep decoding.
 """
 
 import asyncio
@@ -21,8 +22,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from tests.support import speechlike
 from openrealtime.client.rtc import RealtimeRtcClient
-from openrealtime.media import rtp_patches
-from openrealtime.media.sdp_policy import install_codec_policy
+from openrealtime.media.aiortc_patches import server_objects
+from openrealtime.media.aiortc_patches.dtls_transport import peek_twcc_state
+from openrealtime.media.aiortc_patches.rtp_receiver import video_buffer
 
 
 def speechlike_48k(seconds: float) -> bytes:
@@ -76,9 +78,9 @@ def negotiated_pts(sdp: str, kind: str, codec: str) -> set[int]:
 
 
 async def test_ten_percent_audio_loss_is_concealed_with_fec(echo_server):
-    install_codec_policy()  # the client (same process) then offers transport-cc and encodes with FEC
-    client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
-    resp = await client.connect()
+    with server_objects():  # the client then offers transport-cc and encodes with FEC, as the server does
+        client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
+        resp = await client.connect()
     assert resp.status_code == 201
     call = echo_server.state.calls.get(client.call_id)
     transport = call.pc.getTransceivers()[0].receiver.transport
@@ -95,7 +97,7 @@ async def test_ten_percent_audio_loss_is_concealed_with_fec(echo_server):
     samples = opus.samples
     last_ts, first_ts = shim.last_ts, shim.first_ts
     consumed = inbound.samples
-    client_twcc = rtp_patches.peek_twcc_state(client.pc.getTransceivers()[0].sender.transport).counters()
+    client_twcc = peek_twcc_state(client.pc.getTransceivers()[0].sender.transport).counters()
     await client.close()
 
     print("dropped", len(shim.dropped), "opus", opus, "client TWCC", client_twcc)
@@ -141,7 +143,6 @@ class SmallVideoTrack(MediaStreamTrack):
 
 
 async def test_lost_video_packets_are_nacked_and_retransmitted(echo_server):
-    install_codec_policy()
     client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"}, video=True)
     video_tx = next(t for t in client.pc.getTransceivers() if t.kind == "video")
     video_tx.sender.replaceTrack(SmallVideoTrack())
@@ -190,13 +191,12 @@ async def test_unrecovered_video_loss_does_not_freeze(echo_server, monkeypatch):
         return None
 
     monkeypatch.setattr(aiortc.rtcrtpsender.RTCRtpSender, "_retransmit", ignore_nack)
-    install_codec_policy()
     client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"}, video=True)
     next(t for t in client.pc.getTransceivers() if t.kind == "video").sender.replaceTrack(SmallVideoTrack())
     resp = await client.connect()
     call = echo_server.state.calls.get(client.call_id)
     receiver = next(t.receiver for t in call.pc.getTransceivers() if t.kind == "video")
-    jitter = rtp_patches.video_buffer(receiver)
+    jitter = video_buffer(receiver)
     shim = DropShim(receiver.transport, negotiated_pts(resp.text, "video", "h264"), every=30, phase=11, limit=3)
     loop = asyncio.get_running_loop()
     deadline, decoded_after = loop.time() + 30, None

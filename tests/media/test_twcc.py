@@ -8,11 +8,11 @@ strings, no shared code), and by round-tripping random arrival patterns.
 import asyncio
 import random
 
-import aiortc
 import pytest
 
-from openrealtime.media import rtp_patches, twcc
-from openrealtime.media.sdp_policy import install_codec_policy
+from openrealtime.media import twcc
+from openrealtime.media.aiortc_patches import dtls_transport, server_objects
+from openrealtime.media.aiortc_patches.rtp_sender import fast_audio_level_dbov
 from openrealtime.media.twcc import (
     LARGE_DELTA,
     NOT_RECEIVED,
@@ -188,28 +188,19 @@ def test_recorder_reports_each_packet_once_across_wraps():
     assert rec.packets == n and rec.late == 0 and rec.feedbacks_built == n // 5
 
 
-# ---- the aiortc contract ------------------------------------------------------------------------------
-def test_aiortc_contract_is_pinned():
-    """If this fails, aiortc changed under the hooks in rtp_patches: re-read the listed methods."""
-    assert aiortc.__version__.startswith(rtp_patches.SUPPORTED_AIORTC)
-    assert rtp_patches.verify_aiortc() == []
-    assert rtp_patches.handle_rtp_data_digest() == rtp_patches.HANDLE_RTP_DATA_SHA256
+# ---- incoming feedback ---------------------------------------------------------------------------------
+def test_feedback_is_taken_out_of_a_compound_rtcp_packet():
+    """aiortc's parser reads FMT=15 as a NACK list: the server's transport takes transport-cc out first and
+    leaves the rest of the compound packet (here a receiver report) to aiortc."""
+    from aiortc.rtp import RtcpPacket, RtcpRrPacket
 
-
-def test_hooks_installed_with_the_codec_policy():
-    from aiortc import codecs
-    from aiortc.rtcdtlstransport import RTCDtlsTransport
-    from aiortc.rtp import RtcpPacket
-
-    install_codec_policy()
-    assert rtp_patches.installed()
-    assert RTCDtlsTransport._handle_rtp_data is rtp_patches._handle_rtp_data
-    assert codecs.OpusEncoder.__name__ == "FecOpusEncoder"
-    assert any(e.uri == twcc.TWCC_URI for e in codecs.HEADER_EXTENSIONS["audio"])
-    # incoming FMT=15 is no longer misread as a NACK list
-    pkt = RtcpPacket.parse(CHROME["run_7"][0])[0]
-    assert isinstance(pkt, rtp_patches.RtcpTwccPacket) and pkt.lost == []
-    assert parse_feedback(pkt.payload, fci_only=True).status_count == 7
+    rr = bytes(RtcpRrPacket(ssrc=0x1234))
+    found, rest = dtls_transport.split_twcc(rr + CHROME["run_7"][0] + rr)
+    assert len(found) == 1 and isinstance(found[0], dtls_transport.RtcpTwccPacket) and found[0].lost == []
+    assert parse_feedback(found[0].payload, fci_only=True).status_count == 7
+    assert (found[0].ssrc, found[0].media_ssrc) == (0xFA17FA17, 0x193DD8BB)
+    assert rest == rr + rr and [type(p) for p in RtcpPacket.parse(rest)] == [RtcpRrPacket, RtcpRrPacket]
+    assert dtls_transport.split_twcc(rr) == ([], rr)
 
 
 # ---- a live call ----------------------------------------------------------------------------------------
@@ -219,14 +210,14 @@ async def test_live_call_feedback_both_ways(echo_server, monkeypatch):
     sequence numbers it stamped."""
     from openrealtime.client.rtc import RealtimeRtcClient
 
-    install_codec_policy()  # before the client builds its offer
-    client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
-    resp = await client.connect()
+    with server_objects():  # the client runs the server's aiortc objects too: it stamps and sends feedback
+        client = RealtimeRtcClient(echo_server.url, session={"type": "realtime"})
+        resp = await client.connect()
     assert resp.status_code == 201
     assert twcc.TWCC_URI in resp.text and "transport-cc" in resp.text
     await client.next_event("session.created")
     client_transport = client.pc.getTransceivers()[0].sender.transport
-    state = rtp_patches.twcc_state(client_transport)
+    state = dtls_transport.twcc_state(client_transport)
     reports: list = []
     original = twcc.TwccSendStats.on_feedback
 
@@ -239,7 +230,7 @@ async def test_live_call_feedback_both_ways(echo_server, monkeypatch):
     monkeypatch.setattr(twcc.TwccSendStats, "on_feedback", capture)
     await asyncio.sleep(2.0)
     call = echo_server.state.calls.get(client.call_id)
-    server_state = rtp_patches.peek_twcc_state(call.pc.getTransceivers()[0].receiver.transport)
+    server_state = dtls_transport.peek_twcc_state(call.pc.getTransceivers()[0].receiver.transport)
     await client.close()
 
     assert server_state is not None
@@ -255,20 +246,15 @@ async def test_live_call_feedback_both_ways(echo_server, monkeypatch):
     assert max(times) - min(times) > 1_000_000, "arrival times span the call (µs)"
 
 
-def test_fast_audio_level_matches_aiortc_and_is_installed():
+def test_fast_audio_level_matches_aiortc():
     import av
     import numpy as np
     from aiortc import rtp
 
-    from openrealtime.media import rtp_patches
-
-    rtp_patches.install()
-    assert rtp.compute_audio_level_dbov is rtp_patches.fast_audio_level_dbov
-    reference = rtp_patches.original("compute_audio_level_dbov")
     rng = np.random.default_rng(7)
     for amplitude in (0, 1, 30, 1000, 12000, 32767):
         for layout, channels in (("mono", 1), ("stereo", 2)):
             frame = av.AudioFrame(format="s16", layout=layout, samples=480)
             data = rng.integers(-amplitude, amplitude + 1, 480 * channels, dtype=np.int16)
             frame.planes[0].update(data.astype("<i2").tobytes())
-            assert rtp_patches.fast_audio_level_dbov(frame) == reference(frame), (amplitude, layout)
+            assert fast_audio_level_dbov(frame) == rtp.compute_audio_level_dbov(frame), (amplitude, layout)
