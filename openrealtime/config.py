@@ -60,6 +60,9 @@ class Settings:
     internal_url: str | None = None  # how other nodes reach this one; None: the first advertised IP and port
     cluster_secret: str | None = None  # HMAC key of node-to-node requests (cluster/auth.py); required with redis_url
     workers: int = 1  # worker processes serving the one HTTP port on this host
+    # the SQLite file a host's workers share when there is no redis_url (set by the supervisor for its
+    # workers, openrealtime/supervisor.py; not a flag)
+    cluster_db: str | None = None
 
     @property
     def remote_stages(self) -> dict[str, str]:

@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cluster.redis_store import RedisStore
 from ..cluster.store import ClusterStore
+from ..cluster.stores import open_store
 from ..config import Settings
 from ..engines.egress import EgressPolicy
 from ..media import aiortc_patches
@@ -38,7 +38,7 @@ class ServerState:
     lifecycle: Lifecycle = field(init=False)  # drain and exit (lifecycle.py)
     runtime: Runtime = field(default_factory=Runtime)  # model worker pools, foreground gate, clock (runtime.py)
     owns_runtime: bool = True  # closed on shutdown, unless shared in (with a model stack loaded beside it)
-    cluster: ClusterStore | None = None  # the store the cluster's nodes share (--redis-url); None: alone
+    cluster: ClusterStore | None = None  # the store the nodes share (--redis-url, or a host's workers); None: alone
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self)
@@ -58,7 +58,7 @@ class ServerState:
             aiortc_patches.install()
         except aiortc_patches.AiortcMismatch as exc:
             raise SystemExit(str(exc)) from None
-        cluster = RedisStore.from_url(settings.redis_url) if settings.redis_url else None
+        cluster = open_store(redis_url=settings.redis_url, sqlite_path=settings.cluster_db)
         store = store or (ClusterSecretStore(cluster) if cluster is not None else MemorySecretStore())
         advertise = settings.advertise_ips or default_advertise_ips(settings.host)
         try:

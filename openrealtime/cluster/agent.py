@@ -1,7 +1,8 @@
 """A node's presence in the cluster store: heartbeats, its call ids, and leaving when it stops.
 
 `NodeAgent` runs one background task on the serving loop. Every `interval_s` (and at once when the
-node becomes ready or starts draining) it writes the node's record with a TTL of `ttl_s`; a node that dies simply
+node becomes ready, starts draining or its number of calls changes, so that placement sees fresh
+loads) it writes the node's record with a TTL of `ttl_s`; a node that dies simply
 stops and leaves `live_nodes()` when the TTL runs out. The node's calls are mapped as they start and
 end. The store going away never affects a call: failed writes are remembered and redone once the
 store answers again, and when the store has lost the node (Redis restarted, or the node was cut off
@@ -21,7 +22,7 @@ log = logging.getLogger("openrealtime.cluster")
 
 HEARTBEAT_TTL_S = 9.0  # a silent node leaves placement within this (≤ MAX_NODE_TTL_S)
 HEARTBEAT_INTERVAL_S = 3.0  # three heartbeats per TTL: one lost write does not expire the node
-STATE_POLL_S = 0.25  # how soon a node that becomes ready or starts draining says so
+STATE_POLL_S = 0.25  # how soon a node that becomes ready, starts draining or gains or loses calls says so
 DEREGISTER_TIMEOUT_S = 3.0  # at shutdown; past it the record expires by itself
 
 
@@ -55,7 +56,7 @@ class NodeAgent:
         self._resync = False  # a call write failed: re-assert every call at the next good heartbeat
         self._unremoved: set[str] = set()  # calls ended while the store could not be told
         self._lag_s = 0.0  # the largest event-loop lag read since the last heartbeat written
-        self._published: tuple[bool, bool] | None = None  # (ready, draining) of the last heartbeat written
+        self._published: tuple[bool, bool, int] | None = None  # (ready, draining, calls) of the last heartbeat
         self._task: asyncio.Task | None = None
         self._writes: set[asyncio.Task] = set()
         self._write_order = asyncio.Lock()  # FIFO: a call's removal never overtakes its addition
@@ -118,8 +119,8 @@ class NodeAgent:
         return status
 
     @staticmethod
-    def _state_of(status: NodeStatus) -> tuple[bool, bool]:
-        return status.ready, status.draining
+    def _state_of(status: NodeStatus) -> tuple[bool, bool, int]:
+        return status.ready, status.draining, status.calls
 
     # ---- calls -------------------------------------------------------------------------------
     def call_added(self, call_id: str) -> None:

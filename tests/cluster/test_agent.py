@@ -57,7 +57,7 @@ async def test_a_heartbeat_reports_the_largest_loop_lag_since_the_last_one(store
     assert (await record(store)).loop_lag_s == 0.0
 
 
-async def test_readiness_and_drain_are_published_without_waiting_for_the_interval(store):
+async def test_readiness_calls_and_drain_are_published_without_waiting_for_the_interval(store):
     node = Node()
     node.ready = False
     agent = agent_for(store, node, ttl_s=10, interval_s=9)  # the interval alone would take 9 s
@@ -67,6 +67,8 @@ async def test_readiness_and_drain_are_published_without_waiting_for_the_interva
         assert not (await record(store)).ready
         node.ready = True
         await wait_for(lambda: _field(store, "ready"), timeout=5, what="ready published")
+        node.calls = ["rtc_a", "rtc_b"]  # placement reads loads from heartbeats: a change goes out at once
+        await wait_for(lambda: _field_is(store, "calls", 2), timeout=5, what="the number of calls published")
         node.draining = True
         await wait_for(lambda: _field(store, "draining"), timeout=5, what="draining published")
     finally:
@@ -77,6 +79,11 @@ async def test_readiness_and_drain_are_published_without_waiting_for_the_interva
 async def _field(store, name: str):
     found = await record(store)
     return found is not None and getattr(found, name)
+
+
+async def _field_is(store, name: str, value) -> bool:
+    found = await record(store)
+    return found is not None and getattr(found, name) == value
 
 
 async def test_writes_the_store_missed_are_redone_at_the_next_heartbeat(store, tmp_path):
