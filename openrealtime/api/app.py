@@ -20,6 +20,7 @@ from .health import BackendWatch
 from .operator import install as install_operator
 from .request_limits import RequestLimits
 from .state import ServerState
+from .translations import router as translations_router
 from .web import router as web_router
 from .websocket import router as websocket_router
 
@@ -103,6 +104,7 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
     app.include_router(secrets_router)
     app.include_router(web_router)
     app.include_router(websocket_router)  # WS /v1/realtime (sessions, sideband), POST /v1/realtime (beta SDP)
+    app.include_router(translations_router)  # WS /v1/realtime/translations, POST …/translations/client_secrets
     install_operator(app, state)  # GET /metrics, GET /v1/realtime/calls[/{id}]
     install_cluster_node(app, state)  # with --redis-url: heartbeats and the call map in the cluster store
 

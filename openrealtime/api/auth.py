@@ -12,6 +12,12 @@ from .errors import ApiError
 from .secrets_store import ClientSecret, SecretStore
 
 
+REALTIME_SESSIONS = ("realtime", "transcription")
+TRANSLATION_SESSIONS = ("translation",)
+MINT_ROUTES = {"realtime": "POST /v1/realtime/client_secrets", "transcription": "POST /v1/realtime/client_secrets",
+               "translation": "POST /v1/realtime/translations/client_secrets"}
+
+
 @dataclass
 class Principal:
     kind: str  # "api_key" | "ephemeral"
@@ -42,15 +48,21 @@ class Authenticator:
         self.api_keys = [k.encode() for k in api_keys]
         self.store = store
 
-    async def check_token(self, token: str | None, *, allow_ephemeral: bool) -> Principal:
+    async def check_token(self, token: str | None, *, allow_ephemeral: bool,
+                          sessions: tuple[str, ...] = REALTIME_SESSIONS) -> Principal:
+        """An API key, or (`allow_ephemeral`) an `ek_` secret minted for one of these session types."""
+        mint = MINT_ROUTES[sessions[0]]
         if token is not None and token.startswith("ek_") and allow_ephemeral:
             try:
                 secret = await self.store.get(token)
             except StoreUnavailable:  # fail closed: the secret cannot be checked
                 raise store_unavailable("checked") from None
             if secret is None:
-                raise _unauthorized("The ephemeral client secret is unknown or expired. Mint a new one with "
-                                    "POST /v1/realtime/client_secrets.")
+                raise _unauthorized(f"The ephemeral client secret is unknown or expired. Mint a new one with {mint}.")
+            if secret.session.type not in sessions:
+                raise _unauthorized(f"This ephemeral client secret was minted for a {secret.session.type} session "
+                                    f"({MINT_ROUTES[secret.session.type]}) and cannot open this one; mint one with "
+                                    f"{mint}.")
             return Principal("ephemeral", secret)
         return self.check_api_key(token)
 

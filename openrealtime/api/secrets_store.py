@@ -10,13 +10,14 @@ from typing import Protocol
 
 from ..cluster.store import ClusterStore
 from ..protocol.session import RealtimeSessionConfig, TranscriptionSessionConfig
+from ..protocol.translation import TranslationSessionConfig
 
 
 @dataclass
 class ClientSecret:
     value: str
     expires_at: int
-    session: RealtimeSessionConfig | TranscriptionSessionConfig
+    session: RealtimeSessionConfig | TranscriptionSessionConfig | TranslationSessionConfig
     session_id: str
 
 
@@ -56,7 +57,8 @@ class MemorySecretStore:
             del self._secrets[key]
 
 
-_SESSION_TYPES = {"realtime": RealtimeSessionConfig, "transcription": TranscriptionSessionConfig}
+_SESSION_TYPES = {"realtime": RealtimeSessionConfig, "transcription": TranscriptionSessionConfig,
+                  "translation": TranslationSessionConfig}
 
 
 class ClusterSecretStore:

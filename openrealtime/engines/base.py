@@ -54,6 +54,11 @@ class Transcript:
     logprobs: list[dict[str, Any]] | None = None  # [{"token", "logprob", "bytes"}] when asked for and known
 
 
+ANY_LANGUAGE = "auto"
+"""`SpeechToText.transcribe(language=ANY_LANGUAGE)`: whatever language is spoken, detected (a translation
+session's input); an English-only model hears English."""
+
+
 @runtime_checkable
 class SpeechToText(Protocol):
     sample_rate: int  # 16000
@@ -160,6 +165,14 @@ class Loopback(Protocol):
     (engines/echo.py): its sessions have no turns, transcriptions or responses."""
 
     loopback_delay_s: float
+
+
+@runtime_checkable
+class SpeaksLanguages(Protocol):
+    """A voice that speaks only these languages (ISO 639-1 codes: Piper's en_US voice has ("en",)). A
+    TextToSpeech without it (a remote server) is asked for any language (translation/voices.py)."""
+
+    languages: tuple[str, ...]
 
 
 def concurrency(engine: Any) -> int:

@@ -54,8 +54,10 @@ def _byte_length(raw: str | bytes, limit: int) -> int:
     return len(raw.encode("utf-8", "surrogatepass"))
 
 
-def parse_client_event(raw: str | bytes, *, max_bytes: int | None = None) -> ClientEvent:
-    """Parse and validate one client event; raises ProtocolError (see module docstring)."""
+def parse_client_event(raw: str | bytes, *, max_bytes: int | None = None,
+                       event_types: dict[str, type[Any]] | None = None) -> ClientEvent:
+    """Parse and validate one client event; raises ProtocolError (see module docstring). `event_types`:
+    another table of event models by `type` (translation sessions, protocol/translation.py)."""
     if max_bytes is not None and _byte_length(raw, max_bytes) > max_bytes:
         raise ProtocolError(
             f"Message too large: the limit is {max_bytes} bytes per event.",
@@ -83,9 +85,11 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int | None = None) -> Cli
     if not isinstance(kind, str):
         raise ProtocolError(f"Invalid type for 'type': expected a string, but got {json_kind(kind)} instead.",
                             code="invalid_type", param="type", event_id=event_id)
-    model = CLIENT_EVENT_TYPES.get(kind)
+    table = CLIENT_EVENT_TYPES if event_types is None else event_types
+    model = table.get(kind)
     if model is None:
-        raise ProtocolError(f"Invalid value: '{kind}'. Supported values are: {_SUPPORTED_TYPES}.",
+        supported = _SUPPORTED_TYPES if event_types is None else quoted_list(", ".join(f"'{t}'" for t in table))
+        raise ProtocolError(f"Invalid value: '{kind}'. Supported values are: {supported}.",
                             code="invalid_value", param="type", event_id=event_id)
     try:
         return model.model_validate(data, strict=True)  # type: ignore[return-value]

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import assets
-from ..base import Transcript
+from ..base import ANY_LANGUAGE, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class WhisperSTT:
         always decodes faster-whisper's way (the whole 30 s window), e.g. for comparisons."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
-        lang = (language or self.language or None)
+        lang = None if language == ANY_LANGUAGE else (language or self.language or None)
         if lang:
             lang = lang.split("-")[0].lower()
         if self.english_only and lang not in (None, "en"):

@@ -199,6 +199,10 @@ class PiperTTS:
         if config.get("phoneme_type", "espeak") != "espeak":
             raise ValueError(f"{self.config_path}: only espeak-phoneme Piper voices are supported")
         self.phonemizer = EspeakPhonemizer(config.get("espeak", {}).get("voice", "en-us"))
+        # the language it speaks (translation sessions ask, translation/voices.py): the voice's own, else its
+        # espeak-ng phoneme language's ("en-us" → "en")
+        family = config.get("language", {}).get("family") or self.phonemizer.voice.split("-")[0]
+        self.languages: tuple[str, ...] = (family.lower(),)
         self.min_chunk_chars = min_chunk_chars
         self.threads = threads
         started = time.monotonic()
@@ -276,6 +280,7 @@ class EspeakTTS:
     def __init__(self, voice: str = "en-us", *, words_per_minute: int = 165) -> None:
         self.binary = espeak_binary()
         self.voice = voice
+        self.languages: tuple[str, ...] = (voice.split("-")[0].lower(),)  # what it speaks (translation/voices.py)
         self.words_per_minute = words_per_minute
 
     def describe(self) -> str:

@@ -18,7 +18,7 @@ import wave
 import httpx
 import numpy as np
 
-from ..base import Transcript
+from ..base import ANY_LANGUAGE, Transcript
 from .http import RemoteEndpoint, RemoteEngineError, connection_error, status_error
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class OpenAICompatSTT:
                    logprobs: bool = False) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
+        if language == ANY_LANGUAGE:  # whatever is spoken: the server detects it
+            language = None
         lang = language or self.language
         if lang:
             lang = lang.split("-")[0].split("_")[0].lower()
