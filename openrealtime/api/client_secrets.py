@@ -13,6 +13,7 @@ from ..cluster.store import StoreUnavailable
 from ..protocol.errors import ProtocolError, pydantic_error_to_protocol
 from ..protocol.json_limits import loads as loads_limited
 from ..protocol.session import parse_session_config, session_object
+from ..session.voices import check_session_voice
 from .auth import store_unavailable
 from .body import read_body
 from .errors import ApiError
@@ -46,6 +47,7 @@ async def create_client_secret(request: Request) -> dict[str, Any]:
     try:
         req = ClientSecretRequest.model_validate(data)
         config = parse_session_config(req.session)
+        check_session_voice(config, state.models)
     except ValidationError as exc:
         raise ApiError.from_protocol(pydantic_error_to_protocol(exc)) from None
     except ProtocolError as exc:

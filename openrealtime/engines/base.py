@@ -64,9 +64,10 @@ class SpeechToText(Protocol):
     sample_rate: int  # 16000
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                   logprobs: bool = False) -> Transcript:
+                   logprobs: bool = False, languages: list[str] | None = None) -> Transcript:
         """`logprobs`: also return per-token log probabilities (OpenAI's
-        `include: ["item.input_audio_transcription.logprobs"]`), where the backend can."""
+        `include: ["item.input_audio_transcription.logprobs"]`), where the backend can. `languages`
+        (passed only when a session names candidates): detect the language among these only."""
         ...
 
 
@@ -88,6 +89,9 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float = 0.7
     session_key: str | None = None  # lets a backend keep per-session prompt caches warm
+    # 2026 Realtime fields, for a backend that supports them (a remote reasoning model); None: its default
+    reasoning_effort: str | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass
@@ -157,6 +161,14 @@ class Prefilling(Protocol):
 
     def prefill(self, request: ChatRequest, cancel: threading.Event | None = None, *,
                 complete: bool = False) -> int: ...
+
+
+@runtime_checkable
+class VoiceCatalog(Protocol):
+    """Names the voices a TTS can speak for a session's `audio.output.voice: {"id": ...}` (a TTS without a
+    catalog, e.g. a remote server, is given the id and decides itself)."""
+
+    def voice_ids(self) -> list[str]: ...
 
 
 @runtime_checkable

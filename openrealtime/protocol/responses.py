@@ -9,8 +9,8 @@ from pydantic import Field, field_serializer
 from .. import ids
 from ..limits import MAX_INSTRUCTIONS_CHARS, MAX_TOOLS
 from .items import Item, ResponseInputItem, WireModel, item_to_wire
-from .session import (AudioFormat, CustomVoice, MaxTokens, PcmFormat, PromptRef, RealtimeSessionConfig, Tool,
-                      ToolChoice)
+from .session import (AudioFormat, CustomVoice, MaxTokens, PcmFormat, PromptRef, Reasoning, RealtimeSessionConfig,
+                      Tool, ToolChoice)
 
 ResponseStatus = Literal["in_progress", "completed", "cancelled", "failed", "incomplete"]
 FinalStatus = Literal["completed", "cancelled", "failed", "incomplete"]
@@ -156,6 +156,8 @@ class ResponseCreateParams(WireModel):
     metadata: Metadata | None = None
     input: list[ResponseInputItem] | None = None
     prompt: PromptRef | None = None
+    parallel_tool_calls: bool | None = None  # 2026 (as the session's)
+    reasoning: Reasoning | None = None  # 2026 (as the session's)
 
     @property
     def out_of_band(self) -> bool:

@@ -256,13 +256,19 @@ class ConversationItemInputAudioTranscriptionDeltaEvent(_OmitNone, _Transcriptio
     logprobs: list[LogProb] | None = None
 
 
+class DetectedLanguage(WireModel):
+    code: str  # ISO-639-1
+
+
 class ConversationItemInputAudioTranscriptionCompletedEvent(_OmitNone, _TranscriptionEvent):
-    _omit_none = ("logprobs",)
+    _omit_none = ("logprobs", "languages")
     type: Literal["conversation.item.input_audio_transcription.completed"] = (
         "conversation.item.input_audio_transcription.completed")
     transcript: str
     logprobs: list[LogProb] | None = None
     usage: TranscriptionUsage
+    # 2026: the language heard, when the session's transcription names candidate `languages` ([]: unknown)
+    languages: list[DetectedLanguage] | None = None
 
 
 class ConversationItemInputAudioTranscriptionFailedEvent(_TranscriptionEvent):

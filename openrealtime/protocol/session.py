@@ -46,14 +46,24 @@ AudioFormat = Annotated[Union[PcmFormat, PcmuFormat, PcmaFormat], Field(discrimi
 
 
 # ---- input ------------------------------------------------------------------------------------
+Effort = Literal["minimal", "low", "medium", "high", "xhigh"]
+LanguageCode = Annotated[str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")]
+
+
 class TranscriptionConfig(_Strict):
-    model: str | None = "whisper-1"
+    model: str | None = "whisper-1"  # any name: every transcription model is the server's one speech-to-text
     language: str | None = None
+    # 2026: candidate languages (detection is limited to them), words and phrases to listen for (given to
+    # Whisper as its prompt's keyword list), and how long to wait for accuracy (no effect here: see README)
+    languages: list[LanguageCode] | None = Field(None, max_length=100)
+    keywords: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(None, max_length=500)
+    delay: Effort | None = None
     prompt: str | None = None
 
 
 class NoiseReduction(_Strict):
     type: Literal["near_field", "far_field"]
+    strength: float = Field(1.0, ge=0.0)  # 2026: more is stronger; 1 when first enabled
 
 
 class ServerVad(_Strict):
@@ -112,6 +122,9 @@ class McpTool(BaseModel):
     server_label: str
     server_url: str | None = None
     connector_id: str | None = None
+    tunnel_id: str | None = None  # 2026: a Secure MCP Tunnel (OpenAI's; refused here: session/mcp_tools.py)
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None  # 2026
+    defer_loading: bool | None = None  # 2026: found by tool search (refused here when true)
     authorization: str | None = None
     headers: dict[str, str] | None = None
     allowed_tools: Any = None
@@ -163,6 +176,12 @@ class PromptRef(_Strict):
 IncludeOption = Literal["item.input_audio_transcription.logprobs"]
 
 
+class Reasoning(_Strict):
+    """2026: reasoning depth for reasoning models (passed to a remote model; no effect on the local one)."""
+
+    effort: Effort | None = None
+
+
 class RealtimeSessionConfig(_Strict):
     """A realtime (speech-to-speech) session, every default filled."""
 
@@ -178,6 +197,9 @@ class RealtimeSessionConfig(_Strict):
     truncation: Literal["auto", "disabled"] | RetentionRatioTruncation = "auto"
     prompt: PromptRef | None = None
     include: list[IncludeOption] | None = None
+    # 2026 (reasoning models): several tool calls in one response (None: the model's default, allowed)
+    parallel_tool_calls: bool | None = None
+    reasoning: Reasoning | None = None
 
 
 class TranscriptionAudioInput(_Strict):

@@ -47,9 +47,12 @@ def build_chat_request(config: RealtimeSessionConfig, params: ResponseCreatePara
     messages, _ = to_chat_messages(kept, transcripts, with_images=with_images)
     notes = "" if with_images or not _has_images(context) else NO_VISION_NOTE
     system = {"role": "system", "content": instructions + notes}
+    reasoning = params.reasoning if params.reasoning is not None else config.reasoning
+    parallel = params.parallel_tool_calls if params.parallel_tool_calls is not None else config.parallel_tool_calls
     return ChatRequest(messages=[system, *messages], tools=tools, tool_choice=choice,
                        max_tokens=MAX_TOKENS_WHEN_INF if max_tokens == "inf" else int(max_tokens),
-                       session_key=session_key)
+                       session_key=session_key, reasoning_effort=reasoning.effort if reasoning else None,
+                       parallel_tool_calls=parallel if tools else None)
 
 
 def _tools(config: RealtimeSessionConfig, params: ResponseCreateParams,

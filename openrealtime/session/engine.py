@@ -61,6 +61,7 @@ from .speculator import Speculator
 from .speech_input import AudioInput, Loopback as LoopbackInput, SpeechInput
 from .transcription import Transcriber
 from .transport import Transport
+from .voices import check_session_voice, check_voice
 from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped
 
 log = logging.getLogger(__name__)
@@ -392,6 +393,7 @@ class SessionEngine:
 
     def _on_session_update(self, event: ce.SessionUpdateEvent) -> None:
         config = event.apply(self.config, voice_locked=self.voice_locked)
+        check_session_voice(config, self.models)
         if isinstance(config, RealtimeSessionConfig):
             self.mcp.configure(config.tools, param="session.tools")
         self.config = config
@@ -536,6 +538,8 @@ class SessionEngine:
                                 "unavailable. Start it with --engine local.", code="model_not_available",
                                 type="server_error")
         params = params or ResponseCreateParams()
+        if params.audio is not None and params.audio.output is not None:
+            check_voice(params.audio.output.voice, self.models, param="response.audio.output.voice")
         oob = params.out_of_band
         if not oob and self.active is not None:
             raise ProtocolError(

@@ -134,6 +134,20 @@ class SessionMcp:
                     "connector_id is not available on this server (OpenAI's hosted connectors need OpenAI); "
                     "run an MCP server for the service and pass its server_url instead.",
                     code="invalid_value", param=f"{where}.connector_id")
+            if tool.tunnel_id is not None:
+                raise ProtocolError(
+                    "tunnel_id is not available on this server (Secure MCP Tunnels are OpenAI's); give the MCP "
+                    "server's server_url instead (see --mcp-allow for servers on internal addresses).",
+                    code="invalid_value", param=f"{where}.tunnel_id")
+            if tool.defer_loading:
+                raise ProtocolError(
+                    "defer_loading is not available on this server (it has no tool search): the tools of every MCP "
+                    "server are listed when it is configured. Omit defer_loading or set it to false.",
+                    code="invalid_value", param=f"{where}.defer_loading")
+            if tool.allowed_callers is not None and "direct" not in tool.allowed_callers:
+                raise ProtocolError(
+                    "This server's model calls MCP tools directly only; allowed_callers must include 'direct' "
+                    "(or be omitted).", code="invalid_value", param=f"{where}.allowed_callers")
             if tool.server_url is None and tool.server_label not in self.servers:
                 raise ProtocolError(f"Missing required parameter: '{where}.server_url' (no earlier definition of "
                                     f"server_label '{tool.server_label}' in this session).",

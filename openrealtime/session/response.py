@@ -191,6 +191,8 @@ class ResponseRun:
 
     def _on_tool_call(self, delta: ToolCallDelta) -> None:
         state = self.calls.get(delta.index)
+        if state is None and self.calls and self.request is not None and self.request.parallel_tool_calls is False:
+            return  # parallel_tool_calls: false — one call per response; the model's further calls are dropped
         if state is None:
             server = self.mcp_offered.get(delta.name or "")
             item: FunctionCallItem | McpCallItem | McpApprovalRequestItem

@@ -49,9 +49,11 @@ class Transcriber:
         stt = self.models.stt
         tc = self._config().audio.input.transcription
         language = tc.language if tc else None
-        prompt = tc.prompt if tc else None
+        prompt = whisper_prompt(tc.prompt, tc.keywords) if tc else None
         audio = pcm24k_to_f32_16k(pcm)
-        extra = {"logprobs": True} if self.wants_logprobs() else {}
+        extra: dict[str, Any] = {"logprobs": True} if self.wants_logprobs() else {}
+        if tc is not None and tc.languages and not language:
+            extra["languages"] = list(tc.languages)  # detection limited to them (a backend that cannot: ignores)
         gate = self.runtime.gate
 
         def run() -> Transcript:
@@ -107,11 +109,24 @@ class Transcriber:
         audio_tokens = int(len(pcm) / BYTES_PER_MS * AUDIO_TOKENS_PER_SECOND / 1000)
         logprobs = [ev.LogProb(**lp) for lp in result.logprobs] \
             if self.wants_logprobs() and result.logprobs is not None else None
+        tc = self._config().audio.input.transcription
+        languages = None
+        if tc is not None and tc.languages is not None:
+            languages = [ev.DetectedLanguage(code=result.language.split("-")[0].lower())] if result.language else []
         self._emit(ev.ConversationItemInputAudioTranscriptionDeltaEvent(
             item_id=item.id, content_index=content_index, delta=text, logprobs=logprobs))
         self._emit(ev.ConversationItemInputAudioTranscriptionCompletedEvent(
-            item_id=item.id, content_index=content_index, transcript=text, logprobs=logprobs,
+            item_id=item.id, content_index=content_index, transcript=text, logprobs=logprobs, languages=languages,
             usage=ev.TranscriptionTokenUsage(
                 input_tokens=audio_tokens, output_tokens=result.output_tokens,
                 total_tokens=audio_tokens + result.output_tokens,
                 input_token_details={"text_tokens": 0, "audio_tokens": audio_tokens})))
+
+
+def whisper_prompt(prompt: str | None, keywords: list[str] | None) -> str | None:
+    """The transcription prompt with the session's `keywords` appended as a keyword list (how Whisper is
+    biased towards words: its prompt is text it believes came before)."""
+    if not keywords:
+        return prompt
+    listed = ", ".join(k.strip() for k in keywords if k.strip())
+    return f"{prompt.strip()} {listed}" if prompt and prompt.strip() else listed

@@ -150,3 +150,22 @@ def test_espeak_fallback_voice(whisper):
     assert fallback.sample_rate == 24000
     audio = np.concatenate(list(fallback.synthesize("Good morning, my friend.", voice="", speed=1.0, cancel=None)))
     assert 0.8 < audio.size / 24000 < 4 and np.abs(audio).max() > 0.1
+
+
+def test_languages_limit_detection_to_the_candidates(tts, whisper):
+    """`transcription.languages` (2026): without `language`, Whisper picks among the candidates only — English
+    speech with English among them is English; without English, it is one of the candidates."""
+    audio = speak16k(tts, "What is the capital of France?")
+    assert whisper.transcribe(audio, languages=["de", "en"]).language == "en"
+    forced = whisper.transcribe(audio, languages=["de", "fr"])
+    assert forced.language in ("de", "fr"), forced
+    assert whisper.transcribe(audio, languages=["en-US"]).language == "en"  # one candidate is the language
+
+
+def test_keywords_bias_the_transcript_towards_them(tts, whisper):
+    """`transcription.keywords` reach Whisper as its prompt's keyword list (session/transcription.py)."""
+    from openrealtime.session.transcription import whisper_prompt
+
+    audio = speak16k(tts, "Please book a table at Kwik Byte.")
+    biased = words(whisper.transcribe(audio, prompt=whisper_prompt(None, ["Kwik Byte"])).text)
+    assert "kwik byte" in biased, biased  # unbiased, Whisper base hears "I quit by"

@@ -38,14 +38,20 @@ class EnergyVad:
 class ScriptedStt:
     sample_rate = 16000
 
-    def __init__(self, text: str = "What is the capital of France?") -> None:
+    def __init__(self, text: str = "What is the capital of France?", language: str = "en") -> None:
         self.text = text
+        self.language = language  # what it "hears"
         self.calls = 0
+        self.prompts: list[str | None] = []
+        self.candidates: list[list[str] | None] = []
 
-    def transcribe(self, audio, *, language=None, prompt=None, logprobs=False) -> Transcript:
+    def transcribe(self, audio, *, language=None, prompt=None, logprobs=False, languages=None) -> Transcript:
         self.calls += 1
+        self.prompts.append(prompt)
+        self.candidates.append(languages)
+        heard = language or (self.language if not languages or self.language in languages else languages[0])
         words = self.text.split()
-        return Transcript(text=self.text, audio_seconds=len(audio) / 16000, output_tokens=len(words),
+        return Transcript(text=self.text, language=heard, audio_seconds=len(audio) / 16000, output_tokens=len(words),
                           logprobs=[{"token": (" " if i else "") + w, "logprob": -0.25, "bytes": list(w.encode())}
                                     for i, w in enumerate(words)] if logprobs else None)
 
@@ -63,11 +69,12 @@ class ScriptedLlm:
     def stream_chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[Any]:
         self.requests.append(request)
         reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        if isinstance(reply, dict):
-            yield ToolCallDelta(index=0, call_id="call_test123", name=reply["name"], arguments="")
-            args = reply["arguments"]
-            for i in range(0, len(args), 8):
-                yield ToolCallDelta(index=0, arguments=args[i:i + 8])
+        if isinstance(reply, (dict, list)):  # one tool call, or several in one turn
+            for index, call in enumerate([reply] if isinstance(reply, dict) else reply):
+                yield ToolCallDelta(index=index, call_id="call_test123" + (f"_{index}" if index else ""), name=call["name"], arguments="")
+                args = call["arguments"]
+                for i in range(0, len(args), 8):
+                    yield ToolCallDelta(index=index, arguments=args[i:i + 8])
             yield Finished("tool_calls", input_tokens=40, output_tokens=12)
             return
         words = reply.split(" ")

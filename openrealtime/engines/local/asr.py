@@ -144,13 +144,17 @@ class WhisperSTT:
         return f"faster-whisper {self.model_name} (CTranslate2 int8, {self.cpu_threads} threads, beam 1)"
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                   logprobs: bool = False, short_path: bool = True) -> Transcript:
+                   logprobs: bool = False, short_path: bool = True, languages: list[str] | None = None) -> Transcript:
         """`logprobs` are computed on the short-turn path (per Whisper token); a turn over
         SHORT_AUDIO_S, decoded by faster-whisper, comes back without them. `short_path=False`
-        always decodes faster-whisper's way (the whole 30 s window), e.g. for comparisons."""
+        always decodes faster-whisper's way (the whole 30 s window), e.g. for comparisons.
+        `languages`: without `language`, the language is detected among these only."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
-        lang = None if language == ANY_LANGUAGE else (language or self.language or None)
+        candidates = [c.split("-")[0].lower() for c in languages or []]
+        if len(candidates) == 1 and not language:
+            language = candidates[0]
+        lang = None if language == ANY_LANGUAGE else (language or (None if candidates else self.language) or None)
         if lang:
             lang = lang.split("-")[0].lower()
         if self.english_only and lang not in (None, "en"):
@@ -160,6 +164,8 @@ class WhisperSTT:
             return Transcript(text="", language=lang, audio_seconds=seconds,
                               input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND))
         started = time.monotonic()
+        if lang is None and candidates:
+            lang = "en" if self.english_only else self._detect_among(audio, candidates)
         if short_path and seconds <= SHORT_AUDIO_S:
             short = self._transcribe_short(audio, lang, prompt, logprobs)
             if short is not None:
@@ -194,6 +200,12 @@ class WhisperSTT:
             input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND),
             output_tokens=output_tokens,
         )
+
+    def _detect_among(self, audio: np.ndarray, candidates: list[str]) -> str:
+        """The most probable of `candidates` (Whisper's language detection over the first 30 s)."""
+        _language, _probability, ranked = self._model.detect_language(audio)
+        probability = {code: p for code, p in ranked}
+        return max(candidates, key=lambda code: probability.get(code, 0.0))
 
     def _transcribe_short(self, audio: np.ndarray, lang: str | None, prompt: str | None,
                           want_logprobs: bool = False) -> Transcript | None:

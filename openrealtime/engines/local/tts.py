@@ -211,6 +211,10 @@ class PiperTTS:
         self._unknown_logged: set[str] = set()
         log.info("Piper voice %s loaded in %.2f s (%d threads)", self.voice_name, time.monotonic() - started, threads)
 
+    def voice_ids(self) -> list[str]:
+        """`{"id": ...}` voices this TTS speaks: its Piper voice, by file name (VoiceCatalog)."""
+        return [self.voice_name]
+
     def describe(self) -> str:
         return f"Piper {self.voice_name} (onnxruntime, espeak-ng phonemes, {self.native_rate} Hz -> 24 kHz)"
 

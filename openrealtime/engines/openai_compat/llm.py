@@ -5,8 +5,9 @@ llama-cpp-python's `llama_cpp.server`, LM Studio, OpenAI itself.
 
 Request: `messages` (images pass through as `image_url` parts when `supports_images`, else they
 are replaced by their text), `tools` + `tool_choice` passed through untouched (omitted when there
-are no tools: OpenAI rejects a `tool_choice` without tools), `temperature`, the token limit, and
-`stream_options: {"include_usage": true}`.
+are no tools: OpenAI rejects a `tool_choice` without tools), with the session's `parallel_tool_calls`
+when set, the session's `reasoning.effort` as `reasoning_effort` when set, `temperature`, the token
+limit, and `stream_options: {"include_usage": true}`.
 
 Token limit: one of `max_tokens` / `max_completion_tokens`, never both — OpenAI rejects the pair
 ("Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported") and rejects
@@ -14,7 +15,7 @@ Token limit: one of `max_tokens` / `max_completion_tokens`, never both — OpenA
 other fields), llama.cpp, Ollama and vLLM accept `max_tokens`. So `max_tokens_param="auto"` sends
 `max_completion_tokens` to api.openai.com / Azure OpenAI and `max_tokens` elsewhere. Whatever the
 setting, a 400/422 that names a parameter we sent (`max_tokens` / `max_completion_tokens` swapped,
-`stream_options` or `temperature` dropped) is retried once with it adapted, and the adaptation is
+`stream_options`, `temperature`, `reasoning_effort` or `parallel_tool_calls` dropped) is retried once with it adapted, and the adaptation is
 remembered for the next requests.
 
 Response: `delta.content` → `TextDelta`; `delta.tool_calls[]` (index, id, function.name,
@@ -58,7 +59,8 @@ from .http import BackgroundStream, RemoteEndpoint, RemoteEngineError, RemoteTim
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 1024
-_ADAPTABLE = ("max_completion_tokens", "max_tokens", "stream_options", "temperature")
+_ADAPTABLE = ("max_completion_tokens", "max_tokens", "stream_options", "temperature", "reasoning_effort",
+              "parallel_tool_calls")
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
            "content_filter": "stop", "eos": "stop"}
 
@@ -209,6 +211,11 @@ class OpenAICompatLLM:
         if request.tools:
             body["tools"] = request.tools
             body["tool_choice"] = request.tool_choice if request.tool_choice is not None else "auto"
+            if request.parallel_tool_calls is not None and "parallel_tool_calls" not in self.dropped_params:
+                body["parallel_tool_calls"] = request.parallel_tool_calls
+        # the session's reasoning.effort, for a reasoning model (a server that refuses it: dropped, see _adapt)
+        if request.reasoning_effort is not None and "reasoning_effort" not in self.dropped_params:
+            body["reasoning_effort"] = request.reasoning_effort
         body.update(self.extra_body)
         return body
 

@@ -58,12 +58,15 @@ class OpenAICompatSTT:
         return f"OpenAI-compatible transcription {self.model} at {self.endpoint.base_url}"
 
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
+                   languages: list[str] | None = None,
                    logprobs: bool = False) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
         if language == ANY_LANGUAGE:  # whatever is spoken: the server detects it
             language = None
-        lang = language or self.language
+        # the transcription API takes one language: a single candidate is that language, several are left
+        # to the server's own detection
+        lang = language or (languages[0] if languages and len(languages) == 1 else None) or self.language
         if lang:
             lang = lang.split("-")[0].split("_")[0].lower()
         if audio.size < SAMPLE_RATE // 10:  # OpenAI rejects audio under 0.1 s; nothing to read anyway
