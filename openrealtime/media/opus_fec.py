@@ -2,8 +2,9 @@
 
 Receive: aiortc decodes Opus with FFmpeg's libopus wrapper, which has no FEC and never learns
 about losses (so no PLC either), behind a 16-packet jitter buffer that stalls on a gap and keeps
-4 packets (80 ms) prefetched. :class:`OpusReceiveBuffer` takes the jitter buffer's place in an
-audio ``RTCRtpReceiver`` (the server's, ``aiortc_patches/rtp_receiver.py``) and decodes on the event loop through ctypes:
+4 packets (80 ms) prefetched. :class:`OpusReceiveBuffer` takes the jitter buffer's place in the
+server's audio ``RTCRtpReceiver`` (aiortc_patches/rtp_receiver.py) and decodes on the event loop
+through ctypes:
 
 * in-order packets are decoded at once (no prefetch: 0 ms added latency);
 * a gap waits for reordered packets for at most ``reorder_packets`` (2 → 40 ms) or

@@ -5,7 +5,7 @@ sent on request)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 
@@ -17,23 +17,22 @@ def dtls_transports(pc: Any) -> list[Any]:
     return transports
 
 
-def ice_connection(pc: Any) -> Any:
-    """The aioice Connection of a peer connection's first transport (one per call: BUNDLE), or None."""
+def ice_connections(pc: Any) -> Iterator[Any]:
+    """The aioice Connections under a peer connection's DTLS transports."""
     for dtls in dtls_transports(pc):
         connection = getattr(getattr(dtls, "transport", None), "_connection", None)
         if connection is not None:
-            return connection
-    return None
+            yield connection
+
+
+def ice_connection(pc: Any) -> Any:
+    """The aioice Connection of a peer connection (one per call: BUNDLE), or None."""
+    return next(ice_connections(pc), None)
 
 
 def ice_close_reason(pc: Any) -> str | None:
     """Why the server's ICE agent of a peer connection closed itself ("consent_expired"), or None."""
-    for dtls in dtls_transports(pc):
-        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
-        reason = getattr(connection, "close_reason", None)
-        if reason:
-            return reason
-    return None
+    return next(filter(None, (getattr(c, "close_reason", None) for c in ice_connections(pc))), None)
 
 
 def nominated_pair(connection: Any) -> Any:
