@@ -1,0 +1,202 @@
+"""Many conversations at once: N simultaneous talkers over the WebSocket on one server.
+
+    python bench/concurrency.py [--profile default] [--ns 1,2,3,4] [--modes simultaneous,staggered]
+                                [--rounds 3] [--stagger-s 0.7] [--silence-ms 500]
+
+The local model stack is loaded once and served in this process (`embedded_server`, the server's own
+`Runtime`); the talkers run in a process of their own (bench/_talkers.py) at SCHED_IDLE, as remote
+callers would be (they only get CPU time the server leaves idle). Each talker is a WebSocket session
+whose microphone streams in real time (40 ms chunks, silence between questions) and asks a spoken
+question (Piper speech, a different question per talker) in each round, with server_vad at
+`--silence-ms`. `simultaneous`: every talker starts its question at the same moment; `staggered`:
+talker i starts `i × --stagger-s` later. A round starts once every reply is done.
+
+Per N and mode it prints end of speech → first reply audio (p50/p95 over N × rounds turns), how many
+turns were answered, the answers' LLM tokens per second of wall time while any turn was being answered
+(aggregate throughput), the server process's RSS, and where the time goes: the medians of each stage's
+first event after the end of speech as the talkers saw it (VAD stop, commit, response created, first
+text, first audio) and the server's own stage timings (`openrealtime_model_stage_seconds`: mean per call,
+queueing included). Last, the ratios p50(N) / p50(1) within this run, which compare across runs on
+this shared machine where absolute figures do not (its speed varies; `uptime` before and after is
+printed). Target (issue 20, 2-core machine): 3 simultaneous talkers p50 ≤ 1.5× one talker's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._server import die_with_parent, rss_mb  # noqa: E402
+from bench.voice_latency import QUESTIONS, box_speed, pct, set_caller_priority  # noqa: E402
+from openrealtime.api.embedded import embedded_server  # noqa: E402
+from openrealtime.audio.resample import resample  # noqa: E402
+from openrealtime.config import Settings  # noqa: E402
+from openrealtime.engines.stack import load_model_stack  # noqa: E402
+from openrealtime.observability.metrics import MODEL_STAGE_SECONDS  # noqa: E402
+from openrealtime.runtime import Runtime, call_in_model_thread  # noqa: E402
+
+CLIENT_STAGES = ("stopped", "commit", "resp", "tok1", "audio")
+SERVER_STAGES = ("asr", "warm", "llm_first", "tts_first")
+
+
+def speech24(stack, text: str) -> np.ndarray:
+    """Piper speech as the API's `audio/pcm`: 24 kHz int16."""
+    import threading
+
+    audio = np.concatenate(list(stack.tts.synthesize(text, voice="alloy", speed=1.0, cancel=threading.Event())))
+    return (np.clip(resample(audio, stack.tts.sample_rate, 24000), -1, 1) * 32767).astype("<i2")
+
+
+def stage_totals() -> dict[str, tuple[float, float]]:
+    """(count, sum of seconds) per stage of the process-wide stage histogram."""
+    out: dict[str, tuple[float, float]] = {}
+    for family in MODEL_STAGE_SECONDS.collect():
+        for sample in family.samples:
+            stage = sample.labels.get("stage")
+            count, total = out.get(stage, (0.0, 0.0))
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            out[stage] = (count, total)
+    return out
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+async def run_talkers(server, path: Path, n: int, rounds: int, stagger_s: float, silence_ms: int) -> list[dict]:
+    talkers = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "_talkers.py"), server.url, str(path), str(n), str(rounds),
+        str(stagger_s), str(silence_ms), stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+    records = []
+    try:
+        assert talkers.stdout is not None
+        while line := await talkers.stdout.readline():
+            record = json.loads(line)
+            if record.get("ready"):
+                set_caller_priority(talkers.pid, "remote")
+            elif record.get("done") is True:
+                break
+            else:
+                records.append(record)
+    finally:
+        if talkers.returncode is None:
+            talkers.kill()
+        await talkers.wait()
+    return records
+
+
+def summarize(n: int, mode: str, records: list[dict], before: dict, after: dict, rss: float) -> dict:
+    turns = [r for r in records if "round" in r]
+    errors = [r for r in records if "errors" in r]
+    answered = [r for r in turns if r.get("status") == "completed" and "latency" in r]
+    latencies = [r["latency"] for r in answered]
+    tokens = sum(r.get("tokens", 0) for r in answered)
+    busy = 0.0  # wall time while any turn of a round was being answered
+    for round_ in {r["round"] for r in answered}:
+        these = [r for r in answered if r["round"] == round_]
+        first = min(r["speech_end"] + r["stages"].get("resp", 0.0) for r in these)
+        last = max(r["speech_end"] + r["finished"] for r in these)
+        busy += last - first
+    server = {}
+    for stage in SERVER_STAGES:
+        count = after.get(stage, (0, 0))[0] - before.get(stage, (0, 0))[0]
+        total = after.get(stage, (0, 0))[1] - before.get(stage, (0, 0))[1]
+        server[stage] = (count, total / count if count else float("nan"))
+    client = {s: pct([r["stages"][s] for r in answered if s in r["stages"]], 50) for s in CLIENT_STAGES}
+    return {"n": n, "mode": mode, "turns": len(turns), "answered": len(answered), "p50": pct(latencies, 50),
+            "p95": pct(latencies, 95), "tok_s": tokens / busy if busy else float("nan"), "rss": rss,
+            "client": client, "server": server, "samples": latencies, "errors": errors,
+            "answers": [(r["talker"], r["question"], r.get("text", "")) for r in turns]}
+
+
+def report(rows: list[dict], show_answers: bool) -> None:
+    print()
+    print(f"{'mode':12} {'N':>2} {'answered':>8} {'p50 s':>6} {'p95 s':>6} {'×N=1':>5} {'tok/s':>6} {'RSS MB':>7}  "
+          f"client medians after end of speech (s): {' '.join(CLIENT_STAGES)}")
+    base = {r["mode"]: r["p50"] for r in rows if r["n"] == 1}
+    for r in rows:
+        ratio = r["p50"] / base[r["mode"]] if base.get(r["mode"]) else float("nan")
+        stages = " ".join(f"{r['client'][s]:.2f}" for s in CLIENT_STAGES)
+        print(f"{r['mode']:12} {r['n']:>2} {r['answered']:>4}/{r['turns']:<3} {r['p50']:6.2f} {r['p95']:6.2f} "
+              f"{ratio:5.2f} {r['tok_s']:6.1f} {r['rss']:7.0f}  {stages}")
+    print()
+    print("server stage timings (calls, mean s; queueing included): " + ", ".join(SERVER_STAGES))
+    for r in rows:
+        parts = ", ".join(f"{stage} {count:.0f}×{mean:.2f}" for stage, (count, mean) in r["server"].items())
+        print(f"  {r['mode']:12} N={r['n']}: {parts}")
+        print(f"  {'':12}      samples: {', '.join(f'{x:.2f}' for x in r['samples'])}")
+        for e in r["errors"]:
+            print(f"  {'':12}      talker {e['talker']} errors: {e['errors']}")
+        if show_answers:
+            for talker, question, text in r["answers"]:
+                print(f"  {'':12}      talker {talker} q{question} → {text!r}")
+    three = [r for r in rows if r["n"] == 3]
+    for r in three:
+        ratio = r["p50"] / base[r["mode"]] if base.get(r["mode"]) else float("nan")
+        print(f"target {r['mode']}: 3 talkers p50 ≤ 1.5× one talker's: {ratio:.2f}× "
+              f"{'ok' if ratio <= 1.5 else 'MISSED'}")
+
+
+async def run(args) -> None:
+    ns = [int(x) for x in args.ns.split(",")]
+    modes = args.modes.split(",")
+    print(f"concurrency bench: profile {args.profile}, N = {ns}, modes {modes}, {args.rounds} rounds, "
+          f"silence_duration_ms {args.silence_ms}, stagger {args.stagger_s} s, cores {os.cpu_count()}")
+    print(f"load before: {uptime()}")
+    runtime = Runtime()
+    t = time.monotonic()
+    stack = call_in_model_thread(lambda: load_model_stack(args.profile, gate=runtime.gate))
+    print(f"models loaded in {time.monotonic() - t:.1f} s; {call_in_model_thread(lambda: box_speed(stack))}")
+    questions = [speech24(stack, q) for q in QUESTIONS]
+    rows = []
+    settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local")
+    async with embedded_server(settings, models=stack, runtime=runtime) as server:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "questions.npz"
+            np.savez(path, **{f"q{i}": q for i, q in enumerate(questions)})
+            await run_talkers(server, path, 1, 1, 0.0, args.silence_ms)  # warm-up, not counted
+            for mode in modes:
+                for n in ns:
+                    before = stage_totals()
+                    records = await run_talkers(server, path, n, args.rounds,
+                                                args.stagger_s if mode == "staggered" else 0.0, args.silence_ms)
+                    row = summarize(n, mode, records, before, stage_totals(), rss_mb())
+                    rows.append(row)
+                    print(f"  {mode} N={n}: p50 {row['p50']:.2f} s, p95 {row['p95']:.2f} s, "
+                          f"{row['answered']}/{row['turns']} answered", flush=True)
+    stack.close()
+    report(rows, args.answers)
+    print(f"load after: {uptime()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--ns", default="1,2,3,4")
+    parser.add_argument("--modes", default="simultaneous,staggered")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stagger-s", type=float, default=0.7)
+    parser.add_argument("--silence-ms", type=int, default=500)
+    parser.add_argument("--answers", action="store_true", help="print every answer's text")
+    parser.add_argument("--deadline", type=float, default=1200)
+    args = parser.parse_args()
+    asyncio.run(asyncio.wait_for(run(args), args.deadline))
+
+
+if __name__ == "__main__":
+    main()
