@@ -13,6 +13,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.session import override_session, parse_session_config
 from ..session.engine import SessionEngine, SessionLimits
 from .body import parse_offer_body, read_body
+from .cluster_routing import route_new_call, route_to_owner
 from .errors import ApiError
 from .state import ServerState
 
@@ -28,10 +29,13 @@ def _state(request: Request) -> ServerState:
 async def create_call(request: Request) -> Response:
     state = _state(request)
     principal = await state.auth.key_or_secret(request)
+    body = await read_body(request, state.settings.max_body_bytes)
+    placed = await route_new_call(request, body)  # in a cluster: the reply of the node the call is placed on
+    if placed is not None:
+        return placed
     refused = state.health.admission_error()
     if refused is not None:
         raise refused
-    body = await read_body(request, state.settings.max_body_bytes)
     offer = parse_offer_body(request.headers.get("content-type", ""), body)
     try:
         if principal.secret is not None:
@@ -74,6 +78,9 @@ async def hangup_call(call_id: str, request: Request) -> Response:
     state.auth(request)
     call = state.calls.get(call_id)
     if call is None:
+        owner_reply = await route_to_owner(request, call_id)  # in a cluster: the call's own node hangs it up
+        if owner_reply is not None:
+            return owner_reply
         raise ApiError(404, f"Call '{call_id}' not found (it may have ended already).", code="call_not_found",
                        param="call_id")
     await call.hangup("hangup")

@@ -31,6 +31,7 @@ from ..protocol.session import RealtimeSessionConfig, TranscriptionSessionConfig
 from ..session.engine import SessionEngine, SessionLimits
 from .auth import bearer_token
 from .calls import create_call
+from .cluster_routing import pipe_sideband, websocket_owner
 from .errors import ApiError
 from .state import ServerState
 from .ws_transport import CLOSE_NORMAL, CLOSE_SERVER_ERROR, CLOSE_TIMEOUT_S, WebSocketTransport
@@ -70,11 +71,12 @@ async def realtime_websocket(websocket: WebSocket) -> None:
     offered = list(websocket.scope.get("subprotocols") or [])
     beta = beta_protocol.wants_beta(websocket.headers.get("openai-beta"), offered)
     call_id = query.get("call_id")
+    owner = None  # in a cluster: the other node whose call this sideband is for
     try:
         principal = await state.auth.check_token(_token(websocket), allow_ephemeral=call_id is None)
         if call_id is not None:
             call = state.calls.get(call_id)
-            if call is None:
+            if call is None and (owner := await websocket_owner(websocket, call_id, _token(websocket))) is None:
                 raise ApiError(404, f"Call '{call_id}' not found (it may have ended already).",
                                code="call_not_found", param="call_id")
         elif (refused := state.health.admission_error()) is not None:
@@ -88,6 +90,9 @@ async def realtime_websocket(websocket: WebSocket) -> None:
                                      query.get("model"), query.get("intent"))
     except ApiError as exc:
         await _deny(websocket, exc)
+        return
+    if owner is not None:
+        await pipe_sideband(websocket, owner)  # the owner's handshake reply, then frames both ways
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     if call_id is not None:
