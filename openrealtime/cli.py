@@ -194,29 +194,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
-    from .api.app import create_app
-    from .api.gc_policy import freeze_startup_heap
-    from .api.lifecycle import DrainingServer
-    from .limits import uvicorn_limits
-    from .observability.logs import setup_logging
-
     settings.check()
-    if settings.workers > 1:
-        raise SystemExit(f"--workers {settings.workers}: only one worker process runs yet (issue 15); "
-                         "leave --workers at 1")
-    setup_logging(settings.log_level, settings.log_format, secrets=settings.secret_values)
-    app = create_app(settings)
-    state = app.state.server
-    freeze_startup_heap()  # this process's startup heap: out of every later collection (api/gc_policy.py)
-    print(f"openrealtime: http://{settings.host}:{settings.port}/  (engine={settings.engine})", file=sys.stderr)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            log_level=settings.log_level, **uvicorn_limits())
-    DrainingServer(config, state.lifecycle).run()  # SIGTERM/SIGINT: drain first (api/lifecycle.py)
-    if state.lifecycle.fatal:
-        print(f"openrealtime: {state.lifecycle.fatal}", file=sys.stderr)
-    sys.exit(state.lifecycle.exit_code)
+    if settings.workers > 1:  # a supervisor and N worker processes (supervisor.py)
+        from .supervisor import supervise
+
+        sys.exit(supervise(settings))
+    from .serving import run_node
+
+    sys.exit(run_node(settings))
 
 
 def main(argv: list[str] | None = None) -> None:
