@@ -203,9 +203,11 @@ class ModelStack:
     description: dict[str, str] = field(default_factory=dict)  # stage -> human-readable backend
     # stages served by a remote server: role -> engines.remote.RemoteBackend (connects, probes)
     remote: dict[str, Any] = field(default_factory=dict)
+    # more voices, for languages `tts` does not speak (each `SpeaksLanguages`): translation sessions use them
+    voices: list[TextToSpeech] = field(default_factory=list)
 
     def close(self) -> None:
-        for part in (self.vad, self.stt, self.llm, self.tts):
+        for part in (self.vad, self.stt, self.llm, self.tts, *self.voices):
             closer = getattr(part, "close", None)
             if callable(closer):
                 closer()

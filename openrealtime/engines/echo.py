@@ -16,6 +16,7 @@ class EchoStack:
     tts: Any = None
     description: dict[str, str] = field(default_factory=lambda: {"engine": "echo"})
     remote: dict[str, Any] = field(default_factory=dict)
+    voices: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
         pass

@@ -273,10 +273,32 @@ def load_model_stack(
     except BaseException:
         close_loaded(loaded)
         raise
+    voices = [] if "tts" in remote else load_extra_voices(ctx)
     stack = assemble_stack(chosen.name, engines["vad"], engines["stt"], engines["llm"], engines["tts"],
                            started=started, timings=timings, report=report)
     stack.remote = remote
+    stack.voices = voices
+    if voices:
+        stack.description["voices"] = "; ".join(voice.describe() for voice in voices)
     return stack
+
+
+def load_extra_voices(ctx: LoadContext) -> list[Any]:
+    """Voices for other languages than the default voice's, where their packages are installed (today: the
+    Japanese Kokoro voices, engines/local/kokoro.py). A remote TTS speaks every language and needs none. One
+    that fails to load is left out with a warning: the server runs on without it. Not warmed (≈ 1.4 s on 2
+    cores, for every start): the first sentence in that language pays for it."""
+    from .local import kokoro
+
+    if not kokoro.installed():
+        return []
+    ctx.report("tts", "loading the Japanese voice (Kokoro)")
+    try:
+        voice = kokoro.KokoroTTS(threads=ctx.cores)
+    except Exception as exc:  # noqa: BLE001 - an optional voice: the default one still speaks
+        log.warning("the Japanese voice (Kokoro) could not be loaded, so Japanese is text only: %s", exc)
+        return []
+    return [voice]
 
 
 def configured_stack(settings: Any) -> dict[str, Any]:

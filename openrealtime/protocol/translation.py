@@ -26,12 +26,12 @@ from .errors import ProtocolError, pydantic_error_to_protocol
 from .items import Base64Audio
 from .parse import parse_client_event
 from .server_events import ServerEventBase
+from .session import LanguageCode
 
 DEFAULT_TARGET_LANGUAGE = "en"
 FRAME_MS = 200  # translation consumes input audio in 200 ms frames; `elapsed_ms` counts them
 OUTPUT_SAMPLE_RATE = 24000
 MAX_MODEL_CHARS = 128
-LanguageCode = Annotated[str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")]
 
 
 class _Strict(BaseModel):

@@ -1,8 +1,9 @@
 """openai-python's Realtime translation surface (3.63: `realtime.translations`) against our server on the real
 local models: a translation client secret, a WebSocket session opened with it through the SDK's helper
 (`openai.lib.realtime_translation`), spoken Spanish (espeak-ng) → Spanish input transcript deltas, English
-output transcript deltas and English speech (Piper); then a target without a voice (text only, said in the
-session object), bad events answered with errors, and `session.close` → `session.closed`. Every server event
+output transcript deltas and English speech (Piper); then a target without a voice (French: text only, said
+in the session object), bad events answered with errors, English speech → Japanese text and speech (the
+Kokoro voices; Whisper hears Japanese in it), and `session.close` → `session.closed`. Every server event
 is validated strictly against the SDK's own types."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from openai.lib.realtime_translation import AsyncTranslationSession
 from openai.types.realtime import RealtimeTranslationServerEvent
 from pydantic import TypeAdapter
 
+from openrealtime.audio.convert import pcm24k_to_f32_16k
 from tests.compat.conftest import KEY, pcm24k_from_wav
 from tests.support import spoken_wav
 
@@ -91,15 +93,15 @@ async def test_spoken_spanish_translated_to_english_speech_with_a_client_secret(
     assert elapsed == sorted(elapsed) and all(ms % 200 == 0 for ms in elapsed)
 
 
-async def test_text_only_target_bad_events_and_close(compat_server, tmp_path):
+async def test_japanese_speech_a_text_only_target_bad_events_and_close(compat_server, model_stack, tmp_path):
     api = client_for(compat_server)
     seen: list = []
     async with api.realtime.translations.connect(model="gpt-realtime-translate") as conn:
         await receive_until(conn, "session.created", seen)
-        await conn.session.update(session={"audio": {"output": {"language": "ja"}}})
+        await conn.session.update(session={"audio": {"output": {"language": "fr"}}})
         updated = await receive_until(conn, "session.updated", seen)
-        assert updated.session.model_extra["output_modalities"] == ["text"]
-        assert "Japanese" in updated.session.model_extra["notice"]
+        assert updated.session.model_extra["output_modalities"] == ["text"]  # no French voice ships
+        assert "French" in updated.session.model_extra["notice"]
 
         await conn.send({"type": "session.update", "event_id": "bad1", "session": {"model": "other"}})
         error = await receive_until(conn, "error", seen)
@@ -108,10 +110,17 @@ async def test_text_only_target_bad_events_and_close(compat_server, tmp_path):
         error = await receive_until(conn, "error", seen)
         assert error.error.param == "type" and error.error.code == "invalid_value"
 
+        await conn.session.update(session={"audio": {"output": {"language": "ja"}}})
+        updated = await receive_until(conn, "session.updated", seen)
+        assert updated.session.model_extra["output_modalities"] == ["text", "audio"]  # the Kokoro voices
         pcm = pcm24k_from_wav(spoken_wav(tmp_path / "en.wav", "Good morning. I would like a cup of tea, please."))
         await send_audio(conn, bytes(FRAME) + pcm + bytes(FRAME * 6))
         await conn.session.close()
         await receive_until(conn, "session.closed", seen)
     said = text_of(seen, "session.output_transcript.delta")
-    print(f"said {said!r}")
-    assert said.strip() and not any(e.type == "session.output_audio.delta" for e in seen)
+    spoken = b"".join(base64.b64decode(e.delta) for e in seen if e.type == "session.output_audio.delta")
+    # what the Japanese voice said, as Whisper hears it
+    heard = model_stack.stt.transcribe(pcm24k_to_f32_16k(spoken), language="ja").text if spoken else ""
+    print(f"said {said!r}, heard back {heard!r}")
+    assert any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in said), said
+    assert len(spoken) > 24000 * 2 and any("\u3040" <= c <= "\u9fff" for c in heard), heard

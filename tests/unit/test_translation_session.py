@@ -15,6 +15,10 @@ class EnglishTts(ToneTts):
     languages = ("en",)
 
 
+class JapaneseTts(ToneTts):
+    languages = ("ja",)
+
+
 def make(target: str = "es", *, transcribe: bool = True, tts=None, llm=None):
     models = fake_stack(llm=llm or ScriptedLlm("¿Cuál es la capital de Francia?"),
                         stt=ScriptedStt("What is the capital of France?"))
@@ -78,6 +82,18 @@ async def test_text_only_where_no_voice_speaks_the_target():
     send(session, type="session.update", session={"audio": {"output": {"language": "en"}}})
     updated = t.events[-1]
     assert updated["type"] == "session.updated" and updated["session"]["output_modalities"] == ["text", "audio"]
+    await append(session, speech(1000) + silence(1000))
+    assert t.of("session.output_audio.delta")
+
+
+async def test_an_extra_voice_speaks_its_language():
+    session, t = make("ja", tts=EnglishTts())
+    session.models.voices = [JapaneseTts()]
+    assert session.session_object().output_modalities == ["text", "audio"]
+    send(session, type="session.update", session={"audio": {"output": {"language": "fr"}}})
+    notice = t.events[-1]["session"]["notice"]
+    assert "French" in notice and "English, Japanese" in notice
+    send(session, type="session.update", session={"audio": {"output": {"language": "ja-JP"}}})
     await append(session, speech(1000) + silence(1000))
     assert t.of("session.output_audio.delta")
 
