@@ -1,8 +1,10 @@
-"""POST /v1/realtime/client_secrets: mint an ephemeral `ek_` key bound to a session config."""
+"""POST /v1/realtime/client_secrets: mint an ephemeral `ek_` key bound to a session config (`mint_secret`
+also serves POST /v1/realtime/translations/client_secrets, api/translations.py)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -38,6 +40,21 @@ class ClientSecretRequest(BaseModel):
 @router.post("/v1/realtime/client_secrets")
 async def create_client_secret(request: Request) -> dict[str, Any]:
     state: ServerState = request.app.state.server
+
+    def parse(session: Any) -> Any:
+        config = parse_session_config(session)
+        check_session_voice(config, state.models)
+        return config
+
+    secret = await mint_secret(request, parse)
+    return {"value": secret.value, "expires_at": secret.expires_at,
+            "session": session_object(secret.session, id=secret.session_id, expires_at=0).model_dump(mode="json")}
+
+
+async def mint_secret(request: Request, parse_session: Callable[[Any], Any]) -> ClientSecret:
+    """An `ek_` secret, stored, for the session `parse_session` makes of the body's `session` (which raises
+    ProtocolError on a bad one); the request needs an API key, errors are OpenAI-shaped 4xx/503."""
+    state: ServerState = request.app.state.server
     state.auth(request)
     raw = await read_body(request, state.settings.max_body_bytes)
     try:
@@ -46,18 +63,15 @@ async def create_client_secret(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"Invalid JSON body: {exc}.", code="invalid_json") from None
     try:
         req = ClientSecretRequest.model_validate(data)
-        config = parse_session_config(req.session)
-        check_session_voice(config, state.models)
+        config = parse_session(req.session)
     except ValidationError as exc:
         raise ApiError.from_protocol(pydantic_error_to_protocol(exc)) from None
     except ProtocolError as exc:
         raise ApiError.from_protocol(exc) from None
-    value = ids.client_secret()
-    expires_at = int(time.time()) + req.expires_after.seconds
-    session_id = ids.session_id()
+    secret = ClientSecret(value=ids.client_secret(), expires_at=int(time.time()) + req.expires_after.seconds,
+                          session=config, session_id=ids.session_id())
     try:
-        await state.store.put(ClientSecret(value=value, expires_at=expires_at, session=config, session_id=session_id))
+        await state.store.put(secret)
     except StoreUnavailable:
         raise store_unavailable("minted") from None
-    return {"value": value, "expires_at": expires_at,
-            "session": session_object(config, id=session_id, expires_at=0).model_dump(mode="json")}
+    return secret

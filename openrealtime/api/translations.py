@@ -15,29 +15,22 @@ after `session.closed`; other close codes as on `/v1/realtime` (api/ws_transport
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
-from pydantic import ValidationError
 
-from .. import ids
-from ..cluster.store import StoreUnavailable
 from ..limits import MAX_EVENT_BYTES
 from ..observability.logs import set_call_id
-from ..protocol.errors import ProtocolError, pydantic_error_to_protocol
-from ..protocol.json_limits import loads as loads_limited
+from ..protocol.errors import ProtocolError
 from ..protocol.translation import MAX_MODEL_CHARS, TranslationSessionConfig, parse_translation_session
 from ..translation.session import TranslationSession, session_object
-from .auth import TRANSLATION_SESSIONS, Principal, store_unavailable
-from .body import read_body
-from .client_secrets import ClientSecretRequest
+from .auth import TRANSLATION_SESSIONS, Principal
+from .client_secrets import mint_secret
 from .errors import ApiError
-from .secrets_store import ClientSecret
 from .state import ServerState
-from .websocket import _deny, _read_frames, _serve, _token
+from .websocket import _deny, _token, serve_direct
 from .ws_transport import WebSocketTransport
 
 log = logging.getLogger("openrealtime.translation")
@@ -47,30 +40,17 @@ router = APIRouter()
 @router.post("/v1/realtime/translations/client_secrets")
 async def create_translation_secret(request: Request) -> dict[str, Any]:
     state: ServerState = request.app.state.server
-    state.auth(request)
-    raw = await read_body(request, state.settings.max_body_bytes)
-    try:
-        data = loads_limited(raw.decode("utf-8")) if raw.strip() else {}
-    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: not JSON, or JsonTooDeep
-        raise ApiError(400, f"Invalid JSON body: {exc}.", code="invalid_json") from None
-    try:
-        req = ClientSecretRequest.model_validate(data)
-        if req.session is None:
+
+    def parse(session: Any) -> TranslationSessionConfig:
+        if session is None:
             raise ProtocolError("Missing required parameter: 'session'.", code="missing_required_parameter",
                                 param="session")
-        config = parse_translation_session(req.session)
-    except ValidationError as exc:
-        raise ApiError.from_protocol(pydantic_error_to_protocol(exc)) from None
-    except ProtocolError as exc:
-        raise ApiError.from_protocol(exc) from None
-    value, session_id = ids.client_secret(), ids.session_id()
-    expires_at = int(time.time()) + req.expires_after.seconds
-    try:
-        await state.store.put(ClientSecret(value=value, expires_at=expires_at, session=config, session_id=session_id))
-    except StoreUnavailable:
-        raise store_unavailable("minted") from None
-    session = session_object(config, state.models, id=session_id, expires_at=expires_at)
-    return {"value": value, "expires_at": expires_at, "session": session.model_dump(mode="json")}
+        return parse_translation_session(session)
+
+    secret = await mint_secret(request, parse)
+    # the session object as a session on this server shows it (what the target language gets here)
+    session = session_object(secret.session, state.models, id=secret.session_id, expires_at=secret.expires_at)
+    return {"value": secret.value, "expires_at": secret.expires_at, "session": session.model_dump(mode="json")}
 
 
 @router.websocket("/v1/realtime/translations")
@@ -116,26 +96,17 @@ def _session_config(principal: Principal, query: Any) -> TranslationSessionConfi
 
 
 async def _run(websocket: WebSocket, state: ServerState, config: TranslationSessionConfig) -> None:
-    settings = state.settings
+    max_duration_s = state.settings.max_call_duration_s
     transport = WebSocketTransport(websocket)
     session = TranslationSession(transport, config, models=state.models, runtime=state.runtime,
-                                 expires_at=int(time.time() + settings.max_call_duration_s),
+                                 expires_at=int(time.time() + max_duration_s), max_duration_s=max_duration_s,
                                  max_event_bytes=MAX_EVENT_BYTES)
     set_call_id(session.id)
-    state.ws_sessions.add(session)  # bounded by --max-calls; drained like every WebSocket session
     client = websocket.client.host if websocket.client else "-"
     log.info("translation session=%s client=%s state=open model=%s target=%s", session.id, client, config.model,
              config.audio.output.language)
-    expiry = asyncio.get_running_loop().call_later(settings.max_call_duration_s,
-                                                   lambda: session.expire(settings.max_call_duration_s))
-    session.start()
-    reader = asyncio.create_task(_read_frames(websocket, session.handle_message, session.send_error, False))
     try:
-        await _serve(transport, reader)
+        await serve_direct(websocket, state, session, transport)
     finally:
-        expiry.cancel()
-        session.close("websocket_closed")
-        transport.abort()
-        state.ws_sessions.discard(session)
         log.info("translation session=%s state=closed code=%s events_out=%d utterances=%d", session.id,
                  transport.close_code, transport.events_out, session.stats["utterances"])

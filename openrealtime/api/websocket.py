@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
@@ -165,22 +165,47 @@ async def _run_session(websocket: WebSocket, state: ServerState, config: Any, be
                                                 max_event_bytes=MAX_EVENT_BYTES), egress=state.egress)
     transport.conversation_id = engine.conversation.id
     set_call_id(engine.id)
-    state.ws_sessions.add(engine)  # bounded by --max-calls, like WebRTC calls
     client = websocket.client.host if websocket.client else "-"
     log.info("websocket session=%s client=%s state=open model=%s beta=%s", engine.id, client,
              getattr(config, "model", "-"), beta)
-    expiry = asyncio.get_running_loop().call_later(settings.max_call_duration_s, engine.expire)
-    engine.start()
-    reader = asyncio.create_task(_read_frames(websocket, engine.handle_message, engine.send_error, beta))
+    try:
+        await serve_direct(websocket, state, engine, transport, beta=beta)
+    finally:
+        log.info("websocket session=%s state=closed code=%s events_out=%d", engine.id, transport.close_code,
+                 transport.events_out)
+
+
+class DirectSession(Protocol):
+    """A session a WebSocket runs by itself: a SessionEngine, or a TranslationSession (api/translations.py)."""
+
+    def start(self) -> None: ...
+
+    def handle_message(self, text: str) -> None: ...
+
+    def send_error(self, exc: ProtocolError) -> None: ...
+
+    def expire(self) -> None: ...
+
+    def shut_down(self) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+async def serve_direct(websocket: WebSocket, state: ServerState, session: DirectSession,
+                       transport: WebSocketTransport, *, beta: bool = False) -> None:
+    """Run `session` until the client leaves or the session closes itself: one of `--max-calls` meanwhile
+    (and drained with the others), expired after `--max-call-duration`."""
+    state.ws_sessions.add(session)
+    expiry = asyncio.get_running_loop().call_later(state.settings.max_call_duration_s, session.expire)
+    session.start()
+    reader = asyncio.create_task(_read_frames(websocket, session.handle_message, session.send_error, beta))
     try:
         await _serve(transport, reader)
     finally:
         expiry.cancel()
-        engine.close("websocket_closed")
+        session.close("websocket_closed")
         transport.abort()
-        state.ws_sessions.discard(engine)
-        log.info("websocket session=%s state=closed code=%s events_out=%d", engine.id, transport.close_code,
-                 transport.events_out)
+        state.ws_sessions.discard(session)
 
 
 async def _run_sideband(websocket: WebSocket, state: ServerState, call: Any, beta: bool) -> None:

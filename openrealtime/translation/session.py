@@ -84,13 +84,14 @@ class TranslationTransport(Protocol):
 class TranslationSession:
     def __init__(self, transport: TranslationTransport, config: TranslationSessionConfig, *, models: Any,
                  runtime: ModelRuntime, session_id: str | None = None, expires_at: int = 0,
-                 max_event_bytes: int | None = None) -> None:
+                 max_duration_s: float = 3600.0, max_event_bytes: int | None = None) -> None:
         self.id = session_id or ids.session_id()
         self.transport = transport
         self.config = config
         self.models = models
         self.runtime = runtime
         self.expires_at = expires_at
+        self.max_duration_s = max_duration_s  # when expire() is due (the server's --max-call-duration)
         self.max_event_bytes = max_event_bytes
         self.elapsed_ms = 0  # input audio consumed, in whole 200 ms frames
         self.stats: dict[str, int] = {"utterances": 0, "vad_frames": 0, "audio_deltas": 0}
@@ -123,8 +124,8 @@ class TranslationSession:
             llm.forget_session(self.id)
         log.debug("translation session %s closed (%s): %s", self.id, reason, self.stats)
 
-    def expire(self, max_duration_s: float) -> None:
-        self.send_error(ProtocolError(f"Your session hit the maximum duration of {int(max_duration_s // 60)} "
+    def expire(self) -> None:
+        self.send_error(ProtocolError(f"Your session hit the maximum duration of {int(self.max_duration_s // 60)} "
                                       "minutes.", code="session_expired"))
         self._end("session_expired")
 
