@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from .. import ids
 from ..audio.convert import f32_to_canonical, pcm24k_to_f32_16k
 from ..audio.format import BYTES_PER_MS
-from ..engines.base import ANY_LANGUAGE, SessionAware, TextDelta
+from ..engines.base import ANY_LANGUAGE, Prefilling, SessionAware, TextDelta
 from ..engines.foreground import in_foreground
 from ..protocol.errors import ProtocolError
 from ..protocol.server_events import ErrorEvent, ServerEventBase, to_json
@@ -109,6 +109,15 @@ class TranslationSession:
     def start(self) -> None:
         self._emit(TranslationSessionCreatedEvent(session=self.session_object()))
         self._worker = self.runtime.spawn(self._work(), name=f"translation-{self.id}")
+        self._warm()
+
+    def _warm(self) -> None:
+        """Prefill the translator's prompt for the target language (the first utterance's wait gets shorter)."""
+        llm, cancel = self.models.llm, self._cancel
+        if isinstance(llm, Prefilling) and not self._translator.history:
+            request = self._translator.warm_request(self.config.audio.output.language)
+            self.runtime.spawn(self.runtime.run("warm", lambda: llm.prefill(request, cancel)),
+                               name=f"translation-warm-{self.id}")
 
     def close(self, reason: str = "closed") -> None:
         """The connection is gone (or the server ends the session): stop all work now."""
@@ -166,6 +175,7 @@ class TranslationSession:
         self.config = apply_translation_update(self.config, event.session)
         if self.config.target_language != before:
             self._translator.forget()
+            self._warm()
         self._emit(TranslationSessionUpdatedEvent(session=self.session_object()))
 
     def _append(self, pcm: bytes) -> None:

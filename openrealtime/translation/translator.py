@@ -54,6 +54,11 @@ class Translator:
         return ChatRequest(messages=messages, tool_choice="none", max_tokens=max_tokens_for(text),
                            temperature=TEMPERATURE, session_key=self.session_key)
 
+    def warm_request(self, target: str) -> ChatRequest:
+        """What to prefill before the first utterance: the prompt up to the task's first words (a backend that
+        can, `Prefilling`, evaluates it while the user speaks; the first translation then costs its own words)."""
+        return self.request("", target)
+
     def remember(self, text: str, source: str | None, translation: str) -> None:
         if text and translation:
             self.history.append((text, source, translation))

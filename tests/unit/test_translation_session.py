@@ -139,3 +139,23 @@ async def test_a_failed_voice_keeps_the_text():
     assert t.of("error")[0]["error"]["code"] == "tts_error"
     await append(session, speech(1000) + silence(1000))
     assert len(t.of("session.output_transcript.delta")) > 5
+
+
+async def test_the_prompt_is_prefilled_at_start_and_for_a_new_target():
+    class PrefillingLlm(ScriptedLlm):
+        def __init__(self, *script):
+            super().__init__(*script)
+            self.prefilled = []
+
+        def prefill(self, request, cancel=None, *, complete=False):
+            self.prefilled.append(request)
+            return 1
+
+    llm = PrefillingLlm("Hola.")
+    session, t = make("es", llm=llm)
+    await session.runtime.settle()
+    assert len(llm.prefilled) == 1 and "Spanish" in llm.prefilled[0].messages[0]["content"]
+    assert llm.prefilled[0].session_key == session.id
+    send(session, type="session.update", session={"audio": {"output": {"language": "de"}}})
+    await session.runtime.settle()
+    assert "German" in llm.prefilled[-1].messages[0]["content"]
