@@ -106,7 +106,7 @@ def bench_profile(profile: str, repeats: int) -> dict[str, float | str]:
                     {"role": "assistant", "content": "The ocean covers about seventy-one percent of the earth's "
                      "surface. It holds about ninety-seven percent of the planet's water."}]
     history.append({"role": "user", "content": "Thanks. Summarise in one sentence."})
-    stack.llm._llm.reset()  # benchmark only: force a cold prompt
+    stack.llm.clear_cache()  # benchmark only: force a cold prompt
     t0 = time.perf_counter()
     for event in stack.llm.stream_chat(ChatRequest(messages=history, temperature=0.0, max_tokens=1), never):
         if isinstance(event, Finished):

@@ -212,3 +212,72 @@ def test_interleaved_sessions_keep_their_own_cached_history(llm):
         assert done.input_tokens - done.cached_tokens < 25, (key, done)
     assert "apple" in histories["sess_a"][-1]["content"].lower()
     assert "banana" in histories["sess_b"][-1]["content"].lower()
+
+
+def _concurrently(llm, requests: dict[str, ChatRequest], cancels: dict[str, threading.Event] | None = None,
+                  on_event=None) -> dict[str, list]:
+    """Each request's events, all streamed at once (one thread each, as the server's llm pool does)."""
+    results: dict[str, list] = {}
+    cancels = cancels or {}
+
+    def consume(key: str) -> None:
+        events = []
+        for event in llm.stream_chat(requests[key], cancels.get(key, threading.Event())):
+            events.append(event)
+            if on_event is not None:
+                on_event(key, events)
+        results[key] = events
+
+    threads = [threading.Thread(target=consume, args=(key,)) for key in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert set(results) == set(requests)
+    return results
+
+
+CODE_WORDS = {"sess_red": "apple", "sess_green": "banana", "sess_blue": "cherry"}
+
+
+def test_concurrent_sessions_each_get_their_own_answer_and_history(llm):
+    """Three conversations decoded in one batch: each answer comes from its own conversation, and each
+    session's next turn reuses its own cached history, never another's."""
+    histories = {key: [{"role": "system", "content": f"You are a quiz bot. The secret code word is {word}."}]
+                 for key, word in CODE_WORDS.items()}
+    for question in ("What is the secret code word? Answer with the word only.", "Say the code word again."):
+        for history in histories.values():
+            history.append({"role": "user", "content": question})
+        requests = {key: ChatRequest(messages=list(history), temperature=0.0, max_tokens=8, session_key=key)
+                    for key, history in histories.items()}
+        results = _concurrently(llm, requests)
+        for key, events in results.items():
+            answer = text(events).lower()
+            assert CODE_WORDS[key] in answer, (key, answer)
+            assert not any(word in answer for other, word in CODE_WORDS.items() if other != key), (key, answer)
+            histories[key].append({"role": "assistant", "content": text(events)})
+    for key, events in results.items():  # the second turn: only the new words were evaluated
+        done = events[-1]
+        assert done.input_tokens - done.cached_tokens < 25, (key, done)
+    for key in CODE_WORDS:
+        llm.forget_session(key)
+
+
+def test_cancelling_one_of_several_concurrent_replies_leaves_the_others_intact(llm):
+    count = "Count from 1 to 12 in digits, separated by commas, nothing else."
+    requests = {key: ChatRequest(messages=[{"role": "user", "content": count}], temperature=0.0, max_tokens=60,
+                                 session_key=key) for key in ("sess_a", "sess_b", "sess_c")}
+    cancels = {"sess_b": threading.Event()}
+
+    def cancel_b_early(key: str, events: list) -> None:
+        if key == "sess_b" and sum(isinstance(e, TextDelta) for e in events) == 3:
+            cancels["sess_b"].set()
+
+    results = _concurrently(llm, requests, cancels, on_event=cancel_b_early)
+    assert results["sess_b"][-1].reason == "cancelled"
+    assert results["sess_b"][-1].output_tokens <= 4
+    for key in ("sess_a", "sess_c"):
+        assert results[key][-1].reason in ("stop", "length")
+        assert "10, 11, 12" in text(results[key]), text(results[key])
+    for key in requests:
+        llm.forget_session(key)

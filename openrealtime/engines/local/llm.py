@@ -26,42 +26,41 @@ tool_choice:
   only writes the arguments of N. Named/required calls are not constrained by a grammar; a
   malformed result is re-prompted once.
 
-Prompt caching: llama.cpp keeps the KV cache of the last evaluated sequence and
-`Llama.generate` reuses the longest common token prefix, so the system prompt (and a session's
-whole history on its next turn) is not re-evaluated. With several sessions interleaving, a small
-LRU of per-session KV snapshots (keyed by `ChatRequest.session_key`, llama.cpp's sequence-state
-API, ~28 KB/token for the 1.5B model) restores a session's own history instead of recomputing it;
-a snapshot is taken only when another session takes the cache over.
+Prompt caching and concurrency: one model per process, decoded by one thread (engines/local/llm_batch.py)
+that puts every concurrent request's prompt chunks and next tokens into one llama.cpp batch, each
+conversation in a KV sequence of its own (`ChatRequest.session_key`). A session's history stays in
+its sequence after the reply, so its next turn evaluates only what is new; the system prompt is
+shared from the warm-up's sequence; when sequences or KV cells run out, the least recently used
+session's is kept as a snapshot in memory (~28 KB/token for the 1.5B model). Nothing is shared
+between two sessions' sequences. Replies' first tokens and prompts go before later tokens of replies
+that are already speaking; warm-ups (`prefill`) come last. `max_concurrency` (`parallel`) is how many
+replies the session engine runs at once.
 
-CPU sharing: generation and prefill stop at `gate.pause_point()` between tokens, so a
-reply's first clause is synthesized with every core (see `engines/foreground.py`).
-
-Concurrency: one `Llama` per process, guarded by a lock; concurrent sessions queue (a waiting
-request still honours `cancel`). Use a model server (openai_compat backend) for parallelism.
+CPU sharing: the decoder stops at `gate.pause_point()` between steps, so a reply's first
+clause is synthesized with every core (see `engines/foreground.py`).
 Images: `supports_images = False` — no vision GGUF ships on PyPI here; image parts are dropped.
 """
 
 from __future__ import annotations
 
 import codecs
-import ctypes
 import json
 import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ... import ids
+from ...runtime import lower_thread_priority
 from .. import assets
 from ..base import ChatRequest, Finished, LlmEvent, ToolCallDelta
 from ..foreground import ForegroundGate
+from .llama_kv import LlamaKv, Sampling, load_model
+from .llm_batch import POLL_S, BatchDecoder, Job
 from .toolcalls import OPEN, ToolCallStreamParser, tool_names, tools_system_block
 
 log = logging.getLogger(__name__)
@@ -72,11 +71,10 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 DEFAULT_MAX_TOKENS = 1024
-_LOCK_POLL_S = 0.05
-# tokens per llama_decode in a prefill: a waiting response, a cancel or foreground work takes over
-# between batches, so this bounds how long a stale warm-up delays them (1.5B model: ≈ 0.15 s in a
-# call; 2-token batches made the warm-ups slower overall and gained nothing)
-_PREFILL_BATCH = 4
+DEFAULT_PARALLEL = 4  # replies decoded at once (measured: bench/README.md "concurrency")
+# tokens per llama_decode at most (a prompt alone goes in chunks of llm_batch.PROMPT_CHUNK_ALONE); it sizes
+# llama.cpp's compute buffer (≈ 300 MB at 512 with the 1.5B model)
+DEFAULT_BATCH = 128
 
 MODELS = {
     "qwen2.5-1.5b": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
@@ -247,40 +245,6 @@ class PromptRenderer:
         )
 
 
-# ---- per-session KV snapshots ---------------------------------------------------------------
-@dataclass
-class _Snapshot:
-    tokens: np.ndarray  # token ids held in the KV cache
-    data: bytes  # llama_state_seq_get_data(seq 0)
-
-
-class _SnapshotCache:
-    def __init__(self, max_sessions: int, max_bytes: int) -> None:
-        self.max_sessions = max_sessions
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[str, _Snapshot] = OrderedDict()
-
-    def get(self, key: str) -> _Snapshot | None:
-        snap = self._items.get(key)
-        if snap is not None:
-            self._items.move_to_end(key)
-        return snap
-
-    def put(self, key: str, snap: _Snapshot) -> None:
-        self._items[key] = snap
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_sessions or (
-            len(self._items) > 1 and sum(len(s.data) for s in self._items.values()) > self.max_bytes
-        ):
-            self._items.popitem(last=False)
-
-    def drop(self, key: str) -> None:
-        self._items.pop(key, None)
-
-    def keys(self) -> tuple[str, ...]:
-        return tuple(self._items)
-
-
 @dataclass
 class _Run:
     parser: ToolCallStreamParser | None = None
@@ -314,18 +278,10 @@ def _answered_calls(messages: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return answered
 
 
-def _common_prefix(a: np.ndarray | list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    left = np.asarray(a[:n], dtype=np.int64)
-    right = np.asarray(b[:n], dtype=np.int64)
-    diff = np.nonzero(left != right)[0]
-    return int(diff[0]) if diff.size else n
-
 
 class LlamaCppLLM:
-    """`LanguageModel` on llama-cpp-python (one model per process; requests queue on a lock)."""
+    """`LanguageModel` on llama.cpp: one model per process; concurrent requests decode together in one batch
+    (engines/local/llm_batch.py)."""
 
     supports_images = False
 
@@ -336,17 +292,22 @@ class LlamaCppLLM:
         model_path: str | Path | None = None,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        n_batch: int = 512,
+        n_batch: int = DEFAULT_BATCH,
         n_gpu_layers: int = 0,
+        parallel: int = DEFAULT_PARALLEL,
+        kv_tokens: int | None = None,
         gate: ForegroundGate | None = None,
         default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         session_snapshots: int = 4,
         snapshot_bytes: int = 512 * 1024 * 1024,
         progress: assets.ByteProgress | None = None,
     ) -> None:
+        """`n_ctx`: the tokens one conversation's prompt and reply may take; `parallel`: the replies decoded
+        at once (`max_concurrency`); `kv_tokens`: the KV cells all conversations share (default
+        `n_ctx` × min(parallel, 2)); `session_snapshots` / `snapshot_bytes`: the sessions whose evicted KV
+        cache is kept in memory."""
         try:
             import llama_cpp
-            from llama_cpp import Llama
         except ImportError as exc:
             raise RuntimeError(
                 "The local language model needs llama-cpp-python:  pip install llama-cpp-python==0.3.36 "
@@ -358,52 +319,42 @@ class LlamaCppLLM:
         self.n_threads = n_threads or _cores()
         self.gate = gate or ForegroundGate()  # the server's (Runtime.gate): its pause points step aside
         self.default_system_prompt = default_system_prompt
+        self.max_concurrency = max(1, parallel)
         started = time.monotonic()
-        self._llm = Llama(
-            model_path=str(self.model_path),
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            n_gpu_layers=n_gpu_layers,  # layers offloaded to a GPU build of llama.cpp (--llm-gpu-layers)
-            verbose=False,
-        )
+        self._model = load_model(llama_cpp, self.model_path, n_gpu_layers=n_gpu_layers)
+        self.n_ctx = min(n_ctx, self._model.n_ctx_train() or n_ctx)
+        self._kv = LlamaKv(llama_cpp, self._model, n_ctx=kv_tokens or self.n_ctx * min(self.max_concurrency, 2),
+                           n_seq=max(2 * self.max_concurrency, self.max_concurrency + 4), n_batch=n_batch,
+                           n_threads=self.n_threads)
+        self._decoder = BatchDecoder(self._kv, gate=self.gate, snapshots=session_snapshots,
+                                     snapshot_bytes=snapshot_bytes, thread_setup=lower_thread_priority)
         self.load_seconds = time.monotonic() - started
-        self.n_ctx = self._llm.n_ctx()
-        meta = self._llm.metadata or {}
-        template = meta.get("tokenizer.chat_template")
-        self._bos_text = self._piece(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
-        self._eos_text = self._piece(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
+        template = self._model.metadata().get("tokenizer.chat_template")
+        self._bos_text = self._piece(self._model.token_bos()) if self._model.token_bos() >= 0 else ""
+        self._eos_text = self._piece(self._model.token_eos()) if self._model.token_eos() >= 0 else ""
         self.renderer = PromptRenderer(template, bos_token=self._bos_text, eos_token=self._eos_text)
-        open_tokens = self._llm.tokenize(OPEN.encode(), add_bos=False, special=True)
+        open_tokens = self._model.tokenize(OPEN.encode(), False, True)
         self._tool_open_token: int | None = open_tokens[0] if len(open_tokens) == 1 else None
-        self._json_start_tokens: np.ndarray | None = None
-        self._lock = threading.Lock()
-        self._waiting = 0  # stream_chat calls waiting for the lock (a prefill yields to them)
-        self._waiting_lock = threading.Lock()
-        self._snapshots = _SnapshotCache(session_snapshots, snapshot_bytes) if session_snapshots > 0 else None
-        self._live_owner: str | None = None  # the session whose history the live KV cache holds
-        self._forgotten: set[str] = set()  # sessions that ended while the model was busy (forget_session)
+        self._json_start_tokens: tuple[int, ...] | None = None
         self._images_warned = False
         log.info(
-            "LLM %s loaded from %s in %.2f s (n_ctx %d, %d threads, template %s)",
-            self.model_name, self.model_path, self.load_seconds, self.n_ctx, self.n_threads,
-            "native tools" if self.renderer.native_tools else "tools via system prompt",
+            "LLM %s loaded from %s in %.2f s (n_ctx %d, %d KV cells shared by up to %d conversations at once, "
+            "%d threads, template %s)",
+            self.model_name, self.model_path, self.load_seconds, self.n_ctx, self._kv.n_ctx, self.max_concurrency,
+            self.n_threads, "native tools" if self.renderer.native_tools else "tools via system prompt",
         )
 
     # -- helpers --------------------------------------------------------------------------
     def _piece(self, token: int) -> str:
-        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
-
-    def _is_eog(self, token: int) -> bool:
-        return bool(self._lib.llama_vocab_is_eog(self._llm._model.vocab, token))
+        return self._model.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def describe(self) -> str:
-        return f"llama.cpp {self.model_name} ({self.n_threads} threads, n_ctx {self.n_ctx})"
+        return (f"llama.cpp {self.model_name} ({self.n_threads} threads, n_ctx {self.n_ctx}, "
+                f"{self.max_concurrency} conversations batched)")
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
-        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return self._model.tokenize(prompt.encode("utf-8"), add_bos, True)
 
     def build_prompt(self, request: ChatRequest) -> tuple[list[int], str, list[str], str]:
         """-> (prompt tokens, prefill text, offered tool names, effective tool_choice)."""
@@ -454,134 +405,41 @@ class LlamaCppLLM:
                 del messages[first]
             log.info("conversation trimmed to fit the %d-token context", self.n_ctx)
 
-    # -- KV snapshots ---------------------------------------------------------------------
-    def _switch_session(self, key: str | None, tokens: list[int]) -> None:
-        """Before serving `key`: snapshot the previous owner's KV cache, restore `key`'s if better.
-
-        Snapshots are taken lazily, only when another session takes the cache over, so a single
-        session (the common case) never pays for them.
-        """
-        with self._waiting_lock:
-            forgotten, self._forgotten = self._forgotten, set()
-        for ended in forgotten:  # sessions that ended while the model was busy
-            self._forget(ended)
-        owner, self._live_owner = self._live_owner, key
-        if self._snapshots is None or owner == key:
-            return
-        if owner is not None and self._llm.n_tokens > 0:
-            self._save_snapshot(owner)
-        if key is not None:
-            self._restore_snapshot(key, tokens)
-
-    def _save_snapshot(self, key: str) -> None:
-        try:
-            ctx = self._llm._ctx.ctx
-            size = self._lib.llama_state_seq_get_size(ctx, 0)
-            buf = (ctypes.c_uint8 * size)()
-            written = self._lib.llama_state_seq_get_data(ctx, buf, size, 0)
-            n = self._llm.n_tokens
-            self._snapshots.put(key, _Snapshot(self._llm.input_ids[:n].copy(), ctypes.string_at(buf, written)))
-        except Exception:  # noqa: BLE001 - an optimisation; never fail a response for it
-            log.exception("could not snapshot the KV cache; disabling per-session snapshots")
-            self._snapshots = None
-
-    def _restore_snapshot(self, key: str, tokens: list[int]) -> None:
-        snap = self._snapshots.get(key) if self._snapshots is not None else None
-        if snap is None:
-            return
-        live = _common_prefix(self._llm.input_ids[: self._llm.n_tokens], tokens)
-        saved = _common_prefix(snap.tokens, tokens)
-        if saved <= live + 16:  # not worth a restore
-            return
-        try:
-            ctx = self._llm._ctx.ctx
-            buf = (ctypes.c_uint8 * len(snap.data)).from_buffer_copy(snap.data)
-            self._llm._ctx.kv_cache_seq_rm(0, 0, -1)
-            if self._lib.llama_state_seq_set_data(ctx, buf, len(snap.data), 0) == 0:
-                raise RuntimeError("llama_state_seq_set_data failed")
-            n = len(snap.tokens)
-            self._llm.input_ids[:n] = snap.tokens
-            self._llm.n_tokens = n
-            self._llm._requires_eval = True
-            log.debug("restored %d cached tokens for session %s", n, key)
-        except Exception:  # noqa: BLE001
-            log.exception("could not restore a KV snapshot; evaluating the prompt in full")
-            self._llm.reset()
-
-    def _no_call_processor(self):
-        """Logits processor for a retry that must answer in words: bans the tool-call tag at every
-        step and JSON / code-fence openings at the first step (with the tag banned, looping small
-        models write the same call as bare JSON instead)."""
-        from llama_cpp import LogitsProcessorList
-
+    def _answer_in_words(self) -> Sampling:
+        """Bans for a retry that must answer in words: the tool-call tag at every step and JSON / code-fence
+        openings at the first step (with the tag banned, looping small models write the same call as bare
+        JSON instead)."""
         if self._json_start_tokens is None:
             starts = []
-            for token in range(self._llm.n_vocab()):
-                piece = self._llm.detokenize([token]).lstrip()
+            for token in range(self._model.n_vocab()):
+                piece = self._model.detokenize([token], special=False).lstrip()
                 if piece[:1] in (b"{", b"`", b"[", b"<"):
                     starts.append(token)
-            self._json_start_tokens = np.asarray(starts, dtype=np.int64)
-        always = [self._tool_open_token]
-        first_step = self._json_start_tokens
-        state: dict[str, int] = {}
+            self._json_start_tokens = tuple(starts)
+        return Sampling(ban=(self._tool_open_token,), ban_first=self._json_start_tokens)
 
-        def processor(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-            scores[always] = -np.inf
-            if state.setdefault("start", len(input_ids)) == len(input_ids):
-                scores[first_step] = -np.inf
-            return scores
-
-        return LogitsProcessorList([processor])
-
+    # -- SessionAware -----------------------------------------------------------------------
     def forget_session(self, session_key: str) -> None:
-        """A session has ended: drop its KV snapshot and never snapshot the live cache for it again.
-
-        Called on the event loop when a session closes, so it never waits for the model: while a
-        reply or a prefill holds it (seconds), the key is queued and forgotten when the model
-        next switches sessions, before any snapshot is taken."""
-        if self._snapshots is None:
-            return
-        if self._lock.acquire(blocking=False):
-            try:
-                self._forget(session_key)
-            finally:
-                self._lock.release()
-        else:
-            with self._waiting_lock:
-                self._forgotten.add(session_key)
-
-    def _forget(self, key: str) -> None:
-        """Under `_lock`."""
-        if self._snapshots is not None:
-            self._snapshots.drop(key)
-        if self._live_owner == key:
-            self._live_owner = None
+        """A session has ended: its KV cache and snapshot are dropped. Called on the event loop when a session
+        closes; never waits for the model (the decoder clears the slots at its next step)."""
+        self._decoder.forget(session_key)
 
     @property
     def cached_sessions(self) -> tuple[str, ...]:
-        """The sessions whose KV snapshot is held (an ended session's is dropped by forget_session)."""
-        return self._snapshots.keys() if self._snapshots is not None else ()
+        """The sessions whose KV cache (or its snapshot) is held; an ended session's is dropped by forget_session."""
+        return self._decoder.cached_sessions
+
+    def clear_cache(self) -> None:
+        """Drop every cached prompt (benchmarks: force a cold prompt)."""
+        self._decoder.clear()
 
     # -- LanguageModel ---------------------------------------------------------------------
     def stream_chat(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[LlmEvent]:
         cancel = cancel or threading.Event()
-        with self._waiting_lock:
-            self._waiting += 1
-        try:
-            while not self._lock.acquire(timeout=_LOCK_POLL_S):
-                if cancel.is_set():
-                    yield Finished(reason="cancelled")
-                    return
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
-        try:
-            yield from self._generate(request, cancel)
-        finally:
-            self._lock.release()
+        yield from self._generate(request, cancel)
 
     def prefill(self, request: ChatRequest, cancel: threading.Event | None = None, *, complete: bool = False) -> int:
-        """Evaluate the prompt of `request` into the KV cache without generating.
+        """Evaluate the prompt of `request` into the session's KV cache without generating.
 
         The session engine calls this while the user is still speaking, with the words heard so
         far as the last user message: when the turn ends, only the tokens after the common
@@ -591,38 +449,30 @@ class LlamaCppLLM:
         With `complete` (the words heard so far read as a finished sentence) the whole prompt is
         evaluated, assistant header included: if the user indeed stops there, answering needs no
         prompt evaluation at all (the last token is evaluated again to get its logits).
-        Evaluates in small batches and stops early when `cancel` is set or a response is waiting
-        for the model. Returns the number of tokens evaluated.
+        Runs in the decoder's batches at the lowest priority (after every reply's prompt and first
+        clause); stops when `cancel` is set or a reply of the same session starts. Returns the number of
+        tokens evaluated.
         """
         cancel = cancel or threading.Event()
-        if not self._lock.acquire(timeout=_LOCK_POLL_S):
-            return 0  # the model is busy answering; the warm-up would come too late anyway
-        try:
-            tokens, text, _prefill, _names, _choice = self._prompt(request)
-            if complete:
-                tokens = tokens[:-1]
-            else:
-                last = request.messages[-1].get("content") if request.messages else None
-                end = text.rfind(last) if isinstance(last, str) and last else -1
-                if end <= 0:
-                    return 0
-                tokens = self.tokenize_prompt(text[: end + len(last)])[:-2]
-            self._switch_session(request.session_key, tokens)
-            llm = self._llm
-            common = _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
-            done = 0
-            for start in range(common, len(tokens), _PREFILL_BATCH):
-                self.gate.pause_point()  # a reply's first clause is being spoken: step aside
-                if cancel.is_set() or self._waiting:
-                    break
-                batch = tokens[start: start + _PREFILL_BATCH]
-                llm.n_tokens = start  # eval() drops any cached tokens after this point
-                llm.eval(batch)
-                done += len(batch)
-            log.debug("prefilled %d tokens (%d already cached) for session %s", done, common, request.session_key)
-            return done
-        finally:
-            self._lock.release()
+        if cancel.is_set():
+            return 0
+        tokens, text, _prefill, _names, _choice = self._prompt(request)
+        if complete:
+            tokens = tokens[:-1]
+        else:
+            last = request.messages[-1].get("content") if request.messages else None
+            end = text.rfind(last) if isinstance(last, str) and last else -1
+            if end <= 0:
+                return 0
+            tokens = self.tokenize_prompt(text[: end + len(last)])[:-2]
+        job = self._decoder.submit(Job(request.session_key, tokens, generate=False, cancel=cancel))
+        while not job.finished.wait(POLL_S):
+            if cancel.is_set():
+                job.stop.set()
+                break
+        done = max(0, job.evaluated - job.cached)
+        log.debug("prefilled %d tokens (%d already cached) for session %s", done, job.cached, request.session_key)
+        return done
 
     def _generate(self, request: ChatRequest, cancel: threading.Event) -> Iterator[LlmEvent]:
         started = time.monotonic()
@@ -630,7 +480,6 @@ class LlamaCppLLM:
         if cancel.is_set():
             yield Finished(reason="cancelled", input_tokens=len(tokens))
             return
-        self._switch_session(request.session_key, tokens)
         run = _Run()
         yield from self._run_once(tokens, prefill, names, request, cancel, run)
         if (run.reason == "stop" and choice == "auto" and names and not run.emitted
@@ -643,8 +492,7 @@ class LlamaCppLLM:
             first = run
             run = _Run()
             if self._tool_open_token is not None:
-                yield from self._run_once(tokens, "", names, request, cancel, run,
-                                          logits_processor=self._no_call_processor())
+                yield from self._run_once(tokens, "", names, request, cancel, run, bans=self._answer_in_words())
             else:
                 retry = ChatRequest(messages=request.messages, tools=[], tool_choice="none",
                                     max_tokens=request.max_tokens, temperature=request.temperature,
@@ -678,13 +526,13 @@ class LlamaCppLLM:
                        cached_tokens=run.cached_tokens)
 
     def _run_once(self, tokens: list[int], prefill: str, names: list[str], request: ChatRequest,
-                  cancel: threading.Event, run: _Run, logits_processor: Any = None) -> Iterator[LlmEvent]:
+                  cancel: threading.Event, run: _Run, bans: Sampling | None = None) -> Iterator[LlmEvent]:
         """Generate for one prompt, streaming parsed events; fills `run` with the outcome."""
-        live = self._llm.input_ids[: self._llm.n_tokens]
         run.input_tokens = len(tokens)
-        run.cached_tokens = min(_common_prefix(live, tokens), len(tokens) - 1)  # last token is re-evaluated
         max_new = max(1, min(request.max_tokens or DEFAULT_MAX_TOKENS, self.n_ctx - len(tokens)))
         temperature = max(0.0, float(request.temperature if request.temperature is not None else 0.7))
+        sampling = Sampling(temperature=temperature, ban=bans.ban if bans else (),
+                            ban_first=bans.ban_first if bans else ())
         parser = run.parser = ToolCallStreamParser(tools_offered=names, new_call_id=ids.call_tool_id, prefill=prefill)
         answered = _answered_calls(request.messages)
 
@@ -702,36 +550,21 @@ class LlamaCppLLM:
                 yield event
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        gen = self._llm.generate(
-            tokens,
-            temp=temperature,
-            top_k=20 if temperature > 0 else 1,
-            top_p=0.8,
-            min_p=0.0,
-            repeat_penalty=1.05,
-            reset=True,
-            logits_processor=logits_processor,
-        )
-        run.reason = "length"
+        job = self._decoder.submit(Job(request.session_key, tokens, sampling=sampling, max_new=max_new,
+                                       cancel=cancel))
         try:
-            for token in gen:
+            for token in job.tokens():
                 if run.first_token_at is None:
                     run.first_token_at = time.monotonic()
-                if self._is_eog(token):
-                    run.reason = "stop"
-                    break
                 run.output_tokens += 1
-                text = decoder.decode(self._llm.detokenize([token], special=True))
+                text = decoder.decode(self._model.detokenize([token], special=True))
                 if text:
                     yield from deliver(parser.feed(text))
-                if cancel.is_set():
-                    run.reason = "cancelled"
-                    break
-                if run.output_tokens >= max_new:
-                    break
-                self.gate.pause_point()  # before the next token: a first clause's synthesis goes first
         finally:
-            gen.close()
+            if not job.finished.is_set():
+                job.stop.set()  # cancelled, or the consumer went away: the decoder drops it at its next step
+        run.cached_tokens = job.cached
+        run.reason = "cancelled" if cancel.is_set() else (job.reason or "cancelled")
         if run.reason != "cancelled":
             tail = decoder.decode(b"", final=True)
             if tail:
@@ -739,18 +572,18 @@ class LlamaCppLLM:
             yield from deliver(parser.finish())
 
     def warmup(self, system_prompt: str | None = None) -> None:
-        """Evaluate the default system prompt once so its KV prefix is cached (1-token reply)."""
+        """Evaluate the default system prompt once so its KV prefix is cached (1-token reply), and scan the
+        vocabulary for the answer-in-words retry (~0.5 s) now rather than mid-reply."""
         request = ChatRequest(messages=[{"role": "system", "content": system_prompt or self.default_system_prompt},
                                         {"role": "user", "content": "Hi"}], max_tokens=1, temperature=0.0)
         for _ in self.stream_chat(request, threading.Event()):
             pass
         if self._tool_open_token is not None:
-            with self._lock:
-                self._no_call_processor()  # scans the vocabulary once (~0.5 s), not mid-reply
+            self._answer_in_words()
 
     def close(self) -> None:
-        with self._lock:
-            llm, self._llm = self._llm, None
-            closer = getattr(llm, "close", None)
-            if callable(closer):
-                closer()
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.close()
+            self._kv.close()
+            self._model.close()
