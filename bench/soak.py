@@ -452,7 +452,9 @@ def speak(path: Path, text: str) -> Path:
 
 async def run(args: argparse.Namespace, logdir: Path) -> str:
     port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
-    engine = ["--engine", "echo"] if args.engine == "echo" else ["--engine", "local", "--profile", args.profile]
+    # local: no conversation limit (api/admission.py), the soak is about leaks and churn, not latency
+    engine = ["--engine", "echo"] if args.engine == "echo" else ["--engine", "local", "--profile", args.profile,
+                                                                  "--max-conversations", "0"]
     server = ServerProcess("server", [sys.executable, "-m", "openrealtime", "serve", *engine, "--host", "127.0.0.1",
                                       "--port", str(port), "--udp-port", str(udp_port),
                                       "--tcp-port", str(free_port()), "--max-calls", str(args.calls * 3 + 16),

@@ -43,6 +43,16 @@ def _workers(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a number of workers or 'auto', not {value!r}") from None
 
 
+def _conversations(value: str) -> int | None:
+    """--max-conversations: a number (0: no limit), or `auto` (None: what the local models hold, api/admission.py)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of conversations or 'auto', not {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrealtime", description="OpenAI Realtime API compatible voice server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the response fails (OPENREALTIME_BACKEND_STALL_TIMEOUT)")
     serve.add_argument("--max-calls", type=int, default=int(_env("MAX_CALLS", "64")),
                        help="concurrent calls (OPENREALTIME_MAX_CALLS)")
+    serve.add_argument("--max-conversations", type=_conversations, default=_env("MAX_CONVERSATIONS", "auto"),
+                       help="conversations (calls and WebSocket sessions) at once before new ones get 429; auto: "
+                            "what the in-process language model decodes at once, none with a remote one; 0: no "
+                            "limit (OPENREALTIME_MAX_CONVERSATIONS)")
     serve.add_argument("--opus-complexity", type=int, default=int(_env("OPUS_COMPLEXITY", "5")),
                        help="libopus complexity of the audio sent, 0-10; 1 halves the encoder's CPU per call "
                             "and codes wideband (OPENREALTIME_OPUS_COMPLEXITY)")
@@ -181,6 +195,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         connect_timeout_s=args.connect_timeout,
         max_call_duration_s=args.max_call_duration,
         max_calls=args.max_calls,
+        max_conversations=getattr(args, "max_conversations", None),
         drain_timeout_s=getattr(args, "drain_timeout", None),
         backend_first_token_timeout_s=getattr(args, "backend_first_token_timeout", 30.0),
         backend_stall_timeout_s=getattr(args, "backend_stall_timeout", 15.0),

@@ -27,6 +27,8 @@ class Settings:
     connect_timeout_s: float = 15.0
     max_call_duration_s: float = 60 * 60
     max_calls: int = 64
+    # conversations at once before new ones get 429 (api/admission.py): None: auto (the local LLM's), 0: no limit
+    max_conversations: int | None = None
     echo_delay_s: float = 0.3
     # libopus complexity of the audio we send (0-10). 5: libwebrtc's mobile setting, hybrid
     # super-wideband at 32 kbps; 1: about half the encoder CPU, wideband SILK (bench/README.md)

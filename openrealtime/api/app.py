@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from ..config import Settings
+from .admission import admission_refusal
 from .calls import router as calls_router
 from .client_secrets import router as secrets_router
 from .cluster_node import install as install_cluster_node
@@ -66,6 +67,7 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
 
 def create_app(settings: Settings, *, state: ServerState | None = None) -> FastAPI:
     state = state or ServerState.build(settings)
+    state.health.capacity = lambda: admission_refusal(state)  # --max-conversations (admission.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ class ServiceHealth:
         self.loaded = False  # the model stack is in place (remote stages may still be connecting)
         self.draining = False
         self.backends: dict[str, BackendHealth] = {}
+        # the node's limit on conversations at once (api/admission.py): the 429 a new one gets, or None
+        self.capacity: Callable[[], ApiError | None] | None = None
 
     # ---- state -------------------------------------------------------------------------------
     @property
@@ -94,7 +97,8 @@ class ServiceHealth:
 
     # ---- admission ---------------------------------------------------------------------------
     def admission_error(self) -> ApiError | None:
-        """The 503 a new call or session gets now, or None when it can be served."""
+        """The refusal a new call or session gets now (503 not ready or draining, 429 at the conversation
+        limit), or None when it can be served."""
         if self.draining:
             return ApiError(503, "The server is shutting down and takes no new sessions; connect again (another "
                                  "node behind the load balancer will answer).", code="server_shutting_down",
@@ -108,7 +112,7 @@ class ServiceHealth:
             return ApiError(503, f"The server cannot serve sessions yet: its {b.stage} backend at {b.url} has not "
                                  f"answered ({b.error or 'connecting'}). It is retried automatically; see GET /readyz.",
                             code="backend_unavailable", type="server_error", headers={"Retry-After": "5"})
-        return None
+        return self.capacity() if self.capacity is not None else None
 
 
 class BackendWatch:
