@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,6 +43,7 @@ CONNECT_TIMEOUT_S = 1.0  # a node that does not accept within this is skipped (t
 FORWARD_TIMEOUT_S = 10.0  # a whole forwarded request (the owner builds its answer meanwhile)
 LIST_TIMEOUT_S = 3.0  # one node's part of the cluster-wide call list
 PROBE_TIMEOUT_S = 2.0  # asking a node whether it owns a call, while the store is unreachable
+SUSPECT_S = 10.0  # a node that did not answer a forward gets no placement this long (≥ a dead node's TTL)
 TABLE_REFRESH_S = 3.0  # the node table is read at least this often (for routing while the store is down)
 # headers that describe one hop, not the request (RFC 9110 §7.6.1), and the ones httpx sets itself
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -86,6 +88,7 @@ class ClusterRouter:
         self.local = local  # this node's record from its live state (fresher than its last heartbeat)
         self.recent = RecentPlacements()
         self.known: dict[str, NodeRecord] = {}  # the node table last read (used while the store is down)
+        self.suspects: dict[str, float] = {}  # node id → until when it is skipped (it did not answer)
         self.store_up = True
         self.counts: Counter[str] = Counter()  # what was routed where (cluster/metrics.py)
         self._http: httpx.AsyncClient | None = None
@@ -171,12 +174,13 @@ class ClusterRouter:
         except StoreUnavailable:
             self.counts["placed_here_store_down"] += 1
             return None
-        for node in placement_order(nodes, self.recent):
+        for node in self._unsuspected(placement_order(nodes, self.recent)):
             if node.node_id == self.node_id:
                 self.counts["placed_here"] += 1
                 return None
             resp = await self._send(request.method, node, _target(request.scope), request.headers, body)
             if resp is None:
+                self.suspects[node.node_id] = time.monotonic() + SUSPECT_S
                 continue
             if resp.status_code in (429, 503) and _error_code(resp) in _NEXT_NODE_CODES:
                 log.info("call placement: node=%s answered %d %s, trying the next", node.node_id,
@@ -188,6 +192,14 @@ class ClusterRouter:
             return _reply(resp)
         self.counts["placed_here_no_other"] += 1  # no other node took it: this one's own admission answers
         return None
+
+    def _unsuspected(self, order: list[NodeRecord]) -> list[NodeRecord]:
+        """`order` without the nodes that recently did not answer (a dead node's record lives on until its
+        TTL), unless no other node is left."""
+        now = time.monotonic()
+        self.suspects = {k: until for k, until in self.suspects.items() if until > now}
+        kept = [n for n in order if n.node_id not in self.suspects]
+        return kept or order
 
     async def _send(self, method: str, node: NodeRecord, target: str, headers: Mapping[str, str],
                     body: bytes = b"", *, timeout: float = FORWARD_TIMEOUT_S) -> httpx.Response | None:

@@ -87,7 +87,7 @@ async def test_calls_are_spread_and_answered_by_their_owner_with_its_own_candida
         await wait_for(lambda: all(c.audio.voiced_frames > 10 for c in placed), what="every call echoes")
 
 
-async def test_hangup_details_and_sideband_reach_the_owner_from_any_node(own_redis):
+async def test_hangup_details_and_sideband_reach_the_owner_from_any_node_and_a_full_cluster_says_so(own_redis):
     async with cluster(own_redis, {"max_calls": 1}, {"max_calls": 1}) as (servers, view, clients):
         first = await call_via(servers[0], clients)
         client = await call_via(servers[0], clients)  # the first call's node is full: the other one's
@@ -96,12 +96,15 @@ async def test_hangup_details_and_sideband_reach_the_owner_from_any_node(own_red
         assert n1 is not owner
         n2 = owner
         ws_url = n1.url.replace("http", "ws") + f"/v1/realtime?call_id={client.call_id}"
+        full = RealtimeRtcClient(n1.url, api_key="key")  # every node is full: the usual 429
+        clients.append(full)
+        assert_openai_error(await full.connect(), 429, "too_many_calls")
         async with httpx.AsyncClient() as http:
             details = await http.get(f"{n1.url}/v1/realtime/calls/{client.call_id}", headers=KEY)
             assert details.status_code == 200 and details.json()["node"] == n2.settings.node_id
             listed = (await http.get(f"{n1.url}/v1/realtime/calls", headers=KEY)).json()["data"]
             assert sorted(c["node"] for c in listed) == ["n1", "n2"]
-            assert {c["id"] for c in listed} == {c.call_id for c in clients}
+            assert {c["id"] for c in listed} == {first.call_id, client.call_id}
             async with connect(ws_url, additional_headers=KEY, subprotocols=["realtime"]) as ws:
                 assert ws.subprotocol == "realtime"
                 created = await ws_event(ws, "session.created")  # the owner's session

@@ -42,7 +42,16 @@ async def calls_listed(base_url: str) -> dict[str, str]:
 
 async def serving_nodes(base_url: str) -> int:
     """`openrealtime_cluster_nodes{state="serving"}` as the node `base_url` reaches sees it."""
+    return int(await _metric(base_url, 'openrealtime_cluster_nodes{state="serving"}'))
+
+
+async def routed(base_url: str, route: str) -> int:
+    """`openrealtime_cluster_routed_total{route=…}` of the node `base_url` reaches."""
+    return int(await _metric(base_url, f'openrealtime_cluster_routed_total{{route="{route}"}}'))
+
+
+async def _metric(base_url: str, sample: str) -> float:
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(base_url + "/metrics", headers=AUTH)).text
-    match = re.search(r'^openrealtime_cluster_nodes\{state="serving"\} (\S+)$', text, re.M)
-    return int(float(match.group(1))) if match else 0
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
