@@ -46,14 +46,16 @@ from openrealtime.engines.stack import load_model_stack  # noqa: E402
 from openrealtime.runtime import Runtime, call_in_model_thread  # noqa: E402
 from openrealtime.translation.translator import Translator  # noqa: E402
 
+# One utterance each (no pause inside that the segmenter would cut at: "end of speech" is then the end of
+# the one utterance being translated).
 SPANISH = [
-    "Buenos días. Me gustaría un café con leche, por favor.",
+    "Me gustaría un café con leche por favor.",
     "La biblioteca está cerca del hospital.",
     "¿Cuánto cuesta un billete de autobús al centro?",
     "Mañana vamos a visitar el museo con los niños.",
 ]
 ENGLISH = [
-    "Good morning. I would like a cup of tea, please.",
+    "I would like a cup of tea please.",
     "The library is next to the hospital.",
     "How much is a bus ticket to the city centre?",
     "Tomorrow we will visit the museum with the children.",
