@@ -68,7 +68,7 @@ async def translation_websocket(websocket: WebSocket) -> None:
                                 "sessions; retry later or raise --max-calls.", code="too_many_sessions",
                            type="rate_limit_exceeded")
         models = state.models
-        if models is None or any(getattr(models, stage, None) is None for stage in ("vad", "stt", "llm")):
+        if models is None or models.vad is None or models.stt is None or models.llm is None:
             raise ApiError(501, "Translation sessions need speech-to-text and a language model; this server has "
                                 "none (--engine echo). Start it with --engine local.", code="translation_unavailable",
                            type="server_error")
