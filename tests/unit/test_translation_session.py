@@ -2,8 +2,12 @@
 inline runtime: utterances cut by the VAD, transcribed, translated, spoken; text only where no voice speaks
 the target; session.close flushes; bad events are answered with errors and the session goes on."""
 
+import asyncio
 import base64
 import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from openrealtime.protocol.translation import TranslationSessionConfig
 from openrealtime.runtime_inline import InlineRuntime
@@ -159,3 +163,41 @@ async def test_the_prompt_is_prefilled_at_start_and_for_a_new_target():
     send(session, type="session.update", session={"audio": {"output": {"language": "de"}}})
     await session.runtime.settle()
     assert "German" in llm.prefilled[-1].messages[0]["content"]
+
+
+async def test_expiry_and_shutdown_say_why_then_close():
+    session, t = make("es")
+    session.expire()
+    assert t.of("error")[-1]["error"]["code"] == "session_expired" and t.closed_reason == "session_expired"
+    assert session.closed
+    session, t = make("es")
+    session.shut_down()
+    assert t.of("error")[-1]["error"]["code"] == "server_shutting_down"
+    assert t.closed_reason == "server_shutting_down"
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    max_leaves=12)
+EVENT = st.fixed_dictionaries({"type": st.sampled_from(["session.update", "session.input_audio_buffer.append",
+                                                        "session.close", "session.created", "bogus"])},
+                              optional={"session": JSON, "audio": JSON, "event_id": JSON, "extra": JSON})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT | JSON, max_size=6))
+def test_any_client_event_gets_an_answer_or_nothing_never_a_crash(events):
+    async def run():
+        session, t = make("es")
+        for event in events:
+            before = len(t.events)
+            session.handle_message(json.dumps(event))
+            new = t.events[before:]
+            assert len(new) <= 1 and all(e["type"] in ("error", "session.updated") for e in new), new
+            for e in new:
+                if e["type"] == "error":
+                    assert set(e["error"]) >= {"type", "code", "message", "param"}
+        await session.runtime.settle()
+        session.close()
+
+    asyncio.run(run())
