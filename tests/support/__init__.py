@@ -10,6 +10,7 @@
 * caller_process.py: a WebRTC caller in a process of its own (`python -m tests.support.caller_process`);
 * serve_process.py: `openrealtime serve` as a real process (signals, exit codes, its log);
 * redis_server.py: a real `redis-server` on a free port, to kill and start again (cluster tests).
+* cluster_calls.py: talking aiortc calls, their RTP loss, the call list and cluster gauges (cluster tests).
 
 Import from here (`from tests.support import wait_for, server_settings`) or from the module.
 """
