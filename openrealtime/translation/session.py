@@ -128,9 +128,8 @@ class TranslationSession:
         self._segmenter.close()
         if self._worker is not None:
             self._worker.cancel()
-        llm = getattr(self.models, "llm", None)
-        if isinstance(llm, SessionAware):
-            llm.forget_session(self.id)
+        if isinstance(self.models.llm, SessionAware):
+            self.models.llm.forget_session(self.id)
         log.debug("translation session %s closed (%s): %s", self.id, reason, self.stats)
 
     def expire(self) -> None:
