@@ -41,10 +41,12 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, logdir: Path) -> None:
+    def start(self, logdir: Path, env: dict[str, str] | None = None) -> None:
+        """Start it, with `env` added to this process's environment."""
         self.log = logdir / f"{self.name}.log"
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
-                                     start_new_session=True, preexec_fn=die_with_parent)
+                                     start_new_session=True, preexec_fn=die_with_parent,
+                                     env={**os.environ, **(env or {})})
 
     async def wait_ready(self, timeout: float = 90.0) -> None:
         """Until GET /readyz answers 200 (/healthz is liveness: 200 while still loading). Servers

@@ -33,7 +33,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from bench._server import CLK_TCK, ServerProcess, die_with_parent, run_bounded  # noqa: E402
+from bench._server import CLK_TCK, ServerProcess, run_bounded  # noqa: E402
 from bench.media_plane import Row, free_port, measure, table  # noqa: E402
 from openrealtime.client.rtc import RealtimeRtcClient  # noqa: E402
 
@@ -86,12 +85,6 @@ class Host(ServerProcess):
                 continue
             total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
         return total
-
-    def start(self, logdir: Path, env: dict[str, str] | None = None) -> None:
-        self.log = logdir / f"{self.name}.log"
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
-                                     start_new_session=True, preexec_fn=die_with_parent,
-                                     env={**os.environ, **(env or {})})
 
     async def metrics(self) -> dict[str, float]:
         return {}  # one worker's /metrics is not the host's: the client-side figures are used

@@ -1,7 +1,8 @@
 """`openrealtime serve --workers 2` as a real process tree on one host (no Redis: the workers share the
 embedded SQLite store): calls through the one HTTP port are spread over the workers and controlled
 through any of them; a worker killed with SIGKILL mid-call takes only its own calls along, is
-restarted, and every new call still connects; SIGTERM drains every worker and the host exits 0."""
+restarted, and every new call still connects; SIGTERM drains every worker and the host exits 0.
+With --redis-url each worker is a node of that cluster."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 
 import httpx
 
+from openrealtime.cluster.redis_store import RedisStore
 from tests.support import wait_for
 from tests.support.cluster_calls import AUTH, calls_listed, packets_lost, serving_nodes, talking_call
 from tests.support.serve_process import ServeProcess
@@ -85,3 +87,28 @@ async def _calls_without(url: str, gone: set[str]) -> dict | None:
 
 async def _status(http: httpx.AsyncClient, url: str, status: int) -> bool:
     return (await http.get(url)).status_code == status
+
+
+async def test_workers_with_redis_are_nodes_of_that_cluster(own_redis):
+    host = ServeProcess("--workers", "2", "--engine", "echo", "--node-id", "hostA", "--udp-port", "0",
+                        "--tcp-port", "0", env={"OPENREALTIME_REDIS_URL": own_redis.url,
+                                                "OPENREALTIME_CLUSTER_SECRET": "workers-redis-cluster-secret"})
+    view = RedisStore.from_url(own_redis.url)
+    clients: list = []
+    try:
+        await host.ready()
+        nodes = await wait_for(lambda: _nodes(view, {"hostA-w0", "hostA-w1"}), timeout=60, what="both workers joined")
+        urls = {n.internal_url for n in nodes}
+        assert len(urls) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls)  # each its own internal port
+        call = await talking_call(host.url, clients)
+        assert await view.call_node(call.call_id) in {"hostA-w0", "hostA-w1"}
+    finally:
+        for client in clients:
+            await client.close()
+        host.kill()
+        await view.close()
+
+
+async def _nodes(view, names: set[str]):
+    nodes = await view.live_nodes()
+    return nodes if {n.node_id for n in nodes if n.ready} == names else None
