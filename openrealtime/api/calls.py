@@ -11,6 +11,7 @@ from .. import ids
 from ..media.call import CallOptions, RealtimeCall
 from ..protocol.errors import ProtocolError
 from ..protocol.session import override_session, parse_session_config
+from ..session.voices import check_session_voice
 from ..session.engine import SessionEngine, SessionLimits
 from .body import parse_offer_body, read_body
 from .cluster_routing import route_new_call, route_to_owner
@@ -45,6 +46,7 @@ async def create_call(request: Request) -> Response:
         model = request.query_params.get("model")
         if model and offer.session is None and principal.secret is None and hasattr(config, "model"):
             config = config.model_copy(update={"model": model})
+        check_session_voice(config, state.models)
     except ProtocolError as exc:
         raise ApiError.from_protocol(exc) from None
     if state.calls.full():

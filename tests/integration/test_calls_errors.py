@@ -112,3 +112,26 @@ def test_public_bind_without_keys_refused():
         settings.check()
     Settings(host="0.0.0.0", port=0, insecure_no_auth=True).check()
     Settings(host="0.0.0.0", port=0, api_keys=["k"]).check()
+
+
+async def test_a_custom_voice_the_server_does_not_have_is_refused_when_the_call_is_made():
+    """`audio.output.voice: {"id": ...}` (2026) must name one of the server's voices (session/voices.py):
+    the call and a client secret are refused at once with 400 naming the field."""
+    from tests.support import fake_stack
+    from tests.unit.test_fields_2026 import CatalogTts
+
+    stack = fake_stack()
+    stack.tts = CatalogTts()
+    session = {"type": "realtime", "audio": {"output": {"voice": {"id": "voice_unknown"}}}}
+    async with embedded_server(server_settings(engine="local"), models=stack) as server:
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.post(server.url + "/v1/realtime/calls", headers=AUTH,
+                                    files={"sdp": (None, OFFER), "session": (None, json.dumps(session))})
+            assert_openai_error(reply, 400, param="session.audio.output.voice")
+            minted = await http.post(server.url + "/v1/realtime/client_secrets", headers=AUTH,
+                                     json={"session": session})
+            assert_openai_error(minted, 400, param="session.audio.output.voice")
+            session["audio"]["output"]["voice"] = {"id": "en_US-joe-medium"}
+            minted = await http.post(server.url + "/v1/realtime/client_secrets", headers=AUTH,
+                                     json={"session": session})
+            assert minted.status_code == 200, minted.text
