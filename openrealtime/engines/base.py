@@ -43,6 +43,20 @@ class VoiceActivityDetector(Protocol):
     def new_stream(self) -> VadStream: ...
 
 
+# ---- end of turn (semantic_vad) ---------------------------------------------------------------
+@runtime_checkable
+class EndOfTurnModel(Protocol):
+    """Judges from the audio of a turn so far whether the speaker has finished (an optional stack member:
+    semantic_vad uses it; without one semantic_vad is a silence timer)."""
+
+    sample_rate: int  # 16000
+    window_s: float  # how much of the latest audio it looks at
+
+    def completion(self, audio: np.ndarray) -> float:
+        """P(the turn is complete), from the turn's audio so far (float32 mono at `sample_rate`)."""
+        ...
+
+
 # ---- speech to text -------------------------------------------------------------------------
 @dataclass
 class Transcript:
@@ -205,9 +219,10 @@ class ModelStack:
     remote: dict[str, Any] = field(default_factory=dict)
     # more voices, for languages `tts` does not speak (each `SpeaksLanguages`): translation sessions use them
     voices: list[TextToSpeech] = field(default_factory=list)
+    turn: EndOfTurnModel | None = None  # optional: semantic_vad's end-of-turn model
 
     def close(self) -> None:
-        for part in (self.vad, self.stt, self.llm, self.tts, *self.voices):
+        for part in (self.vad, self.stt, self.llm, self.tts, *self.voices, self.turn):
             closer = getattr(part, "close", None)
             if callable(closer):
                 closer()

@@ -32,7 +32,7 @@ from .base import BackendError, ModelStack, Warmable
 log = logging.getLogger(__name__)
 
 StageProgress = Callable[[str, str], None]
-"""`progress(stage, message)`; stage is one of "vad", "stt", "llm", "tts", "stack"."""
+"""`progress(stage, message)`; stage is one of "vad", "stt", "llm", "tts", "turn", "stack"."""
 AssemblyProgress = Callable[[str, int, int], None]
 """`assembly_progress(stage, bytes_done, bytes_total)` while split weights are concatenated."""
 
@@ -68,6 +68,8 @@ def model_files(stage: str, chosen: "Profile") -> str | None:
     try:
         if stage == "vad":
             return str(assets.silero_vad_path())
+        if stage == "turn":
+            return str(assets.dist_file(assets.SMART_TURN, verify=False))
         if stage == "stt":
             return str(split["base"].path) if chosen.asr == "base" else str(resolve_model_dir(chosen.asr))
         if stage == "llm":
@@ -200,11 +202,27 @@ def _load_tts(ctx: LoadContext) -> Any:
     return load_tts(ctx.profile.tts, threads=ctx.cores)
 
 
+def _load_turn(ctx: LoadContext) -> Any:
+    """Smart Turn v3.2, semantic_vad's end-of-turn model: optional (without its package semantic_vad is a
+    silence timer, said once here); a corrupt file stops the load like any other model's."""
+    from . import assets
+    from .local.smart_turn import SmartTurn
+
+    try:
+        path = assets.dist_file(assets.SMART_TURN)
+    except assets.MissingModelPackage as exc:
+        log.warning("no end-of-turn model: semantic_vad falls back to silence timing. %s", exc)
+        return None
+    ctx.report("turn", "loading Smart Turn v3.2 (end of turn)")
+    return SmartTurn(path, threads=1)  # ≈45 ms per pause on one core; the other cores stay with the LLM
+
+
 # The local backend of each stage, in load order. A remote stage (engines/remote.py) replaces its entry.
+# "turn" is optional: its loader returns None when its package is not installed.
 LOCAL_BACKENDS: dict[str, Callable[[LoadContext], Any]] = {
-    "vad": _load_vad, "stt": _load_stt, "llm": _load_llm, "tts": _load_tts}
+    "vad": _load_vad, "stt": _load_stt, "llm": _load_llm, "tts": _load_tts, "turn": _load_turn}
 WARM_UP = {"vad": "", "stt": "warming up (1 s of silence)", "llm": "warming up (caching the system prompt)",
-           "tts": "warming up"}
+           "tts": "warming up", "turn": "warming up"}
 
 
 def load_model_stack(
@@ -278,6 +296,9 @@ def load_model_stack(
                            started=started, timings=timings, report=report)
     stack.remote = remote
     stack.voices = voices
+    stack.turn = engines.get("turn")
+    if stack.turn is not None:
+        stack.description["turn"] = stack.turn.describe()
     if voices:
         stack.description["voices"] = "; ".join(voice.describe() for voice in voices)
     return stack

@@ -87,7 +87,7 @@ class ServerCollector:
         depths = state.runtime.queue_depths()
         yield _gauge("openrealtime_inference_queue_depth",
                      "Inference work waiting for a model worker thread, per stage.",
-                     [([s], float(depths.get(s, 0))) for s in ("vad", "asr", "llm", "tts")], ["stage"])
+                     [([s], float(depths.get(s, 0))) for s in ("vad", "asr", "llm", "tts", "turn")], ["stage"])
 
         rtp, counters = monitor.totals()
         kinds = ("audio", "video")

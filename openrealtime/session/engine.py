@@ -62,7 +62,7 @@ from .speech_input import AudioInput, Loopback as LoopbackInput, SpeechInput
 from .transcription import Transcriber
 from .transport import Transport
 from .voices import check_session_voice, check_voice
-from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped
+from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped, TurnComplete
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class SessionEngine:
                                        emit=self.emit, spawn=self.spawn)
         self.speech = SpeechInput(self.buffer, getattr(models, "vad", None), self.runtime, self.stats,
                                   on_turn=self._on_turn_event, on_frame=self._on_vad_frame,
-                                  on_pause=self._check_idle_timeout, on_overflow=self._report_overflow)
+                                  on_pause=self._check_idle_timeout, on_overflow=self._report_overflow,
+                                  end_of_turn=getattr(models, "turn", None))
         self.speculator = Speculator(self.runtime, models, self.stats, self.speech,
                                      transcribe=self.transcriber.transcribe,
                                      provisional_request=self._provisional_request,
@@ -294,21 +295,37 @@ class SessionEngine:
             if td is not None and td.interrupt_response:
                 self._interrupt()
         elif isinstance(event, SilenceBegan):
-            self.speculator.silence_began(event.audio_start_ms, event.speech_end_ms)
+            semantic = self.speech.turn.params.semantic is not None
+            self.speculator.silence_began(event.audio_start_ms, event.speech_end_ms, answer=not semantic)
+            if semantic:  # the words before the pause help judge whether the turn is over
+                self._hear_pause(event.audio_start_ms, event.speech_end_ms)
+        elif isinstance(event, TurnComplete):
+            self.speculator.turn_complete(event.audio_start_ms, event.speech_end_ms)
         elif isinstance(event, SpeechResumed):
             self.speculator.speech_resumed()
         elif isinstance(event, SpeechStopped):
             item_id = self._pending_item_id or ids.item_id()
             self._pending_item_id = None
             self.emit(ev.InputAudioBufferSpeechStoppedEvent(audio_end_ms=event.audio_end_ms, item_id=item_id))
-            spec = self.speculator.take(event.audio_start_ms,
-                                        event.audio_end_ms - self.speech.turn.params.silence_duration_ms)
+            spec = self.speculator.take(event.audio_start_ms, event.speech_end_ms)
             pcm = self.buffer.take(event.audio_start_ms, event.audio_end_ms)
             self._commit_audio(pcm, item_id, speculative=spec.asr if spec else None)
             if td is not None and td.create_response and isinstance(self.config, RealtimeSessionConfig):
                 self._auto_response(spec)
             elif spec is not None:
                 spec.drop_answer()
+
+    def _hear_pause(self, start_ms: int, speech_end_ms: int) -> None:
+        """semantic_vad: hand the speculative transcript of the speech before this pause to the turn detector."""
+        asr = self.speculator.transcript(start_ms, speech_end_ms)
+        if asr is None:
+            return
+
+        def heard(job: asyncio.Future) -> None:
+            if not self.closed and not job.cancelled() and job.exception() is None:
+                self.speech.heard(speech_end_ms, job.result().text)
+
+        asr.add_done_callback(heard)
 
     def _on_vad_frame(self) -> None:
         self.speculator.frame()

@@ -136,6 +136,7 @@ class TurnSpeculation:
     speech: SpeculativeSpeech | None = None
     speech_task: asyncio.Task | None = None  # answer → first clause → speech
     adopted: bool = False  # a response took the answer: it speaks the clauses not yet synthesized
+    hold_answer: bool = False  # transcribe only until the turn is judged complete (semantic_vad)
 
     def matches(self, start_ms: int, speech_end_ms: int) -> bool:
         return self.start_ms == start_ms and self.speech_end_ms == speech_end_ms

@@ -2,7 +2,8 @@
 
 The session tells the `Speculator` what its turn detector saw: speech started (abandon
 everything), silence began (transcribe what was said and, if a response would follow, start
-answering into buffers), speech resumed (abandon), each VAD frame while the user speaks (warm the
+answering into buffers; with semantic_vad the answer waits until the turn is judged complete:
+`turn_complete`), speech resumed (abandon), each VAD frame while the user speaks (warm the
 model's prompt cache with the words so far), and, at the commit, asks for the speculation that
 matches the committed turn. What it needs of the session is passed in: the runtime, the model
 stack, the input (buffer, turn detector, VAD clock) and a few callables.
@@ -53,10 +54,27 @@ class Speculator:
         self._warm.cancel()
         self._warm = WarmState()
 
-    def silence_began(self, start_ms: int, speech_end_ms: int) -> None:
+    def silence_began(self, start_ms: int, speech_end_ms: int, *, answer: bool = True) -> None:
+        """`answer` False: transcribe only; the answer starts at `turn_complete` (semantic_vad)."""
         heard = self._warm.transcript_of(start_ms, speech_end_ms)
         self._warm.cancel()  # the cores are for the final transcription now
         self._speculate(start_ms, speech_end_ms, heard)
+        if self.current is not None:
+            self.current.hold_answer = not answer
+
+    def turn_complete(self, start_ms: int, speech_end_ms: int) -> None:
+        """The turn detector judged this speech a finished turn: answer it ahead of the commit."""
+        spec = self.current
+        if spec is None or not spec.matches(start_ms, speech_end_ms) or not spec.hold_answer:
+            return
+        spec.hold_answer = False
+        if spec.task is None or spec.task.done():  # the transcription finished while the answer was held
+            spec.task = self._spawn(self._answer(spec))
+
+    def transcript(self, start_ms: int, speech_end_ms: int) -> asyncio.Future | None:
+        """The speculative transcription of exactly this speech, if one is under way or done."""
+        spec = self.current
+        return spec.asr if spec is not None and spec.matches(start_ms, speech_end_ms) else None
 
     def speech_resumed(self) -> None:
         self.drop()
@@ -105,7 +123,7 @@ class Speculator:
         except Exception:  # the commit will transcribe again and report the failure
             return
         text = result.text.strip()
-        if self.current is not spec or not text or not self._wants_answer():
+        if self.current is not spec or spec.hold_answer or not text or not self._wants_answer():
             return
         log.debug("speculative transcript %r; answering ahead of the commit", text)
         request = spec.request = self._provisional_request(text)

@@ -3,9 +3,14 @@
 `SpeechInput` appends canonical PCM (s16le mono 24 kHz) to the session's `InputAudioBuffer`,
 resamples it to the VAD's 16 kHz, runs the VAD in its worker stage (one batch at a time, never on
 the loop), feeds each frame's probability to the `TurnDetector` and reports what happened through
-the callbacks it was given: turn events (speech started, silence began, speech resumed, speech
-stopped), each VAD frame (where a prefix warm-up may start) and the end of each batch outside
-speech (where an idle timeout may fire). It knows nothing of responses or speculation.
+the callbacks it was given: turn events (speech started, silence began, speech resumed, turn
+complete, speech stopped), each VAD frame (where a prefix warm-up may start) and the end of each
+batch outside speech (where an idle timeout may fire). It knows nothing of responses or speculation.
+
+For semantic_vad on a stack with an end-of-turn model (`EndOfTurnModel`), it keeps the latest seconds
+of the 16 kHz audio the VAD judged and, when the detector asks (`ScoreTurn`), scores the turn so far in
+the runtime's "turn" stage and hands the probability back; the session hands back the transcript of
+each pause (`heard`).
 
 `Loopback` is the input of a stack that answers nothing (engine `echo`): it plays the caller's
 audio back after a delay.
@@ -22,13 +27,47 @@ import numpy as np
 
 from ..audio.format import SAMPLE_RATE
 from ..audio.frame_resampler import FrameResampler
-from ..engines.base import VoiceActivityDetector
+from ..engines.base import EndOfTurnModel, VoiceActivityDetector
 from ..runtime import ModelRuntime
 from .audio_buffer import InputAudioBuffer
 from .transport import OutputAudio
-from .turn_detection import TurnDetector, VadParams
+from .turn_detection import ScoreTurn, TurnDetector, VadParams
 
 VAD_RATE = 16000
+
+
+class AudioRing:
+    """The latest `seconds` of a 16 kHz stream, written frame by frame, read back by audio time."""
+
+    def __init__(self, seconds: float, rate: int = VAD_RATE) -> None:
+        self.rate = rate
+        self._data = np.zeros(int(seconds * rate), dtype=np.float32)
+        self._written = 0  # samples written since the start
+
+    def write(self, frame: np.ndarray) -> None:
+        n, size = len(frame), len(self._data)
+        if n >= size:
+            tail = frame[-size:]
+            self._written += n
+            at = self._written % size  # the ring reads data[at:] then data[:at]
+            self._data[at:] = tail[:size - at]
+            self._data[:at] = tail[size - at:]
+            return
+        at = self._written % size
+        first = min(n, size - at)
+        self._data[at:at + first] = frame[:first]
+        self._data[:n - first] = frame[first:]
+        self._written += n
+
+    def since(self, start_ms: float, end_ms: float) -> np.ndarray:
+        """The samples from `start_ms` to `end_ms` (the end of the last frame written), as far as kept."""
+        size = len(self._data)
+        want = int((end_ms - start_ms) * self.rate / 1000)
+        n = max(0, min(want, size, self._written))
+        at = self._written % size
+        if n <= at:
+            return self._data[at - n:at].copy()
+        return np.concatenate([self._data[size - (n - at):], self._data[:at]])
 
 
 class AudioInput(Protocol):
@@ -44,9 +83,12 @@ class SpeechInput:
 
     def __init__(self, buffer: InputAudioBuffer, vad: VoiceActivityDetector | None, runtime: ModelRuntime,
                  stats: dict[str, int], *, on_turn: Callable[[object], None], on_frame: Callable[[], None],
-                 on_pause: Callable[[], None], on_overflow: Callable[[], None]) -> None:
+                 on_pause: Callable[[], None], on_overflow: Callable[[], None],
+                 end_of_turn: EndOfTurnModel | None = None) -> None:
         self.buffer = buffer
         self.turn = TurnDetector(VadParams())
+        self._end_of_turn = end_of_turn
+        self._recent = AudioRing(end_of_turn.window_s) if end_of_turn is not None else None
         self.runtime = runtime
         self.clock_ms = 0.0  # audio time of the last frame the VAD judged
         self.stats = stats  # counts `vad_frames`
@@ -64,9 +106,14 @@ class SpeechInput:
         """The session's `audio.input.turn_detection` (None: the client commits turns itself)."""
         self.detecting = turn_detection is not None
         if turn_detection is not None:
-            self.turn.params = VadParams.from_config(turn_detection)
+            self.turn.params = VadParams.from_config(turn_detection, end_of_turn_model=self._end_of_turn is not None)
         else:
             self.turn.reset()
+
+    def heard(self, speech_end_ms: int, text: str) -> None:
+        """The transcript of the speech before the pause that ended speech at `speech_end_ms` (semantic_vad)."""
+        if not self._closed:
+            self._deliver(self.turn.heard(speech_end_ms, text, self.clock_ms))
 
     def feed(self, pcm: bytes) -> None:
         self.buffer.append(pcm)
@@ -101,30 +148,63 @@ class SpeechInput:
         stream = self._stream
         job = self.runtime.spawn(self.runtime.run("vad", lambda: [stream.probability(f) for f in frames]),
                                  name="vad")
-        job.add_done_callback(lambda t: self._judged(t, n))
+        job.add_done_callback(lambda t: self._judged(t, frames))
 
-    def _judged(self, job: asyncio.Future, frame_samples: int) -> None:
+    def _judged(self, job: asyncio.Future, frames: np.ndarray) -> None:
         self._busy = False
         if self._closed or job.cancelled():
             return
         if job.exception() is not None:  # logged by the runtime's spawn
             return
-        frame_ms = frame_samples * 1000 / VAD_RATE
-        for prob in job.result():
+        frame_ms = frames.shape[1] * 1000 / VAD_RATE
+        for frame, prob in zip(frames, job.result(), strict=True):
             self.clock_ms += frame_ms
             self.stats["vad_frames"] = self.stats.get("vad_frames", 0) + 1
             if not self.detecting:
                 break
+            if self._recent is not None:
+                self._recent.write(frame)
             for event in self.turn.feed(prob, self.clock_ms, frame_ms):
-                self._on_turn(event)
+                self._turn_event(event)
             # at each frame, not once per batch: a batch may hold a whole utterance when the VAD thread
             # fell behind, and the warm-up is due while the user speaks, not after
             self._on_frame()
+        self._after_speech()
+        self._pump()
+
+    def _after_speech(self) -> None:
         if not self.turn.speaking:
             keep_from = int(self.clock_ms) - self.turn.params.prefix_padding_ms - 200
             self.buffer.trim_before(keep_from)
             self._on_pause()
-        self._pump()
+
+    def _turn_event(self, event: object) -> None:
+        if isinstance(event, ScoreTurn):
+            self._score(event)
+        else:
+            self._on_turn(event)
+
+    def _deliver(self, events: list[object]) -> None:
+        """Turn events that came of a model's or a transcript's answer, between two VAD batches."""
+        for event in events:
+            self._turn_event(event)
+        if events:
+            self._after_speech()
+
+    # ---- the end-of-turn model (semantic_vad) -------------------------------------------------
+    def _score(self, ask: ScoreTurn) -> None:
+        model, recent = self._end_of_turn, self._recent
+        if model is None or recent is None:
+            return
+        audio = recent.since(ask.audio_start_ms, self.clock_ms)
+        job = self.runtime.spawn(self.runtime.run("turn", model.completion, audio), name="turn")
+        job.add_done_callback(lambda t: self._scored(t, ask))
+
+    def _scored(self, job: asyncio.Future, ask: ScoreTurn) -> None:
+        if self._closed or job.cancelled() or job.exception() is not None:  # a failure is logged by spawn
+            return
+        self.stats["turn_scores"] = self.stats.get("turn_scores", 0) + 1
+        self._deliver(self.turn.scored(ask.speech_end_ms, job.result(), self.clock_ms))
 
 
 class Loopback:

@@ -1,9 +1,19 @@
-"""Server VAD turn detection as a sans-IO state machine.
+"""Turn detection as a sans-IO state machine.
 
-Fed one VAD probability per frame with the frame's end time on the session audio clock;
-returns what happened. Parameters follow OpenAI's `server_vad`: `threshold`,
-`prefix_padding_ms`, `silence_duration_ms`. `semantic_vad` is mapped onto server VAD with
-a silence duration chosen by `eagerness` (we have no semantic end-of-turn model yet).
+Fed one VAD probability per frame with the frame's end time on the session audio clock; returns
+what happened. No model runs here: what needs one is asked for in an event and handed back.
+
+- **server_vad**: OpenAI's `threshold`, `prefix_padding_ms`, `silence_duration_ms`: the turn ends after
+  that much silence.
+- **semantic_vad** with an end-of-turn model (`SemanticParams`, chosen by `eagerness`): at each pause
+  the detector asks for the turn so far to be scored (`ScoreTurn`, at each silence in `score_at_ms`),
+  and the caller hands back the model's P(complete) (`scored`) and the transcript of the speech before
+  the pause (`heard`, from the speculative transcription). The turn is judged **complete** when the
+  model is confident (`complete_at`), or when the words read as finished and the model does not rule it
+  out (`text_floor`); **incomplete** when the words stop mid-sentence (turn_text.py). A complete turn
+  ends after `min_silence_ms` of silence (`TurnComplete` first: the answer may start), any turn after
+  `max_wait_ms` (8 / 4 / 2 s for low / medium / high eagerness, as OpenAI; auto = medium).
+- **semantic_vad without a model** (a stack that has none): server VAD with a silence per eagerness.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..protocol.session import SemanticVad, ServerVad
+from .turn_text import ends_mid_sentence
 
 MIN_SPEECH_MS = 64  # speech shorter than this (clicks, pops) does not start a turn
 HYSTERESIS = 0.15  # speech continues while prob >= threshold - HYSTERESIS
@@ -20,7 +31,29 @@ HYSTERESIS = 0.15  # speech continues while prob >= threshold - HYSTERESIS
 # profile's p50 went 0.83 → 0.58-0.80 s from 100 → 64 ms).
 SPECULATE_AFTER_MS = 64
 
-SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
+SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}  # without a model
+
+
+@dataclass(frozen=True)
+class SemanticParams:
+    """How an end-of-turn model's verdicts end turns (semantic_vad, one set per eagerness)."""
+
+    complete_at: float  # P(complete) from which the model alone ends the turn
+    text_floor: float  # words that read as finished end the turn if the model's P is at least this
+    min_silence_ms: int  # silence before a turn judged complete is committed
+    max_wait_ms: int  # silence after which the turn ends whatever was judged
+    score_at_ms: tuple[int, ...]  # silences at which the model scores the turn so far
+
+
+EAGERNESS: dict[str, SemanticParams] = {
+    "low": SemanticParams(complete_at=0.9, text_floor=0.3, min_silence_ms=400, max_wait_ms=8000,
+                          score_at_ms=(200, 400)),
+    "medium": SemanticParams(complete_at=0.8, text_floor=0.1, min_silence_ms=200, max_wait_ms=4000,
+                             score_at_ms=(160, 320)),
+    "high": SemanticParams(complete_at=0.6, text_floor=0.05, min_silence_ms=100, max_wait_ms=2000,
+                           score_at_ms=(100, 250)),
+}
+EAGERNESS["auto"] = EAGERNESS["medium"]
 
 
 @dataclass
@@ -28,10 +61,15 @@ class VadParams:
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
+    semantic: SemanticParams | None = None  # semantic_vad on an end-of-turn model
 
     @classmethod
-    def from_config(cls, td: ServerVad | SemanticVad) -> "VadParams":
+    def from_config(cls, td: ServerVad | SemanticVad, *, end_of_turn_model: bool = False) -> "VadParams":
         if isinstance(td, SemanticVad):
+            if end_of_turn_model:
+                semantic = EAGERNESS[td.eagerness]
+                return cls(threshold=0.5, prefix_padding_ms=300, silence_duration_ms=semantic.max_wait_ms,
+                           semantic=semantic)
             return cls(threshold=0.5, prefix_padding_ms=300, silence_duration_ms=SEMANTIC_SILENCE_MS[td.eagerness])
         return cls(threshold=td.threshold, prefix_padding_ms=td.prefix_padding_ms,
                    silence_duration_ms=td.silence_duration_ms)
@@ -45,7 +83,8 @@ class SpeechStarted:
 @dataclass
 class SpeechStopped:
     audio_start_ms: int
-    audio_end_ms: int
+    audio_end_ms: int  # where the committed audio ends (silence included)
+    speech_end_ms: int  # the end of the last voiced frame
 
 
 @dataclass
@@ -63,6 +102,46 @@ class SpeechResumed:
     audio_start_ms: int
 
 
+@dataclass
+class ScoreTurn:
+    """semantic_vad: run the end-of-turn model on the turn so far (audio from `audio_start_ms` to now) and
+    hand its P(complete) back with `TurnDetector.scored(speech_end_ms, p, now_ms)`."""
+
+    audio_start_ms: int
+    speech_end_ms: int
+
+
+@dataclass
+class TurnComplete:
+    """semantic_vad: the turn was judged complete; it is committed after the minimum silence unless the
+    user speaks again (a good moment to start answering)."""
+
+    audio_start_ms: int
+    speech_end_ms: int
+
+
+@dataclass
+class _Pause:
+    """What is known about the current pause of a semantic turn."""
+
+    speech_end_ms: int
+    asked: int = 0  # scores asked for (index into score_at_ms)
+    best: float | None = None  # highest P(complete) heard back
+    text: str | None = None  # the transcript of the speech before the pause
+    complete: bool | None = None  # the verdict: None while undecided
+    announced: bool = False  # TurnComplete sent
+
+    def judge(self, params: SemanticParams) -> None:
+        if self.text is not None and ends_mid_sentence(self.text):
+            self.complete = False
+        elif self.best is not None and self.best >= params.complete_at:
+            self.complete = True
+        elif self.text is not None and self.text.strip() and self.best is not None and self.best >= params.text_floor:
+            self.complete = True
+        else:
+            self.complete = None
+
+
 class TurnDetector:
     def __init__(self, params: VadParams) -> None:
         self.params = params
@@ -71,11 +150,22 @@ class TurnDetector:
         self._speech_start = 0
         self._last_voice_end = 0.0
         self._speculated = False
+        self._pause: _Pause | None = None
 
     @property
     def speech_start_ms(self) -> int:
         """Start (with prefix padding) of the speech in progress."""
         return self._speech_start
+
+    @property
+    def last_voice_end_ms(self) -> float:
+        """End of the latest voiced frame of the speech in progress."""
+        return self._last_voice_end
+
+    @property
+    def pause(self) -> _Pause | None:
+        """semantic_vad: the current pause's scores, transcript and verdict (None while voiced)."""
+        return self._pause
 
     def voiced_at(self, now_ms: float) -> bool:
         """Speaking, and the latest frame (ending at `now_ms`) had voice."""
@@ -85,6 +175,7 @@ class TurnDetector:
         self.speaking = False
         self._run_start = None
         self._speculated = False
+        self._pause = None
 
     def feed(self, prob: float, frame_end_ms: float, frame_ms: float) -> list[object]:
         p = self.params
@@ -97,6 +188,7 @@ class TurnDetector:
                 if frame_end_ms - self._run_start >= MIN_SPEECH_MS:
                     self.speaking = True
                     self._speculated = False
+                    self._pause = None
                     self._speech_start = max(0, int(self._run_start - p.prefix_padding_ms))
                     self._last_voice_end = frame_end_ms
                     events.append(SpeechStarted(self._speech_start))
@@ -105,6 +197,7 @@ class TurnDetector:
             return events
         if prob >= p.threshold - HYSTERESIS:
             self._last_voice_end = frame_end_ms
+            self._pause = None
             if self._speculated:
                 self._speculated = False
                 events.append(SpeechResumed(self._speech_start))
@@ -113,8 +206,56 @@ class TurnDetector:
         if not self._speculated and silence >= min(SPECULATE_AFTER_MS, p.silence_duration_ms / 2):
             self._speculated = True
             events.append(SilenceBegan(self._speech_start, int(self._last_voice_end)))
-        if silence >= p.silence_duration_ms:
-            self.speaking = False
-            self._run_start = None
-            events.append(SpeechStopped(self._speech_start, int(self._last_voice_end + p.silence_duration_ms)))
+        if p.semantic is None:
+            if silence >= p.silence_duration_ms:
+                events.append(self._stop(int(self._last_voice_end + p.silence_duration_ms)))
+            return events
+        pause = self._pause or _Pause(int(self._last_voice_end))
+        self._pause = pause
+        due = sum(1 for at in p.semantic.score_at_ms if silence >= at)
+        if due > pause.asked:  # one request even if a late batch passed several points at once
+            pause.asked = due
+            events.append(ScoreTurn(self._speech_start, pause.speech_end_ms))
+        events += self._settle(frame_end_ms)
         return events
+
+    def scored(self, speech_end_ms: int, probability: float, now_ms: float) -> list[object]:
+        """The end-of-turn model's P(complete) for the pause that ended speech at `speech_end_ms`."""
+        pause = self._current(speech_end_ms)
+        if pause is None:
+            return []
+        pause.best = probability if pause.best is None else max(pause.best, probability)
+        return self._settle(now_ms)
+
+    def heard(self, speech_end_ms: int, text: str, now_ms: float) -> list[object]:
+        """The transcript of the speech before the pause that ended speech at `speech_end_ms`."""
+        pause = self._current(speech_end_ms)
+        if pause is None:
+            return []
+        pause.text = text
+        return self._settle(now_ms)
+
+    def _current(self, speech_end_ms: int) -> _Pause | None:
+        pause = self._pause
+        if not self.speaking or self.params.semantic is None or pause is None or pause.speech_end_ms != speech_end_ms:
+            return None  # a verdict on a pause that is over (speech resumed, turn committed)
+        return pause
+
+    def _settle(self, now_ms: float) -> list[object]:
+        semantic, pause = self.params.semantic, self._pause
+        assert semantic is not None and pause is not None
+        pause.judge(semantic)
+        events: list[object] = []
+        if pause.complete and not pause.announced:
+            pause.announced = True
+            events.append(TurnComplete(self._speech_start, pause.speech_end_ms))
+        silence = now_ms - self._last_voice_end
+        if (pause.complete and silence >= semantic.min_silence_ms) or silence >= semantic.max_wait_ms:
+            events.append(self._stop(int(now_ms)))
+        return events
+
+    def _stop(self, audio_end_ms: int) -> SpeechStopped:
+        self.speaking = False
+        self._run_start = None
+        self._pause = None
+        return SpeechStopped(self._speech_start, audio_end_ms, int(self._last_voice_end))

@@ -16,7 +16,15 @@ Import from here (`from tests.support import wait_for, server_settings`) or from
 """
 
 from tests.support.audio import piper_wav, silence, speech, speechlike, spoken_wav
-from tests.support.fakes import EnergyVad, RecordingTransport, ScriptedLlm, ScriptedStt, ToneTts, fake_stack
+from tests.support.fakes import (
+    EnergyVad,
+    RecordingTransport,
+    ScriptedLlm,
+    ScriptedStt,
+    ScriptedTurn,
+    ToneTts,
+    fake_stack,
+)
 from tests.support.mcp_servers import (
     LOCAL_ALLOW,
     build_server,
@@ -29,7 +37,8 @@ from tests.support.servers import assert_openai_error, server_settings
 from tests.support.waiting import wait_for, ws_event
 
 __all__ = [
-    "LOCAL_ALLOW", "EnergyVad", "RecordingTransport", "ScriptedLlm", "ScriptedStt", "ToneTts", "assert_openai_error",
+    "LOCAL_ALLOW", "EnergyVad", "RecordingTransport", "ScriptedLlm", "ScriptedStt", "ScriptedTurn", "ToneTts",
+    "assert_openai_error",
     "build_server", "fake_stack", "lingering_stream_app", "local_egress", "piper_wav", "running_mcp_server",
     "server_settings", "serving", "silence", "speech", "speechlike", "spoken_wav", "wait_for", "ws_event",
 ]

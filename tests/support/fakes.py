@@ -98,8 +98,25 @@ class ToneTts:
         yield (0.3 * np.sin(np.arange(n) * 2 * np.pi * 220 / 24000)).astype(np.float32)
 
 
-def fake_stack(llm: ScriptedLlm | None = None, stt: ScriptedStt | None = None) -> ModelStack:
-    return ModelStack(vad=EnergyVad(), stt=stt or ScriptedStt(), llm=llm or ScriptedLlm(), tts=ToneTts())
+class ScriptedTurn:
+    """An end-of-turn model that answers the next of its scripted probabilities (the last one repeats) and
+    records the length of audio each time it is asked."""
+
+    sample_rate = 16000
+    window_s = 8.0
+
+    def __init__(self, *probabilities: float) -> None:
+        self.probabilities = list(probabilities) or [0.95]
+        self.heard_s: list[float] = []
+
+    def completion(self, audio: np.ndarray) -> float:
+        self.heard_s.append(len(audio) / self.sample_rate)
+        return self.probabilities.pop(0) if len(self.probabilities) > 1 else self.probabilities[0]
+
+
+def fake_stack(llm: ScriptedLlm | None = None, stt: ScriptedStt | None = None,
+               turn: ScriptedTurn | None = None) -> ModelStack:
+    return ModelStack(vad=EnergyVad(), stt=stt or ScriptedStt(), llm=llm or ScriptedLlm(), tts=ToneTts(), turn=turn)
 
 
 class RecordingTransport:

@@ -1,0 +1,165 @@
+"""The turn detector's state machine on scripted VAD probabilities, end-of-turn scores and transcripts
+(semantic_vad without a model; the real model is tested in tests/models/test_local_turn.py)."""
+
+from openrealtime.protocol.session import SemanticVad, ServerVad
+from openrealtime.session.turn_detection import (
+    EAGERNESS,
+    SEMANTIC_SILENCE_MS,
+    ScoreTurn,
+    SilenceBegan,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    TurnComplete,
+    TurnDetector,
+    VadParams,
+)
+from openrealtime.session.turn_text import ends_mid_sentence
+
+FRAME = 32
+
+
+class Script:
+    """Feeds a detector frame by frame and keeps every event with the audio time it happened at."""
+
+    def __init__(self, eagerness: str = "auto") -> None:
+        self.turn = TurnDetector(VadParams.from_config(SemanticVad(eagerness=eagerness), end_of_turn_model=True))
+        self.t = 0.0
+        self.events: list[tuple[float, object]] = []
+
+    def frames(self, prob: float, ms: int) -> None:
+        for _ in range(ms // FRAME):
+            self.t += FRAME
+            self.events += [(self.t, e) for e in self.turn.feed(prob, self.t, FRAME)]
+
+    def speak(self, ms: int = 800) -> None:
+        self.frames(0.9, ms)
+
+    def quiet(self, ms: int) -> None:
+        self.frames(0.05, ms)
+
+    def score(self, p: float) -> None:
+        self.events += [(self.t, e) for e in self.turn.scored(self.asked()[-1].speech_end_ms, p, self.t)]
+
+    def hear(self, text: str) -> None:
+        pause = self.turn.pause
+        assert pause is not None
+        self.events += [(self.t, e) for e in self.turn.heard(pause.speech_end_ms, text, self.t)]
+
+    def of(self, kind: type) -> list:
+        return [e for _t, e in self.events if isinstance(e, kind)]
+
+    def at(self, kind: type) -> list[float]:
+        return [t for t, e in self.events if isinstance(e, kind)]
+
+    def asked(self) -> list[ScoreTurn]:
+        return self.of(ScoreTurn)
+
+
+def test_a_confident_model_ends_the_turn_after_the_minimum_silence():
+    s = Script()
+    s.quiet(320)
+    s.speak(800)
+    speech_end = s.t
+    s.quiet(160)
+    assert len(s.asked()) == 1 and s.asked()[0].speech_end_ms == speech_end, "scored at the first pause"
+    assert s.of(SilenceBegan), "the transcription starts before the score"
+    s.score(0.93)
+    assert len(s.of(TurnComplete)) == 1 and not s.of(SpeechStopped), "the answer may start; no commit yet"
+    s.quiet(96)
+    (stopped,) = s.of(SpeechStopped)
+    assert 0 <= s.at(SpeechStopped)[0] - speech_end - EAGERNESS["auto"].min_silence_ms < FRAME
+    assert stopped.speech_end_ms == speech_end and stopped.audio_end_ms == s.at(SpeechStopped)[0]
+    assert stopped.audio_start_ms == s.of(SpeechStarted)[0].audio_start_ms
+    assert not s.turn.speaking
+
+
+def test_a_late_score_commits_at_once():
+    s = Script()
+    s.speak()
+    s.quiet(320)  # the model took its time: the minimum silence has passed
+    s.score(0.95)
+    assert [type(e) for e in s.turn.scored(0, 0.1, s.t)] == [], "an answer for another pause is ignored"
+    assert s.at(SpeechStopped) == [s.t] and s.of(TurnComplete)
+
+
+def test_an_unsure_model_waits_for_the_words():
+    s = Script()
+    s.speak()
+    s.quiet(160)
+    s.score(0.4)
+    s.quiet(200)
+    assert not s.of(TurnComplete) and not s.of(SpeechStopped), "undecided: keep listening"
+    s.hear("What is the capital of France?")
+    assert s.of(TurnComplete) and s.at(SpeechStopped) == [s.t], "finished words, and the model does not object"
+
+
+def test_words_that_stop_mid_sentence_keep_the_turn_open_until_the_maximum_wait():
+    s = Script()
+    s.speak()
+    speech_end = s.t
+    s.quiet(160)
+    s.score(0.95)  # fooled by a pause after a function word
+    s.hear("I'd like to order a large pizza with.")  # arrives before the minimum silence
+    s.quiet(3000)
+    assert not s.of(SpeechStopped), "incomplete: no commit at the minimum silence"
+    assert len(s.asked()) == len(EAGERNESS["auto"].score_at_ms), "one score per scoring point"
+    s.quiet(1100)
+    assert s.at(SpeechStopped)[0] - speech_end >= EAGERNESS["auto"].max_wait_ms
+    assert s.at(SpeechStopped)[0] - speech_end < EAGERNESS["auto"].max_wait_ms + FRAME
+
+
+def test_speech_resuming_drops_the_pause_and_its_late_verdicts():
+    s = Script()
+    s.speak()
+    s.quiet(192)
+    ask = s.asked()[0]
+    s.speak(400)
+    assert s.of(SpeechResumed)
+    assert s.turn.scored(ask.speech_end_ms, 0.99, s.t) == [], "the verdict on an old pause is stale"
+    assert s.turn.heard(ask.speech_end_ms, "Done.", s.t) == []
+    s.quiet(160)
+    assert len(s.asked()) == 2 and s.asked()[1].speech_end_ms > ask.speech_end_ms
+    s.score(0.99)
+    s.quiet(64)
+    assert len(s.of(SpeechStopped)) == 1 and s.of(SpeechStopped)[0].speech_end_ms == s.asked()[1].speech_end_ms
+
+
+def test_a_late_vad_batch_asks_for_one_score():
+    s = Script()
+    s.speak()
+    s.quiet(352)  # both scoring points (160, 320 ms) pass within this stretch
+    assert len(s.asked()) == 2
+    s2 = Script()
+    s2.speak()
+    s2.turn.feed(0.05, s2.t + 400, 400)  # one long frame: both points passed at once
+    assert len([e for e in s2.turn.feed(0.05, s2.t + 432, 32) if isinstance(e, ScoreTurn)]) == 0
+
+
+def test_eagerness_sets_the_maximum_wait_and_auto_is_medium():
+    waits = {}
+    for eagerness in ("low", "medium", "high", "auto"):
+        s = Script(eagerness)
+        s.speak()
+        end = s.t
+        s.quiet(9000)
+        waits[eagerness] = s.at(SpeechStopped)[0] - end
+    assert waits["low"] >= 8000 and 4000 <= waits["medium"] < 4100 and 2000 <= waits["high"] < 2100
+    assert waits["auto"] == waits["medium"]
+    assert EAGERNESS["low"].complete_at > EAGERNESS["medium"].complete_at > EAGERNESS["high"].complete_at
+
+
+def test_semantic_vad_without_a_model_is_a_silence_timer():
+    params = VadParams.from_config(SemanticVad(eagerness="high"))
+    assert params.semantic is None and params.silence_duration_ms == SEMANTIC_SILENCE_MS["high"]
+    server = VadParams.from_config(ServerVad(silence_duration_ms=420), end_of_turn_model=True)
+    assert server.semantic is None and server.silence_duration_ms == 420, "server_vad never uses the model"
+
+
+def test_words_that_cannot_end_a_sentence():
+    for text in ("I'd like to order a large pizza with.", "Can you tell me the weather in?", "so maybe we could.",
+                 "My favourite colour is", "I want to go to the...", "Well, um,", "and then -"):
+        assert ends_mid_sentence(text), text
+    for text in ("What is the capital of France?", "Thank you.", "Turn it off.", "Book a table for two.", "",
+                 "Tell me"):
+        assert not ends_mid_sentence(text), text
