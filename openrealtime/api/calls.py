@@ -14,7 +14,7 @@ from ..protocol.session import override_session, parse_session_config
 from ..session.voices import check_session_voice
 from ..session.engine import SessionEngine, SessionLimits
 from .body import parse_offer_body, read_body
-from .cluster_routing import route_new_call, route_to_owner
+from .cluster_routing import client_host, route_new_call, route_to_owner
 from .errors import ApiError
 from .state import ServerState
 
@@ -54,7 +54,7 @@ async def create_call(request: Request) -> Response:
                             "retry later or raise --max-calls.", code="too_many_calls", type="rate_limit_exceeded")
     settings = state.settings
     call_id = ids.rtc_call_id()
-    client = request.client.host if request.client else "-"
+    client = client_host(request)  # the forwarding node says whose call it is
 
     def engine_factory(transport):
         return SessionEngine(transport, config, models=state.models, runtime=state.runtime,

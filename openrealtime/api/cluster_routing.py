@@ -49,6 +49,7 @@ TABLE_REFRESH_S = 3.0  # the node table is read at least this often (for routing
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                 "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"}
 _REPLY_HEADERS = ("content-type", "location", "retry-after", "www-authenticate")
+CLIENT_HEADER = "X-Openrealtime-Client"  # the client's address, added by the node that forwards a request
 _UNSENDABLE_CLOSE = {1005, 1006, 1015}  # close codes that only describe a closure, never sent
 # a node answering these is full, draining or not ready: the call goes to the next node
 _NEXT_NODE_CODES = {"too_many_calls", "server_shutting_down", "server_not_ready"}
@@ -134,10 +135,13 @@ class ClusterRouter:
             log.warning("node request refused: %s", exc)
             raise ApiError(401, f"Node-to-node request refused: {exc}.", code="invalid_node_signature") from None
 
-    def _signed(self, method: str, url: httpx.URL, headers: Mapping[str, str], body: bytes = b"") -> dict[str, str]:
+    def _signed(self, method: str, url: httpx.URL, headers: Mapping[str, str], body: bytes = b"",
+                client: str | None = None) -> dict[str, str]:
         out = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS and not k.lower().startswith(
             "x-openrealtime-")}
         out.update(self.signer.headers(method, url.raw_path.decode("ascii"), body))
+        if client:
+            out[CLIENT_HEADER] = client
         return out
 
     # ---- the node table ----------------------------------------------------------------------
@@ -178,7 +182,8 @@ class ClusterRouter:
             if node.node_id == self.node_id:
                 self.counts["placed_here"] += 1
                 return None
-            resp = await self._send(request.method, node, _target(request.scope), request.headers, body)
+            resp = await self._send(request.method, node, _target(request.scope), request.headers, body,
+                                    client=client_host(request))
             if resp is None:
                 self.suspects[node.node_id] = time.monotonic() + SUSPECT_S
                 continue
@@ -202,11 +207,13 @@ class ClusterRouter:
         return kept or order
 
     async def _send(self, method: str, node: NodeRecord, target: str, headers: Mapping[str, str],
-                    body: bytes = b"", *, timeout: float = FORWARD_TIMEOUT_S) -> httpx.Response | None:
+                    body: bytes = b"", *, timeout: float = FORWARD_TIMEOUT_S,
+                    client: str | None = None) -> httpx.Response | None:
         """`method target` signed to `node`; None when the node cannot be reached or does not answer."""
         url = httpx.URL(node.internal_url + target)
         try:
-            return await self.http.request(method, url, content=body, headers=self._signed(method, url, headers, body),
+            return await self.http.request(method, url, content=body,
+                                           headers=self._signed(method, url, headers, body, client),
                                            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
         except httpx.HTTPError as exc:
             self.counts["forward_failed"] += 1
@@ -356,6 +363,15 @@ async def route_to_owner(request: Request, call_id: str) -> Response | None:
         return None
     owner = await router.owner_of(call_id, request.headers)
     return None if owner is None else await router.forward(request, owner)
+
+
+def client_host(request: Request) -> str:
+    """The client's address: the peer's, or for a request another node forwarded here (its signature was
+    checked by `route_new_call` before anything else), the address that node saw."""
+    forwarded = request.headers.get(CLIENT_HEADER)
+    if forwarded and cluster_router(request) is not None and SIGNATURE_HEADER in request.headers:
+        return forwarded
+    return request.client.host if request.client else "-"
 
 
 def node_of(request: Request | WebSocket) -> str | None:

@@ -21,6 +21,7 @@ from tests.support import assert_openai_error, server_settings, speechlike, wait
 
 SECRET = "routing-cluster-secret-0123456789"
 KEY = {"Authorization": "Bearer key"}
+CALLER_IP = "127.0.0.2"
 
 
 @asynccontextmanager
@@ -55,9 +56,11 @@ async def _close_clients(clients) -> None:
 
 
 async def call_via(server, clients: list, path: str = "/v1/realtime/calls") -> RealtimeRtcClient:
+    """A connected call POSTed to `server` from 127.0.0.2 (the nodes talk to each other from 127.0.0.1)."""
     client = RealtimeRtcClient(server.url, api_key="key")
     clients.append(client)
-    resp = await client.connect(path=path)
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=CALLER_IP), timeout=30) as http:
+        resp = await client.connect(http, path=path)
     assert resp.status_code == 201, resp.text
     await client.next_event("session.created")
     client.answer_sdp = resp.text
@@ -82,6 +85,7 @@ async def test_calls_are_spread_and_answered_by_their_owner_with_its_own_candida
             assert candidate_ports(client.answer_sdp) == {owner.state.mux.udp_port} | (
                 {owner.state.mux.tcp_port} if owner.state.mux.tcp_enabled else set())
             assert await view.call_node(client.call_id) == owner.settings.node_id
+            assert owner.state.calls.get(client.call_id).client == CALLER_IP  # the caller's, also when forwarded
         for client in placed:  # media flows to the owner directly: the echo comes back
             client.mic.play(speechlike(1.0).tobytes())
         await wait_for(lambda: all(c.audio.voiced_frames > 10 for c in placed), what="every call echoes")
