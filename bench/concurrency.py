@@ -12,11 +12,12 @@ question (Piper speech, a different question per talker) in each round, with ser
 talker i starts `i × --stagger-s` later. A round starts once every reply is done.
 
 Per N and mode it prints end of speech → first reply audio (p50/p95 over N × rounds turns), how many
-turns were answered, the answers' LLM tokens per second of wall time while any turn was being answered
-(aggregate throughput), the server process's RSS, and where the time goes: the medians of each stage's
+turns were answered, the server process's RSS, and where the time goes: the medians of each stage's
 first event after the end of speech as the talkers saw it (VAD stop, commit, response created, first
 text, first audio) and the server's own stage timings (`openrealtime_model_stage_seconds`: mean per call,
-queueing included). Last, the ratios p50(N) / p50(1) within this run, which compare across runs on
+queueing included). Then, per N, the language model alone: N replies of 48 tokens requested at once
+(no speech, nothing else running): their aggregate tokens/s and first-token p50. Last, the ratios
+p50(N) / p50(1) within this run, which compare across runs on
 this shared machine where absolute figures do not (its speed varies; `uptime` before and after is
 printed). Target (issue 20, 2-core machine): 3 simultaneous talkers p50 ≤ 1.5× one talker's.
 """
@@ -105,13 +106,6 @@ def summarize(n: int, mode: str, records: list[dict], before: dict, after: dict,
     errors = [r for r in records if "errors" in r]
     answered = [r for r in turns if r.get("status") == "completed" and "latency" in r]
     latencies = [r["latency"] for r in answered]
-    tokens = sum(r.get("tokens", 0) for r in answered)
-    busy = 0.0  # wall time while any turn of a round was being answered
-    for round_ in {r["round"] for r in answered}:
-        these = [r for r in answered if r["round"] == round_]
-        first = min(r["speech_end"] + r["stages"].get("resp", 0.0) for r in these)
-        last = max(r["speech_end"] + r["finished"] for r in these)
-        busy += last - first
     server = {}
     for stage in SERVER_STAGES:
         count = after.get(stage, (0, 0))[0] - before.get(stage, (0, 0))[0]
@@ -119,21 +113,50 @@ def summarize(n: int, mode: str, records: list[dict], before: dict, after: dict,
         server[stage] = (count, total / count if count else float("nan"))
     client = {s: pct([r["stages"][s] for r in answered if s in r["stages"]], 50) for s in CLIENT_STAGES}
     return {"n": n, "mode": mode, "turns": len(turns), "answered": len(answered), "p50": pct(latencies, 50),
-            "p95": pct(latencies, 95), "tok_s": tokens / busy if busy else float("nan"), "rss": rss,
+            "p95": pct(latencies, 95), "rss": rss,
             "client": client, "server": server, "samples": latencies, "errors": errors,
             "answers": [(r["talker"], r["question"], r.get("text", "")) for r in turns]}
 
 
-def report(rows: list[dict], show_answers: bool) -> None:
+def llm_throughput(stack, n: int) -> tuple[float, float]:
+    """N replies of 48 tokens requested at once from the language model alone: (aggregate tokens/s, first-token
+    p50 s)."""
+    import threading
+
+    from openrealtime.engines.base import ChatRequest, Finished
+
+    tokens, firsts = [0] * n, [float("nan")] * n
+    start = time.monotonic()
+
+    def ask(i: int) -> None:
+        request = ChatRequest(messages=[{"role": "user", "content": f"Tell me about the number {i + 7} in detail."}],
+                              max_tokens=48, temperature=0.0, session_key=f"bench-throughput-{i}")
+        for event in stack.llm.stream_chat(request, threading.Event()):
+            if firsts[i] != firsts[i]:
+                firsts[i] = time.monotonic() - start
+            if isinstance(event, Finished):
+                tokens[i] = event.output_tokens
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(n):
+        getattr(stack.llm, "forget_session", lambda key: None)(f"bench-throughput-{i}")
+    return sum(tokens) / (time.monotonic() - start), pct(firsts, 50)
+
+
+def report(rows: list[dict], show_answers: bool, throughput: dict[int, tuple[float, float]]) -> None:
     print()
-    print(f"{'mode':12} {'N':>2} {'answered':>8} {'p50 s':>6} {'p95 s':>6} {'×N=1':>5} {'tok/s':>6} {'RSS MB':>7}  "
+    print(f"{'mode':12} {'N':>2} {'answered':>8} {'p50 s':>6} {'p95 s':>6} {'×N=1':>5} {'RSS MB':>7}  "
           f"client medians after end of speech (s): {' '.join(CLIENT_STAGES)}")
     base = {r["mode"]: r["p50"] for r in rows if r["n"] == 1}
     for r in rows:
         ratio = r["p50"] / base[r["mode"]] if base.get(r["mode"]) else float("nan")
         stages = " ".join(f"{r['client'][s]:.2f}" for s in CLIENT_STAGES)
         print(f"{r['mode']:12} {r['n']:>2} {r['answered']:>4}/{r['turns']:<3} {r['p50']:6.2f} {r['p95']:6.2f} "
-              f"{ratio:5.2f} {r['tok_s']:6.1f} {r['rss']:7.0f}  {stages}")
+              f"{ratio:5.2f} {r['rss']:7.0f}  {stages}")
     print()
     print("server stage timings (calls, mean s; queueing included): " + ", ".join(SERVER_STAGES))
     for r in rows:
@@ -145,6 +168,9 @@ def report(rows: list[dict], show_answers: bool) -> None:
         if show_answers:
             for talker, question, text in r["answers"]:
                 print(f"  {'':12}      talker {talker} q{question} → {text!r}")
+    print()
+    print("language model alone, N replies of 48 tokens at once: " + ", ".join(
+        f"N={n} {rate:.1f} tok/s (first token p50 {first:.2f} s)" for n, (rate, first) in throughput.items()))
     three = [r for r in rows if r["n"] == 3]
     for r in three:
         ratio = r["p50"] / base[r["mode"]] if base.get(r["mode"]) else float("nan")
@@ -164,7 +190,8 @@ async def run(args) -> None:
     print(f"models loaded in {time.monotonic() - t:.1f} s; {call_in_model_thread(lambda: box_speed(stack))}")
     questions = [speech24(stack, q) for q in QUESTIONS]
     rows = []
-    settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local")
+    # no conversation limit: the bench measures the models (api/admission.py would refuse beyond 4)
+    settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local", max_conversations=0)
     async with embedded_server(settings, models=stack, runtime=runtime) as server:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "questions.npz"
@@ -179,8 +206,9 @@ async def run(args) -> None:
                     rows.append(row)
                     print(f"  {mode} N={n}: p50 {row['p50']:.2f} s, p95 {row['p95']:.2f} s, "
                           f"{row['answered']}/{row['turns']} answered", flush=True)
+    throughput = {n: call_in_model_thread(lambda n=n: llm_throughput(stack, n)) for n in ns}
     stack.close()
-    report(rows, args.answers)
+    report(rows, args.answers, throughput)
     print(f"load after: {uptime()}")
 
 

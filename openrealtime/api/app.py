@@ -20,6 +20,7 @@ from .errors import install_error_handlers
 from .health import BackendWatch
 from .operator import install as install_operator
 from .request_limits import RequestLimits
+from .sip_calls import install as install_sip_calls
 from .state import ServerState
 from .translations import router as translations_router
 from .web import router as web_router
@@ -52,7 +53,9 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
             state.lifecycle.fail(str(exc))
             return None
         state.owns_models = True
-        for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("tts", state.models.tts)):
+        # "warm": the LLM's prefills while users speak, one per conversation it decodes at once
+        for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("warm", state.models.llm),
+                              ("tts", state.models.tts)):
             runtime.configure(stage, concurrency(engine))
         if state.models.remote:
             pools = {"stt": "asr", "llm": "llm", "tts": "tts"}
@@ -108,6 +111,7 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
     app.include_router(websocket_router)  # WS /v1/realtime (sessions, sideband), POST /v1/realtime (beta SDP)
     app.include_router(translations_router)  # WS /v1/realtime/translations, POST …/translations/client_secrets
     install_operator(app, state)  # GET /metrics, GET /v1/realtime/calls[/{id}]
+    install_sip_calls(app, state)  # POST /v1/realtime/calls/{id}/accept|reject|refer; with --sip-port the SIP server
     install_cluster_node(app, state)  # with --redis-url: heartbeats and the call map in the cluster store
 
     @app.get("/healthz")

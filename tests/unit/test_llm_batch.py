@@ -296,3 +296,16 @@ def test_while_a_reply_writes_its_first_clause_new_prompts_advance_in_small_chun
     collect(first)
     young = [dict(b) for b in kv.batches if dict(b).get(first.slot.seq) == 1]
     assert young and all(b.get(new.slot.seq, 0) <= PROMPT_CHUNK_URGENT for b in young[:URGENT_TOKENS - 1])
+
+
+def test_the_shared_system_prompt_is_evicted_last():
+    kv = ToyKv(n_seq=3)
+    decoder = BatchDecoder(kv, snapshots=0)
+    try:
+        collect(reply(decoder, None, SYSTEM + [7, 7], max_new=1))  # the warm-up
+        for i in range(5):  # more sessions than sequences: each new one evicts an idle slot
+            job = reply(decoder, f"sess_{i}", conversation(i))
+            assert collect(job) == answer_alone(conversation(i), 40)
+            assert job.cached >= len(SYSTEM), f"session {i} got the system prompt from the warm-up's sequence"
+    finally:
+        decoder.close()

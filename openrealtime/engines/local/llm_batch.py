@@ -423,9 +423,12 @@ class BatchDecoder:
         return True
 
     def _victim(self, exclude: set[_Slot]) -> _Slot | None:
-        """The idle slot to evict: an ended session's first, then anonymous, then the least recently used."""
+        """The idle slot to evict: an ended session's first, then the least recently used, keeping the newest
+        anonymous one (the shared system prompt) to the last."""
         idle = [s for s in self._slots if s.job is None and s not in exclude and s.tokens]
-        return min(idle, key=lambda s: (not s.dead, s.key is not None, s.used), default=None)
+        donor = max((s for s in self._slots if s.key is None and s.tokens and not s.dead), key=lambda s: s.used,
+                    default=None)
+        return min(idle, key=lambda s: (not s.dead, s is donor, s.used), default=None)
 
     def _evict(self, exclude: set[_Slot]) -> bool:
         slot = self._victim(exclude)
