@@ -29,6 +29,11 @@ def _env_float(name: str) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
+def _env_int(name: str) -> int | None:
+    value = _env(name)
+    return int(value) if value not in (None, "") else None
+
+
 def _env_bool(name: str) -> bool:
     return str(_env(name, "")).lower() in ("1", "true", "yes", "on")
 
@@ -151,6 +156,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cluster-secret", default=None,
                        help="shared secret authenticating node-to-node requests; required with --redis-url. Prefer "
                             "the environment (OPENREALTIME_CLUSTER_SECRET): a flag is visible to `ps`")
+    serve.add_argument("--sip-port", type=int, default=_env_int("SIP_PORT"),
+                       help="answer phone calls over SIP on this UDP and TCP port, e.g. 5060 (OPENREALTIME_SIP_PORT); "
+                            "default: off. Needs --webhook-url and a webhook secret")
+    serve.add_argument("--sip-tls-port", type=int, default=_env_int("SIP_TLS_PORT"),
+                       help="SIP over TLS on this port, e.g. 5061, with --sip-tls-cert/--sip-tls-key "
+                            "(OPENREALTIME_SIP_TLS_PORT)")
+    serve.add_argument("--sip-tls-cert", default=_env("SIP_TLS_CERT"), help="PEM certificate (OPENREALTIME_SIP_TLS_CERT)")
+    serve.add_argument("--sip-tls-key", default=_env("SIP_TLS_KEY"), help="PEM private key (OPENREALTIME_SIP_TLS_KEY)")
+    serve.add_argument("--sip-advertise-ip", default=_env("SIP_ADVERTISE_IP"),
+                       help="IP put in SIP Via/Contact and the SDP answer (OPENREALTIME_SIP_ADVERTISE_IP); default: "
+                            "the first --advertise-ip")
+    serve.add_argument("--sip-allow", dest="sip_allow", action="append", default=None, metavar="IP|CIDR",
+                       help="a trunk address allowed to send INVITEs, repeatable; others get 403 "
+                            "(OPENREALTIME_SIP_ALLOW=ip1,10.0.0.0/8); default: any")
+    serve.add_argument("--sip-ring-timeout", type=float, default=float(_env("SIP_RING_TIMEOUT", "30")),
+                       help="seconds a call rings before it is declined (603) when the app neither accepts nor "
+                            "rejects it (OPENREALTIME_SIP_RING_TIMEOUT)")
+    serve.add_argument("--webhook-url", default=_env("WEBHOOK_URL"),
+                       help="where realtime.call.incoming is POSTed for each incoming SIP call "
+                            "(OPENREALTIME_WEBHOOK_URL)")
+    serve.add_argument("--webhook-secret", default=None,
+                       help="whsec_… secret signing the webhook, as openai-python's webhooks.unwrap() verifies. "
+                            "Prefer the environment (OPENREALTIME_WEBHOOK_SECRET): a flag is visible to `ps`")
     inspect = sub.add_parser("inspect-sdp", help="the seed review's WebRTC tables for an SDP offer or answer")
     inspect.add_argument("file", help="SDP file, or - for stdin (raw SDP or RTCSessionDescription JSON)")
     inspect.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -205,6 +233,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         node_id=getattr(args, "node_id", None) or None,
         internal_url=getattr(args, "internal_url", None) or None,
         cluster_secret=getattr(args, "cluster_secret", None) or _env("CLUSTER_SECRET") or None,
+        sip_port=getattr(args, "sip_port", None),
+        sip_tls_port=getattr(args, "sip_tls_port", None),
+        sip_tls_cert=getattr(args, "sip_tls_cert", None),
+        sip_tls_key=getattr(args, "sip_tls_key", None),
+        sip_advertise_ip=getattr(args, "sip_advertise_ip", None),
+        sip_allow=(args.sip_allow if getattr(args, "sip_allow", None) is not None else _env_list("SIP_ALLOW")),
+        sip_ring_timeout_s=getattr(args, "sip_ring_timeout", 30.0),
+        webhook_url=getattr(args, "webhook_url", None),
+        webhook_secret=getattr(args, "webhook_secret", None) or _env("WEBHOOK_SECRET") or None,
     )
 
 

@@ -65,6 +65,16 @@ class Settings:
     # the SQLite file a host's workers share when there is no redis_url (set by the supervisor for its
     # workers, openrealtime/supervisor.py; not a flag)
     cluster_db: str | None = None
+    # Phone calls over SIP (openrealtime/sip/): off unless sip_port is set
+    sip_port: int | None = None  # UDP and TCP
+    sip_tls_port: int | None = None
+    sip_tls_cert: str | None = None
+    sip_tls_key: str | None = None
+    sip_advertise_ip: str | None = None  # None: the first advertised IP
+    sip_allow: list[str] = field(default_factory=list)  # source IPs/CIDRs of trunks allowed to call; empty: any
+    sip_ring_timeout_s: float = 30.0  # no accept/reject by then: 603
+    webhook_url: str | None = None  # where realtime.call.incoming is POSTed
+    webhook_secret: str | None = None  # whsec_…: signs it (Standard Webhooks)
 
     @property
     def remote_stages(self) -> dict[str, str]:
@@ -72,11 +82,11 @@ class Settings:
 
     @property
     def secret_values(self) -> list[str]:
-        """Values never to log: the server's API keys, the remote backends' keys, the cluster secret and
-        the Redis password."""
+        """Values never to log: the server's API keys, the remote backends' keys, the cluster secret, the
+        Redis password and the webhook secret."""
         redis_password = urlsplit(self.redis_url).password if self.redis_url else None
         return [*self.api_keys, *(k for k in (self.llm_key, self.stt_key, self.tts_key, self.cluster_secret,
-                                              redis_password) if k)]
+                                              redis_password, self.webhook_secret) if k)]
 
     @property
     def cluster_node_id(self) -> str:
@@ -100,6 +110,7 @@ class Settings:
         if self.profile not in ("default", "fast", "test"):
             raise SystemExit(f"--profile must be default, fast or test, not {self.profile!r}")
         self._check_cluster()
+        self._check_sip()
         from .engines.egress import parse_allow_list
 
         try:
@@ -127,3 +138,35 @@ class Settings:
             check_redis_url(self.redis_url)
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
+
+    def _check_sip(self) -> None:
+        if self.sip_port is None:
+            if self.sip_tls_port is not None:
+                raise SystemExit("--sip-tls-port needs --sip-port (SIP over UDP/TCP is always on with TLS)")
+            return
+        if not 0 <= self.sip_port < 65536:
+            raise SystemExit(f"--sip-port must be 0-65535, not {self.sip_port}")
+        if not self.webhook_url or urlsplit(self.webhook_url).scheme not in ("http", "https"):
+            raise SystemExit("--sip-port needs --webhook-url http(s)://… : incoming calls are announced to your app "
+                             "there (realtime.call.incoming), which accepts or rejects them")
+        if not self.webhook_secret:
+            raise SystemExit("--sip-port needs a webhook secret to sign realtime.call.incoming: set "
+                             "OPENREALTIME_WEBHOOK_SECRET (or --webhook-secret) to whsec_ + base64 of 32 random bytes, "
+                             "e.g. whsec_$(openssl rand -base64 32), and give the same value to your app")
+        from .sip.webhook import check_secret
+
+        try:
+            check_secret(self.webhook_secret)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        if self.sip_tls_port is not None and not (self.sip_tls_cert and self.sip_tls_key):
+            raise SystemExit("--sip-tls-port needs --sip-tls-cert and --sip-tls-key (PEM files)")
+        if self.sip_ring_timeout_s <= 0:
+            raise SystemExit(f"--sip-ring-timeout must be positive, not {self.sip_ring_timeout_s}")
+        import ipaddress
+
+        for entry in self.sip_allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise SystemExit(f"--sip-allow takes IP addresses or CIDRs, not {entry!r}") from None

@@ -60,6 +60,26 @@ def _encode_with(table: np.ndarray, samples: np.ndarray) -> bytes:
     return order[nearest].astype(np.uint8).tobytes()
 
 
+def _encode_table(table: np.ndarray) -> np.ndarray:
+    """Every int16 value → its nearest G.711 code: encoding a frame is then one lookup."""
+    return np.frombuffer(_encode_with(table, np.arange(-32768, 32768, dtype=np.int32)), dtype=np.uint8)
+
+
+_ULAW_CODES = _encode_table(_ULAW)
+_ALAW_CODES = _encode_table(_ALAW)
+
+
+def g711_to_pcm8k(data: bytes, law: str) -> np.ndarray:
+    """μ-law/A-law → int16 samples at G.711's own 8 kHz (an RTP stream resamples them as a stream)."""
+    return (_ULAW if law == "pcmu" else _ALAW)[np.frombuffer(data, dtype=np.uint8)]
+
+
+def pcm8k_to_g711(samples: np.ndarray, law: str) -> bytes:
+    """int16 samples at 8 kHz → μ-law/A-law."""
+    codes = _ULAW_CODES if law == "pcmu" else _ALAW_CODES
+    return codes[np.asarray(samples, dtype=np.int16).astype(np.int32) + 32768].tobytes()
+
+
 def g711_decode(data: bytes, law: str) -> bytes:
     """μ-law/A-law 8 kHz → canonical PCM16 24 kHz."""
     table = _ULAW if law == "pcmu" else _ALAW

@@ -10,7 +10,7 @@
   first frame of the answer is handed to the RTP sender, so the time between them is measured
   on the server's clock without touching the engine;
 * the peer connection's state change gives the setup time (POST received → ICE+DTLS connected);
-* RTP counters come from ``pc.getStats()``, refreshed when /metrics or the calls API is read,
+* RTP counters come from ``pc.getStats()`` (a SIP call: its RTP leg's own counters), refreshed when /metrics or the calls API is read,
   and are folded into running totals when a call ends so that counters never go backwards.
 """
 
@@ -119,6 +119,16 @@ def _diff_rtp(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def sip_rtp(call: Any) -> dict[str, Any]:
+    """A SIP call's RTP leg counters (sip/rtp.py) in the shape of `summarize_stats`."""
+    leg = call.media_stats()
+    out = empty_rtp()
+    out["audio"].update({k: leg[k] for k in ("packets_in", "packets_out", "bytes_out", "lost_in")})
+    out["transport"].update({k: leg[k] for k in TRANSPORT_KEYS})
+    out["jitter_in_ms"] = leg["jitter_in_ms"]
+    return out
+
+
 def selected_pair(call: Any) -> dict[str, Any] | None:
     """The nominated ICE candidate pair: local/remote address, port, protocol and type."""
     pair = nominated_pair(ice_connection(call.pc))
@@ -207,11 +217,12 @@ class CallMonitor:
         inbound = getattr(call.transport, "inbound_observers", None)
         if inbound is not None:
             inbound.append(lambda message, w=watch: self._event(w, "in", message))
+        pc = getattr(call, "pc", None)  # None: a SIP call (sip/call.py), registered once answered
         if call.stats.connected_at is not None:
             self._connected(watch)
-        else:
-            call.pc.on("connectionstatechange", lambda w=watch: self._on_pc_state(w))
-        for transceiver in call.pc.getTransceivers():
+        elif pc is not None:
+            pc.on("connectionstatechange", lambda w=watch: self._on_pc_state(w))
+        for transceiver in pc.getTransceivers() if pc is not None else ():
             if transceiver.kind == "video":
                 on_rtcp_sent(transceiver.receiver, "nack", lambda w=watch: self._count_nack(w))
 
@@ -224,6 +235,9 @@ class CallMonitor:
         for key, value in self._frame_counters(call).items():
             self.ended_counters[key] += value
         self.ended_counters["nacks_sent"] += watch.nacks_sent
+        if getattr(call, "pc", None) is None:
+            _add_rtp(self.ended_rtp, _diff_rtp(sip_rtp(call), last))
+            return
         task = asyncio.ensure_future(self._final_stats(call, last))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -312,7 +326,9 @@ class CallMonitor:
     # ---- reading --------------------------------------------------------------------------------
     async def refresh(self, timeout: float = 2.0) -> None:
         """Refresh every live call's RTP counters (called by /metrics and the calls API)."""
-        watches = list(self.watches.values())
+        for watch in [w for w in self.watches.values() if getattr(w.call, "pc", None) is None]:
+            watch.rtp, watch.rtp_at = sip_rtp(watch.call), time.time()  # SIP: the RTP leg's own counters
+        watches = [w for w in self.watches.values() if getattr(w.call, "pc", None) is not None]
         if not watches:
             return
         results = await asyncio.gather(*(asyncio.wait_for(w.call.pc.getStats(), timeout) for w in watches),
@@ -369,9 +385,11 @@ class CallMonitor:
             "created_at": round(now - (now_mono - call.stats.created), 3),
             "duration_s": round(call.duration_s, 3),
             "setup_ms": round(watch.setup_s * 1000) if watch and watch.setup_s is not None else None,
+            "transport": getattr(call, "transport_kind", "webrtc"),  # webrtc | sip
             "client": call.client,
-            "selected_candidate_pair": _safe(selected_pair, call),
-            "codecs": _safe(negotiated_codecs, call) or {},
+            "selected_candidate_pair": _safe(selected_pair, call) if getattr(call, "pc", None) is not None else None,
+            "codecs": (_safe(negotiated_codecs, call) if getattr(call, "pc", None) is not None
+                       else call.describe_codecs()) or {},
             "session": {"id": getattr(engine, "id", None), "type": getattr(config, "type", None),
                         "model": getattr(config, "model", None)},
             "events": {"in": call.transport.events_in, "out": call.transport.events_out},
