@@ -57,7 +57,8 @@ def _dist(stage: str, model: str, item: assets.DistFile) -> AssetStatus:
 
 
 # optional members of every profile: (stage, model, files)
-OPTIONAL = (("turn", "smart-turn v3.2", (assets.SMART_TURN,)),)
+OPTIONAL = (("turn", "smart-turn v3.2", (assets.SMART_TURN,)),
+            ("denoise", "deepfilternet3", (assets.DEEPFILTER_LIB, assets.DEEPFILTER_MODEL)))
 
 
 def _split(stage: str, model: str, asset: assets.SplitAsset) -> AssetStatus:

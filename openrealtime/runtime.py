@@ -3,8 +3,8 @@ session engines, responses and local models (nothing module-level).
 
 It holds
 - a small worker pool per stage (`vad`, `asr`, `llm`, `warm`: LLM prefills while the user speaks,
-  `tts`, `turn`: the end-of-turn model at each pause), shared by all sessions: the event loop never
-  runs a model; it submits work (`run`) and awaits
+  `tts`, `turn`: the end-of-turn model at each pause, `denoise`: input noise suppression), shared by
+  all sessions: the event loop never runs a model; it submits work (`run`) and awaits
   the result, or consumes a blocking generator (`stream`). Native runtimes (onnxruntime,
   CTranslate2, llama.cpp) release the GIL while they compute. Queue depths and "busy" for /metrics
   and scheduling;
@@ -35,7 +35,7 @@ from .observability.metrics import observe_stage
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-STAGES = ("vad", "asr", "llm", "warm", "tts", "turn")
+STAGES = ("vad", "asr", "llm", "warm", "tts", "turn", "denoise")
 _DONE = object()
 
 
@@ -43,7 +43,7 @@ MODEL_NICE = 10  # model threads yield the CPU to the media event loop when core
 # Stages whose work is on the critical path of the first reply audio get a smaller nice than the
 # language model, which keeps generating the rest of the answer meanwhile: the first clause's
 # synthesis (onnxruntime computes on the calling thread) should not wait behind it.
-STAGE_NICE = {"tts": 5, "vad": 5, "turn": 5}
+STAGE_NICE = {"tts": 5, "vad": 5, "turn": 5, "denoise": 5}
 
 
 class Timer(Protocol):

@@ -57,6 +57,34 @@ class EndOfTurnModel(Protocol):
         ...
 
 
+# ---- input noise suppression (audio.input.noise_reduction) ----------------------------------------
+class NoiseStream(Protocol):
+    """One session's suppressor state. Used by one thread at a time."""
+
+    def process(self, audio: np.ndarray) -> np.ndarray:
+        """Consecutive float32 samples at the suppressor's rate in; the processed audio so far out (about
+        as many samples, delayed; what does not fill a whole frame waits for the next call)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class NoiseSuppressor(Protocol):
+    """Removes background noise from a session's input (an optional stack member)."""
+
+    sample_rate: int  # of the audio its streams take and give (24000: canonical)
+
+    def new_stream(self, *, attenuation_db: float, post_filter: float = 0.0) -> NoiseStream | None:
+        """A stream attenuating noise by at most `attenuation_db`; None when at capacity (the session then
+        runs without noise reduction). Blocking: called from a worker thread."""
+        ...
+
+    def account(self, audio_s: float, cpu_s: float, *, bypassed_s: float = 0.0) -> None:
+        """Count audio processed (or passed through unprocessed because the stage fell behind)."""
+        ...
+
+
 # ---- speech to text -------------------------------------------------------------------------
 @dataclass
 class Transcript:
@@ -220,9 +248,10 @@ class ModelStack:
     # more voices, for languages `tts` does not speak (each `SpeaksLanguages`): translation sessions use them
     voices: list[TextToSpeech] = field(default_factory=list)
     turn: EndOfTurnModel | None = None  # optional: semantic_vad's end-of-turn model
+    denoise: NoiseSuppressor | None = None  # optional: audio.input.noise_reduction
 
     def close(self) -> None:
-        for part in (self.vad, self.stt, self.llm, self.tts, *self.voices, self.turn):
+        for part in (self.vad, self.stt, self.llm, self.tts, *self.voices, self.turn, self.denoise):
             closer = getattr(part, "close", None)
             if callable(closer):
                 closer()

@@ -32,7 +32,7 @@ from .base import BackendError, ModelStack, Warmable
 log = logging.getLogger(__name__)
 
 StageProgress = Callable[[str, str], None]
-"""`progress(stage, message)`; stage is one of "vad", "stt", "llm", "tts", "turn", "stack"."""
+"""`progress(stage, message)`; stage is one of "vad", "stt", "llm", "tts", "turn", "denoise", "stack"."""
 AssemblyProgress = Callable[[str, int, int], None]
 """`assembly_progress(stage, bytes_done, bytes_total)` while split weights are concatenated."""
 
@@ -70,6 +70,8 @@ def model_files(stage: str, chosen: "Profile") -> str | None:
             return str(assets.silero_vad_path())
         if stage == "turn":
             return str(assets.dist_file(assets.SMART_TURN, verify=False))
+        if stage == "denoise":
+            return str(assets.dist_file(assets.DEEPFILTER_LIB, verify=False))
         if stage == "stt":
             return str(split["base"].path) if chosen.asr == "base" else str(resolve_model_dir(chosen.asr))
         if stage == "llm":
@@ -217,12 +219,28 @@ def _load_turn(ctx: LoadContext) -> Any:
     return SmartTurn(path, threads=1)  # ≈45 ms per pause on one core; the other cores stay with the LLM
 
 
+def _load_denoise(ctx: LoadContext) -> Any:
+    """DeepFilterNet3, for sessions with `audio.input.noise_reduction`: optional like "turn"."""
+    from . import assets
+    from .local.deepfilter import DeepFilterNet
+
+    try:
+        library, model = assets.dist_file(assets.DEEPFILTER_LIB), assets.dist_file(assets.DEEPFILTER_MODEL)
+    except assets.MissingModelPackage as exc:
+        log.warning("no noise suppressor: audio.input.noise_reduction has no effect. %s", exc)
+        return None
+    ctx.report("denoise", "loading DeepFilterNet3 (input noise reduction)")
+    # ≈7 % of a core per stream: 4 per core at most (more sessions run without it, counted in /metrics)
+    return DeepFilterNet(library, model, max_streams=4 * ctx.cores, workers=max(1, ctx.cores // 2))
+
+
 # The local backend of each stage, in load order. A remote stage (engines/remote.py) replaces its entry.
-# "turn" is optional: its loader returns None when its package is not installed.
+# "turn" and "denoise" are optional: their loaders return None when their package is not installed.
 LOCAL_BACKENDS: dict[str, Callable[[LoadContext], Any]] = {
-    "vad": _load_vad, "stt": _load_stt, "llm": _load_llm, "tts": _load_tts, "turn": _load_turn}
+    "vad": _load_vad, "stt": _load_stt, "llm": _load_llm, "tts": _load_tts, "turn": _load_turn,
+    "denoise": _load_denoise}
 WARM_UP = {"vad": "", "stt": "warming up (1 s of silence)", "llm": "warming up (caching the system prompt)",
-           "tts": "warming up", "turn": "warming up"}
+           "tts": "warming up", "turn": "warming up", "denoise": "warming up"}
 
 
 def load_model_stack(
@@ -296,9 +314,10 @@ def load_model_stack(
                            started=started, timings=timings, report=report)
     stack.remote = remote
     stack.voices = voices
-    stack.turn = engines.get("turn")
-    if stack.turn is not None:
-        stack.description["turn"] = stack.turn.describe()
+    stack.turn, stack.denoise = engines.get("turn"), engines.get("denoise")
+    for stage in ("turn", "denoise"):
+        if engines.get(stage) is not None:
+            stack.description[stage] = engines[stage].describe()
     if voices:
         stack.description["voices"] = "; ".join(voice.describe() for voice in voices)
     return stack

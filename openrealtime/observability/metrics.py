@@ -20,8 +20,9 @@ transport_bytes_total{direction}, transport_packets_total{direction},
 audio_frames_total{direction}, audio_late_frames_total, rtcp_nacks_sent_total,
 rtcp_plis_sent_total, video_frames_decoded_total, video_snapshots_total,
 datachannel_events_total{direction,type}, errors_total{code}, ice_mux_events_total{event},
-event_loop_lag_seconds (observability.loop_lag), ready, draining, uptime_seconds; and prometheus_client's
-process_* and python_gc_* families.
+event_loop_lag_seconds (observability.loop_lag), ready, draining, uptime_seconds,
+noise_reduction_streams, noise_reduction_{refused,audio_seconds,cpu_seconds,bypassed_seconds}_total;
+and prometheus_client's process_* and python_gc_* families.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class ServerCollector:
         depths = state.runtime.queue_depths()
         yield _gauge("openrealtime_inference_queue_depth",
                      "Inference work waiting for a model worker thread, per stage.",
-                     [([s], float(depths.get(s, 0))) for s in ("vad", "asr", "llm", "tts", "turn")], ["stage"])
+                     [([s], float(depths.get(s, 0))) for s in ("vad", "asr", "llm", "tts", "turn", "denoise")],
+                     ["stage"])
+        yield from _noise_reduction(getattr(state.models, "denoise", None))
 
         rtp, counters = monitor.totals()
         kinds = ("audio", "video")
@@ -134,6 +137,23 @@ class ServerCollector:
             fields = dataclasses.asdict(mux.stats)
             yield _counter("openrealtime_ice_mux_events", "Shared ICE port counters (datagrams, drops, streams).",
                            [([k], float(v)) for k, v in sorted(fields.items())], ["event"])
+
+
+def _noise_reduction(suppressor: Any):
+    """Input noise reduction's cost (the stack's NoiseSuppressor counts it), if the stack has one."""
+    stats = suppressor.stats() if suppressor is not None and hasattr(suppressor, "stats") else None
+    if not stats:
+        return
+    yield _gauge("openrealtime_noise_reduction_streams", "Sessions whose input goes through noise reduction.",
+                 [([], stats["streams"])])
+    yield _counter("openrealtime_noise_reduction_refused", "Sessions that asked for noise reduction while the "
+                   "suppressor ran its maximum of streams, and ran without it.", [([], stats["streams_refused"])])
+    yield _counter("openrealtime_noise_reduction_audio_seconds", "Input audio put through noise reduction.",
+                   [([], stats["audio_seconds"])])
+    yield _counter("openrealtime_noise_reduction_cpu_seconds", "CPU time noise reduction took (thread time).",
+                   [([], stats["cpu_seconds"])])
+    yield _counter("openrealtime_noise_reduction_bypassed_seconds", "Input audio passed on unprocessed because "
+                   "noise reduction fell behind (its backlog is bounded).", [([], stats["bypassed_seconds"])])
 
 
 def _gauge(name: str, doc: str, samples: list, labels: list[str] | None = None) -> GaugeMetricFamily:

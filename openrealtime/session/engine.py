@@ -113,6 +113,7 @@ class SessionEngine:
         self.out_of_band: dict[str, ResponseRun] = {}
         self.playing: dict[str, ResponseRun] = {}  # response id -> run whose audio may still play
         self._pending_item_id: str | None = None
+        self._held: list[str | bytes] | None = None  # client events waiting behind a commit (noise reduction)
         self._idle_anchor_ms: int | None = None
         self._tasks: set[asyncio.Task] = set()
         self.stats = {"responses": 0, "barge_ins": 0, "vad_frames": 0, "asr_speculative_hits": 0,
@@ -125,7 +126,8 @@ class SessionEngine:
         self.speech = SpeechInput(self.buffer, getattr(models, "vad", None), self.runtime, self.stats,
                                   on_turn=self._on_turn_event, on_frame=self._on_vad_frame,
                                   on_pause=self._check_idle_timeout, on_overflow=self._report_overflow,
-                                  end_of_turn=getattr(models, "turn", None))
+                                  end_of_turn=getattr(models, "turn", None),
+                                  denoiser=getattr(models, "denoise", None))
         self.speculator = Speculator(self.runtime, models, self.stats, self.speech,
                                      transcribe=self.transcriber.transcribe,
                                      provisional_request=self._provisional_request,
@@ -138,6 +140,7 @@ class SessionEngine:
             self.input = LoopbackInput(transport.audio_out, models.loopback_delay_s, ids.response_id(), ids.item_id(),
                                       self.runtime)
         self.input.configure(config.audio.input.turn_detection)
+        self.speech.configure_noise_reduction(config.audio.input.noise_reduction)
         if transport.audio_out is not None:
             transport.audio_out.set_listener(self.on_playout)
 
@@ -259,11 +262,31 @@ class SessionEngine:
 
     # ---- inputs ------------------------------------------------------------------------------
     def handle_message(self, raw: str | bytes) -> None:
+        if self._held is not None:  # behind a commit that waits for its audio
+            self._held.append(raw)
+            return
         try:
             event = parse_client_event(raw, max_bytes=self.limits.max_event_bytes)
         except ProtocolError as exc:
             self.send_error(exc)
             return
+        if isinstance(event, ce.InputAudioBufferCommitEvent):
+            # audio appended before the commit may still be in noise reduction: the commit (and every
+            # client event after it, in order) waits for it
+            self._held = []
+            self.speech.when_heard(lambda: self._release(event))
+            return
+        self._handle(event)
+
+    def _release(self, commit: Any) -> None:
+        held, self._held = self._held or [], None
+        if self.closed:
+            return
+        self._handle(commit)
+        for raw in held:
+            self.handle_message(raw)
+
+    def _handle(self, event: Any) -> None:
         try:
             self._dispatch(event)
         except ProtocolError as exc:
@@ -415,6 +438,7 @@ class SessionEngine:
             self.mcp.configure(config.tools, param="session.tools")
         self.config = config
         self.input.configure(config.audio.input.turn_detection)
+        self.speech.configure_noise_reduction(config.audio.input.noise_reduction)
         self.emit(ev.SessionUpdatedEvent(session=self._session_obj()))
 
     def _on_input_audio_buffer_append(self, event: ce.InputAudioBufferAppendEvent) -> None:
@@ -441,6 +465,7 @@ class SessionEngine:
         self._commit_audio(self.buffer.take(), item_id)
 
     def _on_input_audio_buffer_clear(self, event: ce.InputAudioBufferClearEvent) -> None:
+        self.speech.discard_pending()
         self.buffer.clear()
         self.speech.turn.reset()
         self._pending_item_id = None

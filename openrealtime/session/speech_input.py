@@ -7,6 +7,10 @@ the callbacks it was given: turn events (speech started, silence began, speech r
 complete, speech stopped), each VAD frame (where a prefix warm-up may start) and the end of each
 batch outside speech (where an idle timeout may fire). It knows nothing of responses or speculation.
 
+With `audio.input.noise_reduction` on a stack with a noise suppressor, the audio first goes through
+the session's `InputDenoiser` (noise_reduction.py): the buffer, the VAD and everything after them get
+the processed audio.
+
 For semantic_vad on a stack with an end-of-turn model (`EndOfTurnModel`), it keeps the latest seconds
 of the 16 kHz audio the VAD judged and, when the detector asks (`ScoreTurn`), scores the turn so far in
 the runtime's "turn" stage and hands the probability back; the session hands back the transcript of
@@ -27,9 +31,10 @@ import numpy as np
 
 from ..audio.format import SAMPLE_RATE
 from ..audio.frame_resampler import FrameResampler
-from ..engines.base import EndOfTurnModel, VoiceActivityDetector
+from ..engines.base import EndOfTurnModel, NoiseSuppressor, VoiceActivityDetector
 from ..runtime import ModelRuntime
 from .audio_buffer import InputAudioBuffer
+from .noise_reduction import InputDenoiser
 from .transport import OutputAudio
 from .turn_detection import ScoreTurn, TurnDetector, VadParams
 
@@ -84,8 +89,9 @@ class SpeechInput:
     def __init__(self, buffer: InputAudioBuffer, vad: VoiceActivityDetector | None, runtime: ModelRuntime,
                  stats: dict[str, int], *, on_turn: Callable[[object], None], on_frame: Callable[[], None],
                  on_pause: Callable[[], None], on_overflow: Callable[[], None],
-                 end_of_turn: EndOfTurnModel | None = None) -> None:
+                 end_of_turn: EndOfTurnModel | None = None, denoiser: NoiseSuppressor | None = None) -> None:
         self.buffer = buffer
+        self._denoise = InputDenoiser(denoiser, runtime, stats, self._accept) if denoiser is not None else None
         self.turn = TurnDetector(VadParams())
         self._end_of_turn = end_of_turn
         self._recent = AudioRing(end_of_turn.window_s) if end_of_turn is not None else None
@@ -110,12 +116,38 @@ class SpeechInput:
         else:
             self.turn.reset()
 
+    def configure_noise_reduction(self, noise_reduction: Any) -> None:
+        """The session's `audio.input.noise_reduction` (None: off). Without a suppressor: no effect."""
+        if self._denoise is not None:
+            self._denoise.configure(noise_reduction)
+
+    def when_heard(self, callback: Callable[[], None]) -> bool:
+        """Run `callback` once all audio fed so far is in the buffer (noise reduction may hold some);
+        returns False, having run it, if it already is."""
+        if self._denoise is None:
+            callback()
+            return False
+        return self._denoise.when_drained(callback)
+
+    def discard_pending(self) -> None:
+        """Drop audio fed but not yet in the buffer (input_audio_buffer.clear)."""
+        if self._denoise is not None:
+            self._denoise.discard()
+
     def heard(self, speech_end_ms: int, text: str) -> None:
         """The transcript of the speech before the pause that ended speech at `speech_end_ms` (semantic_vad)."""
         if not self._closed:
             self._deliver(self.turn.heard(speech_end_ms, text, self.clock_ms))
 
     def feed(self, pcm: bytes) -> None:
+        if self._denoise is not None:
+            self._denoise.push(pcm)  # comes back to _accept, processed if noise reduction is on
+        else:
+            self._accept(pcm)
+
+    def _accept(self, pcm: bytes) -> None:
+        if self._closed:
+            return
         self.buffer.append(pcm)
         if self.buffer.overflowed != self._overflowed:
             self._overflowed = self.buffer.overflowed
@@ -133,6 +165,8 @@ class SpeechInput:
     def close(self) -> None:
         self._closed = True
         self._pending = np.zeros(0, dtype=np.float32)
+        if self._denoise is not None:
+            self._denoise.close()
 
     # ---- the VAD, one batch at a time --------------------------------------------------------
     def _pump(self) -> None:

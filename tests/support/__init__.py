@@ -18,6 +18,7 @@ Import from here (`from tests.support import wait_for, server_settings`) or from
 from tests.support.audio import piper_wav, silence, speech, speechlike, spoken_wav
 from tests.support.fakes import (
     EnergyVad,
+    QuietingSuppressor,
     RecordingTransport,
     ScriptedLlm,
     ScriptedStt,
@@ -37,8 +38,8 @@ from tests.support.servers import assert_openai_error, server_settings
 from tests.support.waiting import wait_for, ws_event
 
 __all__ = [
-    "LOCAL_ALLOW", "EnergyVad", "RecordingTransport", "ScriptedLlm", "ScriptedStt", "ScriptedTurn", "ToneTts",
-    "assert_openai_error",
-    "build_server", "fake_stack", "lingering_stream_app", "local_egress", "piper_wav", "running_mcp_server",
-    "server_settings", "serving", "silence", "speech", "speechlike", "spoken_wav", "wait_for", "ws_event",
+    "LOCAL_ALLOW", "EnergyVad", "QuietingSuppressor", "RecordingTransport", "ScriptedLlm", "ScriptedStt",
+    "ScriptedTurn", "ToneTts", "assert_openai_error", "build_server", "fake_stack", "lingering_stream_app",
+    "local_egress", "piper_wav", "running_mcp_server", "server_settings", "serving", "silence", "speech",
+    "speechlike", "spoken_wav", "wait_for", "ws_event",
 ]

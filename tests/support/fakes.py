@@ -114,9 +114,46 @@ class ScriptedTurn:
         return self.probabilities.pop(0) if len(self.probabilities) > 1 else self.probabilities[0]
 
 
-def fake_stack(llm: ScriptedLlm | None = None, stt: ScriptedStt | None = None,
-               turn: ScriptedTurn | None = None) -> ModelStack:
-    return ModelStack(vad=EnergyVad(), stt=stt or ScriptedStt(), llm=llm or ScriptedLlm(), tts=ToneTts(), turn=turn)
+class QuietingSuppressor:
+    """A noise suppressor that scales its input by `gain` (so a test can tell processed audio from raw),
+    with at most `max_streams` streams; it records the settings each stream was opened with."""
+
+    sample_rate = 24000
+
+    class _Stream:
+        def __init__(self, owner: "QuietingSuppressor") -> None:
+            self.owner = owner
+
+        def process(self, audio: np.ndarray) -> np.ndarray:
+            self.owner.processed_s += len(audio) / 24000
+            return audio * self.owner.gain
+
+        def close(self) -> None:
+            self.owner.live -= 1
+
+    def __init__(self, gain: float = 0.5, max_streams: int = 4) -> None:
+        self.gain = gain
+        self.max_streams = max_streams
+        self.live = 0
+        self.opened: list[tuple[float, float]] = []
+        self.processed_s = 0.0
+        self.bypassed_s = 0.0
+
+    def new_stream(self, *, attenuation_db: float, post_filter: float = 0.0):
+        if self.live >= self.max_streams:
+            return None
+        self.live += 1
+        self.opened.append((attenuation_db, post_filter))
+        return self._Stream(self)
+
+    def account(self, audio_s: float, cpu_s: float, *, bypassed_s: float = 0.0) -> None:
+        self.bypassed_s += bypassed_s
+
+
+def fake_stack(llm: ScriptedLlm | None = None, stt: ScriptedStt | None = None, turn: ScriptedTurn | None = None,
+               denoise: QuietingSuppressor | None = None) -> ModelStack:
+    return ModelStack(vad=EnergyVad(), stt=stt or ScriptedStt(), llm=llm or ScriptedLlm(), tts=ToneTts(), turn=turn,
+                      denoise=denoise)
 
 
 class RecordingTransport:
