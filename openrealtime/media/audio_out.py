@@ -2,8 +2,9 @@
 
 Frames leave on a clock (20 ms), never at the producer's pace; silence when idle. The
 session engine writes PCM tagged with the response/item it belongs to and can clear the
-queue instantly (barge-in). The track tells a listener when a response's audio starts
-and when it has fully played out, and reports how much of each item was actually played.
+queue instantly (barge-in), or pause and resume playout (while a possible barge-in is
+confirmed). The track tells a listener when a response's audio starts and when it has
+fully played out, and reports how much of each item was actually played.
 
 When the call negotiated Opus (:meth:`OutboundAudioTrack.set_send_codec`), the track encodes each
 frame itself, inline (:class:`.opus_fec.OpusSendEncoder`, 24 kHz in, no resampling), and returns
@@ -73,6 +74,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.gaps_over_40ms = 0
         self._last_out: float | None = None
         self._encoder: OpusSendEncoder | None = None
+        self._paused = False  # holding playout (a possible barge-in): silence goes out, the queue waits
 
     def set_send_codec(self, mime_type: str | None, *, complexity: int = SEND_COMPLEXITY) -> bool:
         """The codec aiortc's sender will use for this track (from the negotiated answer). For
@@ -125,8 +127,21 @@ class OutboundAudioTrack(MediaStreamTrack):
                 self._emit("stopped", response_id)
             self._ended.discard(response_id)
 
+    def pause(self) -> None:
+        """Hold playout where it is: silence goes out and nothing more counts as played until `resume`
+        (or `clear`). No events: the response is still playing as far as the client knows."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def clear(self) -> ClearedAudio | None:
         """Drop every unplayed frame now. Returns what was interrupted, if anything was playing."""
+        self._paused = False
         playing = self._current
         head = self._queue[0] if self._queue else None
         dropped = self._queued_bytes + sum(len(b) for b in self._partial.values())
@@ -199,7 +214,9 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.gaps_over_40ms = 0
 
     def next_frame(self) -> bytes:
-        """The next 20 ms of PCM to send (silence when idle); drives the playout events."""
+        """The next 20 ms of PCM to send (silence when idle or paused); drives the playout events."""
+        if self._paused:
+            return _SILENCE
         if not self._queue:
             if self._current is not None and self._current in self._ended:
                 done = self._current

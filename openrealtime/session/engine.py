@@ -51,6 +51,7 @@ from ..protocol.server_events import ServerEventBase
 from ..protocol.session import RealtimeSessionConfig, TranscriptionSessionConfig, session_object
 from ..runtime import ModelRuntime, Runtime
 from .audio_buffer import InputAudioBuffer
+from .barge_in import BargeInGate
 from .chat_request import build_chat_request
 from .conversation import ContextWindow, Conversation, content_bytes
 from .events import EventBus
@@ -124,10 +125,16 @@ class SessionEngine:
         self.transcriber = Transcriber(self.runtime, models, self.conversation, config=lambda: self.config,
                                        emit=self.emit, spawn=self.spawn)
         self.speech = SpeechInput(self.buffer, getattr(models, "vad", None), self.runtime, self.stats,
-                                  on_turn=self._on_turn_event, on_frame=self._on_vad_frame,
+                                  on_turn=lambda event: self.barge_in.turn_event(event), on_frame=self._on_vad_frame,
                                   on_pause=self._check_idle_timeout, on_overflow=self._report_overflow,
                                   end_of_turn=getattr(models, "turn", None),
                                   denoiser=getattr(models, "denoise", None))
+        out = transport.audio_out
+        self.barge_in = BargeInGate(self.speech, self.stats, speaking=self._agent_speaking, deliver=self._on_turn_event,
+                                    pause=out.pause if out is not None else None,
+                                    resume=out.resume if out is not None else None,
+                                    transcribe=self.transcriber.transcribe if self.transcriber.available else None,
+                                    spawn=self.spawn)
         self.speculator = Speculator(self.runtime, models, self.stats, self.speech,
                                      transcribe=self.transcriber.transcribe,
                                      provisional_request=self._provisional_request,
@@ -166,6 +173,7 @@ class SessionEngine:
             if run.task is not None:
                 run.task.cancel()
         self.speculator.close()
+        self.barge_in.close()
         for task in list(self._tasks):
             task.cancel()
         self.mcp.close()
@@ -351,7 +359,13 @@ class SessionEngine:
         asr.add_done_callback(heard)
 
     def _on_vad_frame(self) -> None:
+        self.barge_in.frame()
         self.speculator.frame()
+
+    def _agent_speaking(self) -> bool:
+        """Whether a turn starting now would interrupt a response (barge-in hygiene holds it first)."""
+        td = self.config.audio.input.turn_detection
+        return td is not None and td.interrupt_response and (self.active is not None or bool(self.playing))
 
     def _check_idle_timeout(self) -> None:
         td = self.config.audio.input.turn_detection
@@ -461,11 +475,13 @@ class SessionEngine:
                 code="input_audio_buffer_commit_empty")
         item_id = self._pending_item_id or ids.item_id()
         self._pending_item_id = None
+        self.barge_in.drop()
         self.speech.turn.reset()
         self._commit_audio(self.buffer.take(), item_id)
 
     def _on_input_audio_buffer_clear(self, event: ce.InputAudioBufferClearEvent) -> None:
         self.speech.discard_pending()
+        self.barge_in.drop()
         self.buffer.clear()
         self.speech.turn.reset()
         self._pending_item_id = None

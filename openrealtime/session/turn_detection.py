@@ -148,6 +148,7 @@ class TurnDetector:
         self.speaking = False
         self._run_start: float | None = None  # first frame of a candidate speech run
         self._speech_start = 0
+        self._voice_start = 0.0
         self._last_voice_end = 0.0
         self._speculated = False
         self._pause: _Pause | None = None
@@ -156,6 +157,11 @@ class TurnDetector:
     def speech_start_ms(self) -> int:
         """Start (with prefix padding) of the speech in progress."""
         return self._speech_start
+
+    @property
+    def voice_start_ms(self) -> float:
+        """Where the voice of the speech in progress began (its first voiced frame, no padding)."""
+        return self._voice_start
 
     @property
     def last_voice_end_ms(self) -> float:
@@ -189,6 +195,7 @@ class TurnDetector:
                     self.speaking = True
                     self._speculated = False
                     self._pause = None
+                    self._voice_start = self._run_start
                     self._speech_start = max(0, int(self._run_start - p.prefix_padding_ms))
                     self._last_voice_end = frame_end_ms
                     events.append(SpeechStarted(self._speech_start))

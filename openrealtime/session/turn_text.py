@@ -6,6 +6,9 @@ pizza with", "my favourite colour is", "so maybe we could, um"). Whisper ends ne
 full stop and drops most fillers, so punctuation says little; the last word says a lot. Used by
 semantic turn detection (turn_detection.py) beside the end-of-turn model, which hears prosody but is
 sometimes fooled by a pause after a function word.
+
+`is_backchannel(text)`: a short sound while the agent speaks says nothing but "mm-hm", "yeah", "okay"
+(or no words at all): barge-in hygiene (barge_in.py) lets the agent go on.
 """
 
 from __future__ import annotations
@@ -30,6 +33,20 @@ i we they he she
 um uh er erm ah hmm mm
 """.split())
 HESITATIONS = frozenset({"um", "uh", "er", "erm", "ah", "hmm", "mm"})
+# what a listener says to show they follow, without taking the turn (and what Whisper writes for a cough,
+# a breath or a noise: nothing, a bracketed note, or its favourite hallucination, "Thank you.")
+BACKCHANNELS = frozenset("""
+mm mmm mhm mmhm hm hmm uh huh um ah oh ooh aha yeah yea yes yep yup ya ok okay kay right
+sure alright all i see got it cool nice great wow true totally exactly indeed really thank thanks you
+""".split())
+_NOTE = re.compile(r"[\[(*][^\])*]*[\])*]")
+
+
+def is_backchannel(text: str) -> bool:
+    """Whether a short utterance is only a listener's "mm-hm" / "yeah" / "okay" (or no words at all: a
+    cough, a breath, a click), not an attempt to take the turn."""
+    words = _WORD.findall(_NOTE.sub(" ", text.lower()))  # "mm-hmm" is two words, "mm" and "hmm"
+    return all(word.strip("'") in BACKCHANNELS for word in words)
 
 
 def last_word(text: str) -> str | None:

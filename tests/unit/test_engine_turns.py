@@ -182,7 +182,7 @@ async def test_barge_in_truncates_at_played_audio():
     await feed(engine, speech(600) + silence(500))
     assert t.play(25) == 25  # 500 ms heard
     item_id = t.of("response.done")[0]["response"]["output"][0]["id"]
-    await feed(engine, speech(300))
+    await feed(engine, speech(800))  # real speech: longer than a backchannel (barge_in.py)
     cleared = t.of("output_audio_buffer.cleared")[0]
     truncated = t.of("conversation.item.truncated")[0]
     assert cleared["response_id"] == t.of("response.done")[0]["response"]["id"]
@@ -205,7 +205,7 @@ async def test_barge_in_while_generating_cancels_with_turn_detected():
     assert t.of("response.output_audio_transcript.delta") and not t.of("response.done")
     assert engine.transport.audio_out.queued_ms > 0, "the first clause's audio is queued"
     assert t.play(3) == 3
-    await feed(engine, speech(300))
+    await feed(engine, speech(800))
     done = t.of("response.done")[0]["response"]
     assert done["status"] == "cancelled" and done["status_details"]["reason"] == "turn_detected"
     types = t.types()
