@@ -252,6 +252,8 @@ class RtpLeg(asyncio.DatagramProtocol):
                 self._marker = True
                 continue
             frame = await self.audio_out.recv()  # paced: one 20 ms frame per call
+            if not self.plan.sends:
+                continue  # put on hold while the frame was due
             for out in self._out_resampler.resample(frame):
                 self._out_pending += bytes(out.planes[0])[: out.samples * 2]
             while len(self._out_pending) >= 2 * PACKET_SAMPLES:

@@ -1,0 +1,199 @@
+"""Phone calls in tests: a server with SIP on, the application side written with the stock openai-python
+SDK only, and real SIP peers (SIPp from Debian's sip-tester, baresip) run as external programs.
+
+* `PhoneApp`: the app's webhook endpoint (ASGI, in a thread of its own): `client.webhooks.unwrap()` checks
+  each `realtime.call.incoming`, the event is queued for the test (`next_call`); `statuses` scripts the
+  HTTP answers (a 500 first: the server retries); `on_call` runs the app's own decision in the endpoint's
+  thread with the sync SDK (`client.realtime.calls.accept(...)`), as a real app would.
+* `phone_server()`: that app and an in-process server (echo engine unless told otherwise) with
+  `--sip-port` on a free port, `--webhook-url` pointing at the app; yields a `Phone`.
+* `Sipp`: a SIPp scenario from tests/sip/scenarios (with `$name` placeholders filled) run against it.
+* `rtp_pcap`: G.711 RTP packets of some audio written as a pcap SIPp can play (`play_pcap_audio`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import shutil
+import socket
+import string
+import struct
+import threading
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from openai import AsyncOpenAI, OpenAI
+
+from openrealtime.api.embedded import embedded_server, free_port
+from openrealtime.audio.convert import pcm8k_to_g711
+from openrealtime.sip.webhook import new_secret
+from tests.support.mcp_servers import serving
+from tests.support.servers import server_settings
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "sip" / "scenarios"
+API_KEY = "sk-phone-test"
+SIPP = shutil.which("sipp")
+BARESIP = shutil.which("baresip")
+
+
+class PhoneApp:
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.base_url = ""  # the server's /v1 URL, once it runs
+        self.events: queue.Queue = queue.Queue()
+        self.deliveries: list[dict[str, str]] = []  # headers of every POST received, verified or not
+        self.refused = 0  # deliveries whose signature did not verify
+        self.statuses: list[int] = []  # scripted answers (then 200)
+        self.on_call: Callable[[OpenAI, Any], None] | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.deliveries.append(headers)
+        status = self.statuses.pop(0) if self.statuses else 200
+        client = OpenAI(api_key=API_KEY, base_url=self.base_url, webhook_secret=self.secret)
+        try:
+            event = client.webhooks.unwrap(body, headers)
+        except ValueError:  # InvalidWebhookSignatureError is one
+            self.refused += 1
+            status = 400
+            event = None
+        if event is not None and status == 200:
+            self.events.put(event)
+            if self.on_call is not None:
+                threading.Thread(target=self.on_call, args=(client, event), daemon=True).start()
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def next_call(self, timeout: float = 20.0) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self.events.get(timeout=timeout))
+
+
+@dataclass
+class Phone:
+    server: Any  # EmbeddedServer
+    app: PhoneApp
+    client: AsyncOpenAI
+    sip_port: int
+
+    @property
+    def sip(self):
+        """The running SipServer (openrealtime/sip/server.py)."""
+        return self.server.server.config.app.state.sip
+
+
+@asynccontextmanager
+async def phone_server(**overrides):
+    secret = new_secret()
+    app = PhoneApp(secret)
+    sip_port = free_port(kind=socket.SOCK_DGRAM)
+    with serving(app, path="/webhook") as url:
+        settings = {"engine": "echo", "echo_delay_s": 0.2, "sip_port": sip_port, "webhook_url": url,
+                    "webhook_secret": secret, "api_keys": [API_KEY]}
+        settings.update(overrides)
+        async with embedded_server(server_settings(**settings), **_shared(settings)) as server:
+            app.base_url = server.url + "/v1"
+            client = AsyncOpenAI(api_key=API_KEY, base_url=server.url + "/v1", webhook_secret=secret, max_retries=0)
+            try:
+                yield Phone(server, app, client, sip_port)
+            finally:
+                await client.close()
+
+
+def _shared(settings: dict) -> dict:
+    shared = {key: settings.pop(key) for key in ("models", "runtime") if key in settings}
+    return shared
+
+
+class Sipp:
+    """One SIPp run of a scenario file against the phone server (UDP unless `transport="t1"`)."""
+
+    def __init__(self, scenario: str, sip_port: int, tmp: Path, *, transport: str = "u1", calls: int = 1,
+                 **values: Any) -> None:
+        text = string.Template((SCENARIOS / scenario).read_text()).substitute(
+            {k: str(v) for k, v in values.items()})
+        self.path = tmp / scenario
+        self.path.write_text(text)
+        self.errors = tmp / (scenario + ".errors.log")
+        self.messages = tmp / (scenario + ".messages.log")
+        self.media_port = free_port(kind=socket.SOCK_DGRAM)
+        self.args = [SIPP or "sipp", "-sf", str(self.path), "-m", str(calls), "-l", str(calls), "-i", "127.0.0.1",
+                     "-p", str(free_port(kind=socket.SOCK_DGRAM if transport == "u1" else socket.SOCK_STREAM)),
+                     "-mp", str(self.media_port), "-t", transport, f"127.0.0.1:{sip_port}", "-timeout", "40s",
+                     "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(self.errors),
+                     "-trace_msg", "-message_file", str(self.messages), "-max_recv_loops", "1000"]
+        self.process: asyncio.subprocess.Process | None = None
+        self.stderr = ""
+
+    def received(self, start_line: str) -> int:
+        """How many messages starting with `start_line` SIPp received (from its message log)."""
+        if not self.messages.exists():
+            return 0
+        blocks = self.messages.read_text(errors="replace").split("message received")[1:]
+        return sum(1 for block in blocks if block.split(":", 1)[-1].lstrip().startswith(start_line))
+
+    async def start(self) -> "Sipp":
+        self.process = await asyncio.create_subprocess_exec(*self.args, stdout=asyncio.subprocess.DEVNULL,
+                                                            stderr=asyncio.subprocess.PIPE)
+        return self
+
+    async def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        try:
+            rc = await asyncio.wait_for(self.process.wait(), timeout)
+            if self.process.stderr is not None:
+                self.stderr = (await self.process.stderr.read()).decode(errors="replace")
+            return rc
+        except asyncio.TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+            raise
+
+    async def succeeds(self, timeout: float = 60.0) -> None:
+        rc = await self.wait(timeout)
+        assert rc == 0, f"SIPp exited {rc}: {self.report()}"
+
+    def report(self) -> str:
+        parts = [f"--- stderr\n{self.stderr[-3000:]}"]
+        for path in (self.errors, self.messages):
+            if path.exists():
+                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+
+def rtp_pcap(path: Path, samples_8k: np.ndarray, *, law: str = "pcmu", payload_type: int = 0) -> Path:
+    """20 ms G.711 RTP packets of `samples_8k` (int16 at 8 kHz) in a pcap (Ethernet/IPv4/UDP), timed 20 ms apart."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    ssrc, seq, ts = 0x5EED5EED, 1000, 8000
+    for n, start in enumerate(range(0, samples_8k.size - 159, 160)):
+        rtp = struct.pack("!BBHII", 0x80, (0x80 if n == 0 else 0) | payload_type, seq + n, ts + 160 * n, ssrc)
+        rtp += pcm8k_to_g711(samples_8k[start:start + 160], law)
+        udp = struct.pack("!HHHH", 2006, 4000, 8 + len(rtp), 0) + rtp
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0,
+                         socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2")) + udp
+        frame = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\x08\x00" + ip
+        usec = n * 20000
+        out += struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000, len(frame), len(frame)) + frame
+    path.write_bytes(bytes(out))
+    return path
