@@ -43,3 +43,13 @@ def client_secret() -> str:
 
 def rtc_call_id() -> str:
     return "rtc_" + secrets.token_hex(16)
+
+
+def live_session_id() -> str:
+    """A Live API session (`client.live`): opaque, `live_` prefixed (clients keep the prefix)."""
+    return "live_" + _b62(24)
+
+
+def delegation_id() -> str:
+    """A Live session's delegation (`session.delegation.created`)."""
+    return "deleg_" + _b62(21)

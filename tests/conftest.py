@@ -7,7 +7,7 @@ from tests.support import server_settings
 
 TESTS = Path(__file__).parent
 # Each directory under tests/ is a lane of the same name (pyproject.toml registers the markers).
-LANES = ("unit", "media", "integration", "models", "browser", "compat", "net", "e2e", "fuzz", "cluster", "sip")
+LANES = ("unit", "media", "integration", "models", "browser", "compat", "net", "e2e", "fuzz", "cluster", "sip", "live")
 # The tests in tests/unit that drive the session engine (scripted models) are the `engine` lane too.
 ENGINE_MODULES = ("test_engine_*.py", "test_workers.py", "test_foreground.py", "test_context_window.py",
                   "test_clauses.py", "test_mcp_tools.py")

@@ -18,6 +18,7 @@ from .client_secrets import router as secrets_router
 from .cluster_node import install as install_cluster_node
 from .errors import install_error_handlers
 from .health import BackendWatch
+from .live import router as live_router
 from .operator import install as install_operator
 from .request_limits import RequestLimits
 from .sip_calls import install as install_sip_calls
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
     app.include_router(web_router)
     app.include_router(websocket_router)  # WS /v1/realtime (sessions, sideband), POST /v1/realtime (beta SDP)
     app.include_router(translations_router)  # WS /v1/realtime/translations, POST …/translations/client_secrets
+    app.include_router(live_router)  # Live API: WS + POST /v1/live/sessions, …/{id}/attach, …/{id}/hangup
     install_operator(app, state)  # GET /metrics, GET /v1/realtime/calls[/{id}]
     install_sip_calls(app, state)  # POST /v1/realtime/calls/{id}/accept|reject|refer; with --sip-port the SIP server
     install_cluster_node(app, state)  # with --redis-url: heartbeats and the call map in the cluster store

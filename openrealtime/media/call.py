@@ -48,6 +48,7 @@ class CallOptions:
     connect_timeout_s: float = 15.0
     max_duration_s: float = 3600.0
     opus_complexity: int = SEND_COMPLEXITY
+    events_label: str | None = EVENTS_LABEL  # the session's data channel; None: the first one, any label (Live)
 
 
 @dataclass
@@ -147,11 +148,12 @@ class RealtimeCall:
 
     # ---- media & channel -------------------------------------------------------------------
     def _on_datachannel(self, channel) -> None:
-        if channel.label != EVENTS_LABEL:
+        label = self.options.events_label
+        if label is not None and channel.label != label:
             log.info("call=%s ignoring data channel %r", self.id, channel.label[:64])
             return
         if self._events_channel is not None:  # the session lives on the first one (a second start() would
-            log.info("call=%s ignoring a second %r data channel", self.id, EVENTS_LABEL)  # re-announce it)
+            log.info("call=%s ignoring a second %r data channel", self.id, channel.label[:64])  # re-announce it)
             return
         self._events_channel = channel
         self.transport.attach(channel, self.engine.handle_message, self.engine.send_error)
