@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="conversations (calls and WebSocket sessions) at once before new ones get 429; auto: "
                             "what the in-process language model decodes at once, none with a remote one; 0: no "
                             "limit (OPENREALTIME_MAX_CONVERSATIONS)")
+    for stage, what in (("llm", "language model"), ("stt", "speech-to-text"), ("tts", "text-to-speech")):
+        env = stage.upper()
+        serve.add_argument(f"--{stage}-max-sessions", type=int, default=_env_int(f"{env}_MAX_SESSIONS"),
+                           help=f"sessions using the {what} at once on every node of the cluster together; new "
+                                f"ones beyond it get 429 model_capacity_exceeded. For a shared --{stage}-url "
+                                f"(OPENREALTIME_{env}_MAX_SESSIONS); default: no limit")
     serve.add_argument("--opus-complexity", type=int, default=int(_env("OPUS_COMPLEXITY", "5")),
                        help="libopus complexity of the audio sent, 0-10; 1 halves the encoder's CPU per call "
                             "and codes wideband (OPENREALTIME_OPUS_COMPLEXITY)")
@@ -224,6 +230,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_call_duration_s=args.max_call_duration,
         max_calls=args.max_calls,
         max_conversations=getattr(args, "max_conversations", None),
+        **{f"{stage}_max_sessions": getattr(args, f"{stage}_max_sessions", None) for stage in ("llm", "stt", "tts")},
         drain_timeout_s=getattr(args, "drain_timeout", None),
         backend_first_token_timeout_s=getattr(args, "backend_first_token_timeout", 30.0),
         backend_stall_timeout_s=getattr(args, "backend_stall_timeout", 15.0),

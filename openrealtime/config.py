@@ -29,6 +29,11 @@ class Settings:
     max_calls: int = 64
     # conversations at once before new ones get 429 (api/admission.py): None: auto (the local LLM's), 0: no limit
     max_conversations: int | None = None
+    # sessions at once per model stage on every node of the cluster together (api/admission.py,
+    # cluster/model_pools.py): for shared model servers; None: no limit
+    llm_max_sessions: int | None = None
+    stt_max_sessions: int | None = None
+    tts_max_sessions: int | None = None
     echo_delay_s: float = 0.3
     # libopus complexity of the audio we send (0-10). 5: libwebrtc's mobile setting, hybrid
     # super-wideband at 32 kbps; 1: about half the encoder CPU, wideband SILK (bench/README.md)
@@ -119,6 +124,10 @@ class Settings:
             raise SystemExit(str(exc)) from None
 
     def _check_cluster(self) -> None:
+        for stage in ("llm", "stt", "tts"):
+            limit = getattr(self, f"{stage}_max_sessions")
+            if limit is not None and limit < 0:
+                raise SystemExit(f"--{stage}-max-sessions must be 0 (no limit) or more, not {limit}")
         if self.workers < 1:
             raise SystemExit(f"--workers must be at least 1 (or auto), not {self.workers}")
         if self.internal_url is not None and urlsplit(self.internal_url).scheme not in ("http", "https"):

@@ -10,14 +10,18 @@ bench/README.md "concurrency"); with a remote language model (`--llm-url`) or th
 (`--max-calls` still applies). Conversations are counted as live calls plus direct WebSocket sessions
 (`ServerState.live_sessions`); a sideband is part of its call.
 
-This is local and simple on purpose: the cluster's model-pool admission (leases in cluster/store.py)
-can take its place behind `admission_refusal`, the one function the routes call.
+Beside it, the shared model pools (`--llm-max-sessions`, `--stt-max-sessions`, `--tts-max-sessions`;
+cluster/model_pools.py): sessions at once per model stage across every node of the cluster, with
+leases in the cluster store. A new session beyond one gets 429 `model_capacity_exceeded`
+(`model_capacity_refusal`), through `ServiceHealth.seat` (the authoritative lease) and
+`ServiceHealth.admission_error` (the pools' counts as last seen, for admission that cannot wait).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..cluster.model_pools import MODEL_STAGES, PoolFull
 from .errors import ApiError
 
 RETRY_AFTER_S = 5  # a conversation lasts minutes; a few seconds is when a caller may try again
@@ -49,3 +53,27 @@ def admission_refusal(state: Any) -> ApiError | None:
     settings = state.settings
     limit = conversation_limit(settings.max_conversations, settings.engine, state.models)
     return conversation_refusal(limit, state.live_sessions())
+
+
+STAGE_NAMES = {"llm": "language model", "stt": "speech-to-text", "tts": "text-to-speech"}
+
+
+def pool_limits(settings: Any) -> dict[str, int]:
+    """The model pools' limits from the settings (`--llm-max-sessions` …); a stage without one is unlimited."""
+    limits = {stage: getattr(settings, f"{stage}_max_sessions", None) for stage in MODEL_STAGES}
+    return {stage: n for stage, n in limits.items() if n}
+
+
+def session_stages(config: Any) -> tuple[str, ...]:
+    """The model stages a session takes a lease in: a transcription session only speech-to-text; any other
+    (realtime, translation) all three, since its output may turn to audio at any `session.update`."""
+    return ("stt",) if getattr(config, "type", None) == "transcription" else MODEL_STAGES
+
+
+def model_capacity_refusal(full: PoolFull) -> ApiError:
+    """The 429 a new session gets while the cluster's pool of `full.stage` holds its limit of sessions."""
+    flag = f"--{full.stage}-max-sessions"
+    return ApiError(429, f"The shared {STAGE_NAMES[full.stage]} servers are at their limit of {full.limit} sessions "
+                         f"at once across the cluster ({flag}); retry in a few seconds.",
+                    code="model_capacity_exceeded", type="rate_limit_exceeded",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})

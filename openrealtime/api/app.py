@@ -20,6 +20,7 @@ from .errors import install_error_handlers
 from .health import BackendWatch
 from .live import router as live_router
 from .operator import install as install_operator
+from .pool_admission import install as install_pool_admission
 from .request_limits import RequestLimits
 from .sip_calls import install as install_sip_calls
 from .state import ServerState
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, state: ServerState | None = None) -> FastA
     app.include_router(live_router)  # Live API: WS + POST /v1/live/sessions, …/{id}/attach, …/{id}/hangup
     install_operator(app, state)  # GET /metrics, GET /v1/realtime/calls[/{id}]
     install_sip_calls(app, state)  # POST /v1/realtime/calls/{id}/accept|reject|refer; with --sip-port the SIP server
+    install_pool_admission(app, state)  # --llm-max-sessions …: the shared model pools' leases (admission.py)
     install_cluster_node(app, state)  # with --redis-url: heartbeats and the call map in the cluster store
 
     @app.get("/healthz")

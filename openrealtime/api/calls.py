@@ -13,6 +13,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.session import override_session, parse_session_config
 from ..session.voices import check_session_voice
 from ..session.engine import SessionEngine, SessionLimits
+from .admission import session_stages
 from .body import parse_offer_body, read_body
 from .cluster_routing import client_host, route_new_call, route_to_owner
 from .errors import ApiError
@@ -60,10 +61,12 @@ async def create_call(request: Request) -> Response:
         return SessionEngine(transport, config, models=state.models, runtime=state.runtime,
                              limits=SessionLimits(max_duration_s=settings.max_call_duration_s), egress=state.egress)
 
-    call = RealtimeCall(call_id, CallOptions(ice=state.ice, connect_timeout_s=settings.connect_timeout_s,
-                                             max_duration_s=settings.max_call_duration_s,
-                                             opus_complexity=settings.opus_complexity),
-                        engine_factory, on_ended=state.calls.discard, client=client)
+    with await state.health.seat(session_stages(config)) as seat:  # 429 model_capacity_exceeded (admission.py)
+        call = RealtimeCall(call_id, CallOptions(ice=state.ice, connect_timeout_s=settings.connect_timeout_s,
+                                                 max_duration_s=settings.max_call_duration_s,
+                                                 opus_complexity=settings.opus_complexity),
+                            engine_factory, on_ended=state.calls.discard, client=client)
+        seat.keep_until(call.closed)  # the shared model pools' leases, held while the call lives
     try:
         answer = await call.answer(offer.sdp)
     except ProtocolError as exc:

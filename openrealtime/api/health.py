@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..cluster.model_pools import MODEL_STAGES, ModelPools, PoolFull, Seat
+from .admission import model_capacity_refusal
 from .errors import ApiError
 
 log = logging.getLogger("openrealtime.health")
@@ -46,6 +48,8 @@ class ServiceHealth:
         self.backends: dict[str, BackendHealth] = {}
         # the node's limit on conversations at once (api/admission.py): the 429 a new one gets, or None
         self.capacity: Callable[[], ApiError | None] | None = None
+        # the shared model pools' leases, counted across the cluster (cluster/model_pools.py); None: no limits
+        self.pools: ModelPools | None = None
 
     # ---- state -------------------------------------------------------------------------------
     @property
@@ -96,9 +100,10 @@ class ServiceHealth:
         b.ok, b.error = False, error
 
     # ---- admission ---------------------------------------------------------------------------
-    def admission_error(self) -> ApiError | None:
+    def admission_error(self, pool_stages: Iterable[str] = ()) -> ApiError | None:
         """The refusal a new call or session gets now (503 not ready or draining, 429 at the conversation
-        limit), or None when it can be served."""
+        limit), or None when it can be served. `pool_stages`: for a session admitted without a seat (`seat`),
+        the model stages it will use; a pool of those full as last counted refuses it too (429)."""
         if self.draining:
             return ApiError(503, "The server is shutting down and takes no new sessions; connect again (another "
                                  "node behind the load balancer will answer).", code="server_shutting_down",
@@ -112,7 +117,22 @@ class ServiceHealth:
             return ApiError(503, f"The server cannot serve sessions yet: its {b.stage} backend at {b.url} has not "
                                  f"answered ({b.error or 'connecting'}). It is retried automatically; see GET /readyz.",
                             code="backend_unavailable", type="server_error", headers={"Retry-After": "5"})
-        return self.capacity() if self.capacity is not None else None
+        refused = self.capacity() if self.capacity is not None else None
+        if refused is None and self.pools is not None and (full := self.pools.known_full(pool_stages)) is not None:
+            refused = model_capacity_refusal(full)
+        return refused
+
+    async def seat(self, stages: Iterable[str] = MODEL_STAGES) -> Seat:
+        """A new session's leases in the shared model pools of `stages` (admission.session_stages), or the
+        429 `model_capacity_exceeded` of a full one. Use it around what starts the session:
+        `with seat: … seat.keep_until(call.closed)`; a WebSocket session keeps the block for its life."""
+        if self.pools is None:
+            return Seat(None, {})
+        try:
+            return await self.pools.take(stages)
+        except PoolFull as full:
+            log.info("model pool full stage=%s limit=%d: new session refused", full.stage, full.limit)
+            raise model_capacity_refusal(full) from None
 
 
 class BackendWatch:

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
+from ..cluster.model_pools import MODEL_STAGES
 from ..protocol.errors import ProtocolError
 from ..protocol.json_limits import JsonTooDeep
 from ..protocol.json_limits import loads as loads_limited
@@ -177,7 +178,7 @@ def install(app: FastAPI, state: ServerState) -> None:
     inner = app.router.lifespan_context
 
     def admission() -> str | None:
-        refused = state.health.admission_error()
+        refused = state.health.admission_error(pool_stages=MODEL_STAGES)  # accepted later: counted, not leased here
         return refused.error.message if refused is not None else None
 
     @asynccontextmanager

@@ -26,6 +26,7 @@ from ..observability.logs import set_call_id
 from ..protocol.errors import ProtocolError
 from ..protocol.translation import MAX_MODEL_CHARS, TranslationSessionConfig, parse_translation_session
 from ..translation.session import TranslationSession, session_object
+from .admission import session_stages
 from .auth import TRANSLATION_SESSIONS, Principal
 from .client_secrets import mint_secret
 from .errors import ApiError
@@ -72,11 +73,13 @@ async def translation_websocket(websocket: WebSocket) -> None:
             raise ApiError(501, "Translation sessions need speech-to-text and a language model; this server has "
                                 "none (--engine echo). Start it with --engine local.", code="translation_unavailable",
                            type="server_error")
+        seat = await state.health.seat(session_stages(config))  # 429 model_capacity_exceeded
     except ApiError as exc:
         await _deny(websocket, exc)
         return
-    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    await _run(websocket, state, config)
+    with seat:  # the shared model pools' leases, held for the session's life
+        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+        await _run(websocket, state, config)
 
 
 def _session_config(principal: Principal, query: Any) -> TranslationSessionConfig:

@@ -29,6 +29,7 @@ from ..protocol import server_events as ev
 from ..protocol.errors import ProtocolError
 from ..protocol.session import RealtimeSessionConfig, TranscriptionSessionConfig, session_object
 from ..session.engine import SessionEngine, SessionLimits
+from .admission import session_stages
 from .auth import bearer_token
 from .calls import create_call
 from .cluster_routing import pipe_sideband, websocket_owner
@@ -88,16 +89,19 @@ async def realtime_websocket(websocket: WebSocket) -> None:
         else:
             config = _session_config(principal.secret.session if principal.secret else None,
                                      query.get("model"), query.get("intent"))
+            seat = await state.health.seat(session_stages(config))  # 429 model_capacity_exceeded
     except ApiError as exc:
         await _deny(websocket, exc)
         return
     if owner is not None:
         await pipe_sideband(websocket, owner)  # the owner's handshake reply, then frames both ways
         return
-    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     if call_id is not None:
+        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
         await _run_sideband(websocket, state, call, beta)
-    else:
+        return
+    with seat:  # the shared model pools' leases, held for the session's life
+        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
         await _run_session(websocket, state, config, beta)
 
 

@@ -6,6 +6,12 @@
     openrealtime_cluster_store_up            1 while the cluster store answers
     openrealtime_cluster_routed_total{route} what this node did with requests: placed_here,
                                              forwarded, forward_failed, sidebands_piped, …
+
+and, with `--llm-max-sessions` (and the other stages'), the model pools (cluster/model_pools.py):
+
+    openrealtime_model_pool_sessions{stage}  sessions holding a lease in the pool, cluster-wide (last seen)
+    openrealtime_model_pool_limit{stage}     the pool's limit
+    openrealtime_model_pool_refused_total{stage}  new sessions this node refused with model_capacity_exceeded
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .model_pools import ModelPools
 from .store import NodeRecord
 
 
@@ -53,3 +60,27 @@ class ClusterCollector:
         for route, count in sorted(self.routed.items()):
             routed.add_metric([route], float(count))
         yield routed
+
+
+class ModelPoolCollector:
+    def __init__(self, pools: ModelPools) -> None:
+        self.pools = pools
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        pools = self.pools
+        sessions = GaugeMetricFamily("openrealtime_model_pool_sessions", "Sessions holding a lease in the model "
+                                     "pool, on every node (as last counted).", labels=["stage"])
+        limit = GaugeMetricFamily("openrealtime_model_pool_limit", "The model pool's limit of sessions at once "
+                                  "(--<stage>-max-sessions).", labels=["stage"])
+        refused = CounterMetricFamily("openrealtime_model_pool_refused", "New sessions this node refused because "
+                                      "the model pool was full.", labels=["stage"])
+        for stage in sorted(pools.limits):
+            sessions.add_metric([stage], float(pools.counts[stage]))
+            limit.add_metric([stage], float(pools.limits[stage]))
+            refused.add_metric([stage], float(pools.refused[stage]))
+        yield sessions
+        yield limit
+        yield refused

@@ -4,41 +4,13 @@ a node killed with SIGKILL mid-call, Redis killed and started again mid-call, a 
 from __future__ import annotations
 
 import signal
-from contextlib import asynccontextmanager
 
 import httpx
 
-from openrealtime.cluster.redis_store import RedisStore
 from tests.support import wait_for
-from tests.support.cluster_calls import AUTH, calls_listed, packets_lost, routed, talking_call
+from tests.support.cluster_calls import (AUTH, calls_listed, live_nodes_are, node_processes, packets_lost, routed,
+                                         talking_call)
 from tests.support.serve_process import ServeProcess
-
-SECRET = "node-failures-cluster-secret-42"
-
-
-@asynccontextmanager
-async def node_processes(redis, *names: str, extra: tuple[str, ...] = ()):
-    """`openrealtime serve --engine echo --redis-url …` per name, all registered; their aiortc clients."""
-    nodes = {name: ServeProcess("--engine", "echo", "--node-id", name, "--tcp-port", "0", *extra,
-                                env={"OPENREALTIME_REDIS_URL": redis.url, "OPENREALTIME_CLUSTER_SECRET": SECRET})
-             for name in names}
-    view = RedisStore.from_url(redis.url)
-    clients: list = []
-    try:
-        for node in nodes.values():
-            await node.ready()
-        await wait_for(lambda: _live(view, set(names)), timeout=30, what="every node registered")
-        yield nodes, view, clients
-    finally:
-        for client in clients:
-            await client.close()
-        for node in nodes.values():
-            node.kill()
-        await view.close()
-
-
-async def _live(view, names: set[str]) -> bool:
-    return {n.node_id for n in await view.live_nodes() if n.ready} == names
 
 
 async def spread_calls(via: ServeProcess, clients: list, names: set[str], at_least: int = 4) -> dict[str, str]:
@@ -74,7 +46,7 @@ async def test_a_node_killed_mid_call_takes_only_its_calls_and_every_new_call_co
         async with httpx.AsyncClient(timeout=10) as http:
             gone = await http.post(f"{nodes['n1'].url}/v1/realtime/calls/{next(iter(doomed))}/hangup", headers=AUTH)
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "call_not_found"
-        await wait_for(lambda: _live(view, {"n1"}), timeout=12, what="n2 gone from the node list by its TTL")
+        await wait_for(lambda: live_nodes_are(view, {"n1"}), timeout=12, what="n2 gone from the node list by its TTL")
         assert [await view.call_node(c) for c in doomed] == [None] * len(doomed)  # its calls left the map
 
 
@@ -86,7 +58,7 @@ async def test_redis_restarted_mid_call(own_redis):
         during = await talking_call(nodes["n2"].url, clients)  # placed where it arrives
         assert (await calls_listed(nodes["n2"].url))[during.call_id] == "n2"
         own_redis.start()  # empty: nodes re-register and re-assert their calls by themselves
-        await wait_for(lambda: _live(view, {"n1", "n2"}), timeout=15, what="both nodes re-registered")
+        await wait_for(lambda: live_nodes_are(view, {"n1", "n2"}), timeout=15, what="both nodes re-registered")
         for call_id, node in listed.items():
             await wait_for(lambda: _owner_is(view, call_id, node), timeout=15, what=f"{call_id} mapped again")
         on_n1 = next(c for c, n in listed.items() if n == "n1")
@@ -116,7 +88,7 @@ async def test_a_drained_node_takes_no_calls_keeps_its_own_and_leaves_when_they_
                 hung = await http.post(f"{nodes['n1'].url}/v1/realtime/calls/{call_id}/hangup", headers=AUTH)
                 assert hung.status_code == 200, hung.text
         assert await nodes["n2"].exit_code(timeout=30) == 0
-        assert await _live(view, {"n1"})  # deregistered at exit
+        assert await live_nodes_are(view, {"n1"})  # deregistered at exit
 
 
 async def _draining(view, node_id: str) -> bool:

@@ -1,17 +1,50 @@
-"""Calls and probes for cluster tests against real node processes: a talking aiortc call (the echo
-engine sends it back), its RTP loss, the call list and the cluster gauges as any node reports them."""
+"""Calls and probes for cluster tests against real node processes: the node processes on one Redis, a
+talking aiortc call (the echo engine sends it back), its RTP loss, the call list and the cluster gauges
+as any node reports them."""
 
 from __future__ import annotations
 
 import re
+from contextlib import asynccontextmanager
 
 import httpx
 
 from openrealtime.client.rtc import RealtimeRtcClient
+from openrealtime.cluster.redis_store import RedisStore
 from tests.support.audio import speechlike
+from tests.support.serve_process import ServeProcess
+from tests.support.waiting import wait_for
 
 KEY = "sk-test"  # ServeProcess's API key
 AUTH = {"Authorization": f"Bearer {KEY}"}
+SECRET = "node-failures-cluster-secret-42"
+
+
+@asynccontextmanager
+async def node_processes(redis, *names: str, extra: tuple[str, ...] = ()):
+    """`openrealtime serve --engine echo --redis-url …` per name, all registered; (nodes by name, a view of
+    the store, a list for the aiortc clients to close)."""
+    nodes = {name: ServeProcess("--engine", "echo", "--node-id", name, "--tcp-port", "0", *extra,
+                                env={"OPENREALTIME_REDIS_URL": redis.url, "OPENREALTIME_CLUSTER_SECRET": SECRET})
+             for name in names}
+    view = RedisStore.from_url(redis.url)
+    clients: list = []
+    try:
+        for node in nodes.values():
+            await node.ready()
+        await wait_for(lambda: live_nodes_are(view, set(names)), timeout=30, what="every node registered")
+        yield nodes, view, clients
+    finally:
+        for client in clients:
+            await client.close()
+        for node in nodes.values():
+            node.kill()
+        await view.close()
+
+
+async def live_nodes_are(view: RedisStore, names: set[str]) -> bool:
+    """The store's live, ready nodes are exactly `names`."""
+    return {n.node_id for n in await view.live_nodes() if n.ready} == names
 
 
 async def talking_call(base_url: str, clients: list, seconds: float = 60.0,
