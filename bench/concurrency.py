@@ -2,6 +2,7 @@
 
     python bench/concurrency.py [--profile default] [--ns 1,2,3,4] [--modes simultaneous,staggered]
                                 [--rounds 3] [--stagger-s 0.7] [--silence-ms 500]
+                                [--llm-url URL] [--stt-url URL] [--tts-url URL]
 
 The local model stack is loaded once and served in this process (`embedded_server`, the server's own
 `Runtime`); the talkers run in a process of their own (bench/_talkers.py) at SCHED_IDLE, as remote
@@ -20,6 +21,9 @@ queueing included). Then, per N, the language model alone: N replies of 48 token
 p50(N) / p50(1) within this run, which compare across runs on
 this shared machine where absolute figures do not (its speed varies; `uptime` before and after is
 printed). Target (issue 20, 2-core machine): 3 simultaneous talkers p50 ≤ 1.5× one talker's.
+
+With `--llm-url` (or `--stt-url`, `--tts-url`) that stage is a shared model server instead (llama.cpp's
+server, vLLM): the same figures per N size its pool, `--llm-max-sessions` (README "Model pools").
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from bench.voice_latency import QUESTIONS, box_speed, pct, set_caller_priority  
 from openrealtime.api.embedded import embedded_server  # noqa: E402
 from openrealtime.audio.resample import resample  # noqa: E402
 from openrealtime.config import Settings  # noqa: E402
-from openrealtime.engines.stack import load_model_stack  # noqa: E402
+from openrealtime.engines.stack import configured_stack, load_model_stack  # noqa: E402
 from openrealtime.observability.metrics import MODEL_STAGE_SECONDS  # noqa: E402
 from openrealtime.runtime import Runtime, call_in_model_thread  # noqa: E402
 
@@ -178,6 +182,14 @@ def report(rows: list[dict], show_answers: bool, throughput: dict[int, tuple[flo
               f"{'ok' if ratio <= 1.5 else 'MISSED'}")
 
 
+def pool_settings(args) -> Settings:
+    """The profile's local stack, with the stages given a URL served by that model server instead (its key and
+    model name from OPENREALTIME_<STAGE>_KEY / _MODEL, as `serve` reads them): how a shared pool is measured."""
+    options = {f"{stage}_{field}": os.environ.get(f"OPENREALTIME_{stage.upper()}_{field.upper()}") or None
+               for stage in ("llm", "stt", "tts") for field in ("key", "model")}
+    return Settings(profile=args.profile, llm_url=args.llm_url, stt_url=args.stt_url, tts_url=args.tts_url, **options)
+
+
 async def run(args) -> None:
     ns = [int(x) for x in args.ns.split(",")]
     modes = args.modes.split(",")
@@ -186,7 +198,7 @@ async def run(args) -> None:
     print(f"load before: {uptime()}")
     runtime = Runtime()
     t = time.monotonic()
-    stack = call_in_model_thread(lambda: load_model_stack(args.profile, gate=runtime.gate))
+    stack = call_in_model_thread(lambda: load_model_stack(**configured_stack(pool_settings(args)), gate=runtime.gate))
     print(f"models loaded in {time.monotonic() - t:.1f} s; {call_in_model_thread(lambda: box_speed(stack))}")
     questions = [speech24(stack, q) for q in QUESTIONS]
     rows = []
@@ -222,6 +234,8 @@ def main() -> None:
     parser.add_argument("--silence-ms", type=int, default=500)
     parser.add_argument("--answers", action="store_true", help="print every answer's text")
     parser.add_argument("--deadline", type=float, default=1200)
+    for stage in ("llm", "stt", "tts"):  # a shared model server's pool, measured per N (README "Model pools")
+        parser.add_argument(f"--{stage}-url", default=None, help=f"the {stage} stage on this OpenAI-compatible server")
     args = parser.parse_args()
     asyncio.run(asyncio.wait_for(run(args), args.deadline))
 
