@@ -30,6 +30,7 @@ permissions, sidebands, the call monitor); `reflections` the sideband-only copie
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -596,8 +597,8 @@ class LiveSession:
             self.emit(OutputTranscriptDeltaEvent(delta=delta, **self._span(now, now)))
         elif kind == "response.function_call_arguments.done" and event.name == DELEGATE:
             self._delegate(event.call_id, task_of(event.arguments))
-        elif kind == "response.done":
-            self._speak_next()
+        elif kind == "response.done":  # the engine lets go of the response right after announcing it
+            asyncio.get_running_loop().call_soon(self._speak_next)
         elif kind == "output_audio_buffer.stopped" and event.response_id == self._fixture:
             self._fixture = None
             self.emit(FixturePlayedEvent(client_event_id=self._fixture_event))
