@@ -44,8 +44,8 @@ async def server():
         yield srv
 
 
-def client_for(server: Any) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0,
+def client_for(server: Any, key: str = KEY) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0,
                        websocket_base_url=server.url.replace("http://", "ws://") + "/v1")
 
 
