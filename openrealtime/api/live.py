@@ -37,7 +37,8 @@ from ..protocol.json_limits import JsonTooDeep
 from ..protocol.json_limits import loads as loads_limited
 from ..protocol.live import LiveCreateRequest, SessionStartedEvent, live_error
 from ..protocol.server_events import to_json
-from ..live.session import LiveLimits, LiveSession, check_supported
+from ..live.config import check_supported
+from ..live.session import LiveLimits, LiveSession
 from .auth import bearer_token
 from .body import read_body
 from .cluster_routing import client_host

@@ -46,10 +46,8 @@ from ..protocol.client_events import ClientEventBase
 from ..protocol.errors import ProtocolError
 from ..protocol.live import (
     APPENDED,
-    DEFAULT_VOICE,
     MAX_APPEND_TOKENS,
     MAX_FIXTURE_S,
-    ClientDelegation,
     CloseReason,
     CommentaryAppendEvent,
     DelegationCreatedEvent,
@@ -57,7 +55,6 @@ from ..protocol.live import (
     FixturePlayedEvent,
     FixturePlayEvent,
     FixturePlayingEvent,
-    HostedTool,
     InfoEvent,
     InputAudioAppendEvent,
     InputAudioMutedEvent,
@@ -65,17 +62,14 @@ from ..protocol.live import (
     InputAudioUnmutedEvent,
     InputTranscriptDeltaEvent,
     InstructionsAppendEvent,
-    LiveCustomVoice,
     LiveEvent,
     LivePcm,
-    LiveMcpTool,
     LiveSessionConfig,
     LiveSessionResource,
     MediaSessionConfig,
     OutputAudioDeltaEvent,
     OutputTranscriptDeltaEvent,
     ResponseEventEnvelope,
-    ResponsesConfig,
     ResponsesDelegation,
     SessionClosedEvent,
     SessionStartedEvent,
@@ -88,35 +82,17 @@ from ..protocol.live import (
     live_error,
     parse_live_event,
 )
-from ..protocol.session import (
-    AudioConfig,
-    AudioInput,
-    AudioOutput,
-    CustomVoice,
-    FunctionTool,
-    RealtimeSessionConfig,
-    ServerVad,
-    TranscriptionConfig,
-)
 from ..runtime import ModelRuntime
 from ..session.engine import SessionEngine, SessionLimits
 from ..session.events import EventBus
 from ..session.transport import OutputAudio
-from ..session.voices import check_voice
 from .audio import PacedOutput, ReflectedOutput, decode_input, encode_output
 from .backend import ResponsesBackend, task_of
+from .config import DELEGATE, check_delegation, check_supported, resolve, voice_engine_config
 from .permissions import DataChannelPermissions
 
 log = logging.getLogger(__name__)
 
-DELEGATE = "delegate"
-DEFAULT_INSTRUCTIONS = ("You are a helpful, friendly voice assistant running on a self-hosted server. Answer in one "
-                        "or two short spoken sentences. Do not use markdown, lists or emoji.")
-CLIENT_DELEGATION_NOTE = ("\n\nWhen the user asks for something the application should handle (see above), call the "
-                          "`delegate` function with the task in one sentence, then wait for the application's answer.")
-RESPONSES_DELEGATION_NOTE = ("\n\nA backend assistant can do tasks you cannot (it has these tools: {tools}). When "
-                             "the user asks for one, call the `delegate` function with the task in one sentence; "
-                             "its answer will follow.")
 ACK_INSTRUCTIONS = "\n\nThe task was handed over. In a few words, tell the user you are working on it."
 COMMENTARY_NOTE = ("The application has this for the user. Say it now, briefly and keeping every fact: {content}")
 THINKING_NOTE = "Context from the application (for you; do not read it out): {content}"
@@ -209,7 +185,7 @@ class LiveSession:
             self._paced = PacedOutput(self._send_audio)
             out = self._paced
         engine_out = ReflectedOutput(out, self._reflect_output, self._output_cleared)
-        self.engine = SessionEngine(_EngineTransport(self.kind, engine_out), self._engine_config(),
+        self.engine = SessionEngine(_EngineTransport(self.kind, engine_out), voice_engine_config(self.config),
                                     models=self.models, runtime=self.runtime, egress=self.egress,
                                     limits=SessionLimits(max_duration_s=self.limits.max_duration_s,
                                                          max_event_bytes=self.limits.max_event_bytes))
@@ -227,28 +203,6 @@ class LiveSession:
             self.backend = ResponsesBackend(delegation.responses, models=self.models, runtime=self.runtime,
                                             emit=self._backend_event, answered=self._say,
                                             session_key=f"{self.id}-backend")
-
-    def _engine_config(self) -> RealtimeSessionConfig:
-        config = self.config
-        assert config is not None
-        voice = config.audio.output.voice
-        instructions = (config.instructions or "").strip() or DEFAULT_INSTRUCTIONS
-        delegation = config.delegation
-        if isinstance(delegation, ResponsesDelegation):
-            names = ", ".join(t.name + (f" ({t.description})" if t.description else "")
-                              for t in delegation.responses.tools or [] if getattr(t, "name", None)) or "none"
-            instructions += RESPONSES_DELEGATION_NOTE.format(tools=names)
-        else:
-            instructions += CLIENT_DELEGATION_NOTE
-        return RealtimeSessionConfig(
-            instructions=instructions,
-            audio=AudioConfig(input=AudioInput(transcription=TranscriptionConfig(), turn_detection=ServerVad()),
-                              output=AudioOutput(voice=CustomVoice(id=voice.id) if isinstance(voice, LiveCustomVoice)
-                                                 else voice)),
-            tools=[FunctionTool(name=DELEGATE, description="Hand a task to the application's backend; its answer "
-                                "follows.", parameters={"type": "object", "properties": {"task": {
-                                    "type": "string", "description": "The task, in one sentence."}},
-                                    "required": ["task"]})])
 
     def _engine_send(self, kind: str, **fields: Any) -> None:
         assert self.engine is not None
@@ -669,63 +623,6 @@ class LiveSession:
             return
         _kind, params = self._speech.pop(0)
         self._engine_send("response.create", response=params)
-
-
-def resolve(config: LiveSessionConfig, kind: str) -> LiveSessionConfig:
-    """The configuration with the server's defaults filled (voice, WebSocket format, delegation)."""
-    data = config.model_dump(exclude_none=True, exclude={"idle_timeout_s", "wake_policy"})
-    audio = data.setdefault("audio", {})
-    audio.setdefault("output", {}).setdefault("voice", DEFAULT_VOICE)
-    if kind == "websocket":
-        audio.setdefault("format", {"type": "audio/pcm", "rate": 24000})
-    delegation = data.setdefault("delegation", {"type": "client"})
-    delegation.setdefault("acknowledgement_delay_ms", 0)
-    data.setdefault("store", False)
-    return LiveSessionConfig.model_validate(data)
-
-
-def check_supported(config: LiveSessionConfig, kind: str, models: Any) -> None:
-    """Refuse, naming the field, what this server cannot do for a session on `kind` ("websocket" | "webrtc")."""
-    audio = config.audio
-    if kind == "webrtc" and audio is not None and audio.format is not None:
-        raise ProtocolError("WebRTC sessions negotiate their audio format in SDP: leave out audio.format.",
-                            code="invalid_value", param="session.audio.format")
-    if kind == "websocket" and config.client is not None:
-        raise ProtocolError("session.client (data channel permissions) applies to WebRTC sessions only.",
-                            code="invalid_value", param="session.client")
-    if audio is not None and audio.output is not None and isinstance(audio.output.voice, LiveCustomVoice):
-        check_voice(CustomVoice(id=audio.output.voice.id), models, param="session.audio.output.voice")
-    if config.store:
-        raise ProtocolError("Stored sessions (recordings and forks) are not available on this server yet; "
-                            "leave store unset or false.", code="unsupported_value", param="session.store")
-    if config.triggers:
-        raise ProtocolError("Decisions triggers are not available on this server yet.",
-                            code="unsupported_triggers", param="session.triggers")
-    check_delegation(config.delegation)
-
-
-def check_delegation(delegation: Any, *, param: str = "session.delegation") -> None:
-    """Refuse, naming the field, what this server cannot do for a delegation."""
-    if delegation is None or isinstance(delegation, ClientDelegation):
-        return
-    if not isinstance(delegation, ResponsesDelegation):
-        raise ProtocolError("Decisions delegation is not available on this server yet; use 'client' or "
-                            "'responses'.", code="unsupported_delegation", param=f"{param}.type")
-    responses: ResponsesConfig = delegation.responses
-    for index, tool in enumerate(responses.tools or []):
-        if isinstance(tool, HostedTool):
-            raise ProtocolError(f"The hosted tool '{tool.type}' runs on OpenAI's servers and is not available "
-                                "here; give the backend function tools (your application runs them).",
-                                code="unsupported_tool", param=f"{param}.responses.tools[{index}]")
-        if isinstance(tool, LiveMcpTool):
-            raise ProtocolError("MCP tools are not available in Live responses delegation on this server yet; "
-                                "use function tools.", code="unsupported_tool",
-                                param=f"{param}.responses.tools[{index}]")
-    choice = responses.tool_choice
-    if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
-        raise ProtocolError(f"tool_choice '{choice.get('type')}' is not available here: use 'auto', 'none', "
-                            "'required', a function or allowed_tools.", code="unsupported_tool",
-                            param=f"{param}.responses.tool_choice")
 
 
 def _no_decisions() -> ProtocolError:
