@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import ids
-from ..engines.base import ChatRequest, Finished, TextDelta, ToolCallDelta
+from ..engines.base import ChatRequest, Finished, SessionAware, TextDelta, ToolCallDelta
 from ..protocol.errors import ProtocolError
 from ..protocol.live import LiveFunctionTool, ResponsesConfig
 from ..runtime import ModelRuntime
@@ -128,6 +128,12 @@ class ResponsesBackend:
         self._cancel.set()
         if self._task is not None:
             self._task.cancel()
+        llm = getattr(self.models, "llm", None)
+        if isinstance(llm, SessionAware):  # the local LLM keeps the backend conversation's prompt state
+            try:
+                llm.forget_session(self._session_key)
+            except Exception:  # the session is closing either way
+                log.exception("live backend %s could not drop its LLM prompt state", self._session_key)
 
     # ---- one response ------------------------------------------------------------------------
     def _start(self, delegation_id: str | None, response_id: str) -> None:
