@@ -2,7 +2,8 @@
 
 The answer takes the first codec of the caller's audio section that we implement (PCMU/8000,
 PCMA/8000), adds `telephone-event/8000` when offered, answers RTP/SAVP(F) with our own key for the
-first crypto suite we know (AES_CM_128_HMAC_SHA1_80 or _32; MKI and session parameters refused),
+first crypto suite we know (AES_CM_128_HMAC_SHA1_80 or _32; MKI and session parameters refused; keys
+offered on RTP/AVP, "best effort" SRTP, are taken too),
 mirrors the caller's direction (hold: `sendonly` / `inactive` / `c=0.0.0.0` → we stop sending), and
 rejects every other m= section with port 0. `SdpError` carries the SIP status to answer (488).
 """
@@ -245,12 +246,11 @@ def _plan(offer: SessionDescription, media: MediaSection, keep_codec: str | None
     if chosen is None:
         reasons.append("no common codec (PCMU/8000, PCMA/8000)")
         return None
-    remote_crypto = None
-    if secure:
-        remote_crypto = next((c for c in map(parse_crypto, media.crypto) if c is not None), None)
-        if remote_crypto is None:
-            reasons.append("RTP/SAVP without a usable a=crypto (AES_CM_128_HMAC_SHA1_80/32 inline key)")
-            return None
+    # SDES keys on RTP/SAVP, or on RTP/AVP ("best effort" SRTP, as baresip and some PBXes offer it)
+    remote_crypto = next((c for c in map(parse_crypto, media.crypto) if c is not None), None)
+    if secure and remote_crypto is None:
+        reasons.append("RTP/SAVP without a usable a=crypto (AES_CM_128_HMAC_SHA1_80/32 inline key)")
+        return None
     host = media.connection or offer.connection
     if host is None:
         raise SdpError("no c= line", 400)

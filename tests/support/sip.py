@@ -8,6 +8,8 @@ SDK only, and real SIP peers (SIPp from Debian's sip-tester, baresip) run as ext
 * `phone_server()`: that app and an in-process server (echo engine unless told otherwise) with
   `--sip-port` on a free port, `--webhook-url` pointing at the app; yields a `Phone`.
 * `Sipp`: a SIPp scenario from tests/sip/scenarios (with `$name` placeholders filled) run against it.
+* `Softphone`: baresip, headless (aufile plays a WAV as the microphone, sndfile records what it hears),
+  dialling the server once.
 * `rtp_pcap`: G.711 RTP packets of some audio written as a pcap SIPp can play (`play_pcap_audio`).
 """
 
@@ -20,6 +22,7 @@ import socket
 import string
 import struct
 import threading
+import wave
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -108,18 +111,14 @@ async def phone_server(**overrides):
         settings = {"engine": "echo", "echo_delay_s": 0.2, "sip_port": sip_port, "webhook_url": url,
                     "webhook_secret": secret, "api_keys": [API_KEY]}
         settings.update(overrides)
-        async with embedded_server(server_settings(**settings), **_shared(settings)) as server:
+        shared = {key: settings.pop(key) for key in ("models", "runtime") if key in settings}  # a loaded stack
+        async with embedded_server(server_settings(**settings), **shared) as server:
             app.base_url = server.url + "/v1"
             client = AsyncOpenAI(api_key=API_KEY, base_url=server.url + "/v1", webhook_secret=secret, max_retries=0)
             try:
                 yield Phone(server, app, client, sip_port)
             finally:
                 await client.close()
-
-
-def _shared(settings: dict) -> dict:
-    shared = {key: settings.pop(key) for key in ("models", "runtime") if key in settings}
-    return shared
 
 
 class Sipp:
@@ -196,4 +195,79 @@ def rtp_pcap(path: Path, samples_8k: np.ndarray, *, law: str = "pcmu", payload_t
         usec = n * 20000
         out += struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000, len(frame), len(frame)) + frame
     path.write_bytes(bytes(out))
+    return path
+
+
+BARESIP_CONFIG = """poll_method\tepoll
+sip_listen\t127.0.0.1:{port}
+audio_player\taubridge,nil
+audio_alert\taubridge,nil
+audio_source\taufile,{wav}
+module_path\t/usr/lib/baresip/modules
+module\tg711.so
+module\taufile.so
+module\taubridge.so
+module\tsndfile.so
+module\tsrtp.so
+module_app\taccount.so
+module_app\tmenu.so
+snd_path\t{dir}
+"""
+
+
+class Softphone:
+    """baresip calling `sip:proj@127.0.0.1:PORT` once with `wav` (mono, 8 kHz, 16-bit) as its microphone.
+    `mediaenc`: "srtp-mand" (RTP/SAVP with SDES keys), "srtp" (keys offered on RTP/AVP) or None."""
+
+    def __init__(self, tmp: Path, wav: Path, *, codec: str = "PCMU", mediaenc: str | None = "srtp-mand") -> None:
+        self.dir = tmp / "baresip"
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "config").write_text(BARESIP_CONFIG.format(port=free_port(kind=socket.SOCK_DGRAM), wav=wav,
+                                                               dir=self.dir))
+        account = f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codec}"
+        (self.dir / "accounts").write_text(account + (f";mediaenc={mediaenc}" if mediaenc else "") + "\n")
+        self.log = self.dir / "baresip.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def dial(self, sip_port: int, *, seconds: float) -> "Softphone":
+        """Call, and quit after `seconds` (or when the call ends: aufile's end of file hangs up)."""
+        self.process = await asyncio.create_subprocess_exec(
+            BARESIP or "baresip", "-f", str(self.dir), "-e", f"/dial sip:proj@127.0.0.1:{sip_port}",
+            "-t", str(int(seconds)), stdin=asyncio.subprocess.DEVNULL, stdout=self.log.open("wb"),
+            stderr=asyncio.subprocess.STDOUT)
+        return self
+
+    async def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def quit(self, timeout: float = 10.0) -> None:
+        """SIGTERM: baresip ends its calls and closes its recordings."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.process.kill()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    def heard(self) -> np.ndarray:
+        """What the softphone played out (its decoder's output, int16 at 8 kHz)."""
+        dumps = sorted(self.dir.glob("dump-*-dec.wav"))
+        assert dumps, f"baresip recorded nothing: {self.log.read_text(errors='replace')[-2000:]}"
+        with wave.open(str(dumps[-1])) as w:
+            return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def phone_wav(path: Path, samples_8k: np.ndarray, *, pad_after_s: float = 0.0) -> Path:
+    """A mono 16-bit 8 kHz WAV (a softphone's microphone), with silence after."""
+    audio = np.concatenate([samples_8k.astype("<i2"), np.zeros(int(8000 * pad_after_s), dtype="<i2")])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(audio.tobytes())
     return path

@@ -63,6 +63,9 @@ def test_sdes_srtp():
     assert plan.local_crypto.suite == "AES_CM_128_HMAC_SHA1_32" and plan.local_crypto.key != plan.remote_crypto.key
     answer = result.answer(address="198.51.100.1", port=30000, origin=Origin())
     assert "m=audio 30000 RTP/SAVP 0" in answer and "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:" in answer
+    best_effort = negotiate(offer("audio 4000 RTP/AVP 0", f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}"))
+    assert best_effort.plan.security == "srtp" and best_effort.plan.proto == "RTP/AVP"
+    assert negotiate(offer("audio 4000 RTP/AVP 0", "a=crypto:1 F8_128_HMAC_SHA1_80 inline:" + KEY)).plan.security == "rtp"
     for bad in ("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + KEY + "|2^20|1:4",  # an MKI
                 "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ="):  # a short key
         with pytest.raises(SdpError):
