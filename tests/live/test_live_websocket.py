@@ -6,7 +6,6 @@ appends, session.update, fixtures and usage."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 
