@@ -22,6 +22,10 @@ p50(N) / p50(1) within this run, which compare across runs on
 this shared machine where absolute figures do not (its speed varies; `uptime` before and after is
 printed). Target (issue 20, 2-core machine): 3 simultaneous talkers p50 ≤ 1.5× one talker's.
 
+With `--compare`, each N runs twice, alternating which goes first: "batched" (the language model's
+stage as wide as it declares, as the server sizes it) and "one at a time" (1 wide: one reply at a
+time, as before batching), so the two compare within one run.
+
 With `--llm-url` (or `--stt-url`, `--tts-url`) that stage is a shared model server instead (llama.cpp's
 server, vLLM): the same figures per N size its pool, `--llm-max-sessions` (README "Model pools").
 """
@@ -48,6 +52,7 @@ from bench.voice_latency import QUESTIONS, box_speed, pct, set_caller_priority  
 from openrealtime.api.embedded import embedded_server  # noqa: E402
 from openrealtime.audio.resample import resample  # noqa: E402
 from openrealtime.config import Settings  # noqa: E402
+from openrealtime.engines.base import concurrency  # noqa: E402
 from openrealtime.engines.stack import configured_stack, load_model_stack  # noqa: E402
 from openrealtime.observability.metrics import MODEL_STAGE_SECONDS  # noqa: E402
 from openrealtime.runtime import Runtime, call_in_model_thread  # noqa: E402
@@ -153,25 +158,25 @@ def llm_throughput(stack, n: int) -> tuple[float, float]:
 
 def report(rows: list[dict], show_answers: bool, throughput: dict[int, tuple[float, float]]) -> None:
     print()
-    print(f"{'mode':12} {'N':>2} {'answered':>8} {'p50 s':>6} {'p95 s':>6} {'×N=1':>5} {'RSS MB':>7}  "
+    print(f"{'mode':20} {'N':>2} {'answered':>8} {'p50 s':>6} {'p95 s':>6} {'×N=1':>5} {'RSS MB':>7}  "
           f"client medians after end of speech (s): {' '.join(CLIENT_STAGES)}")
     base = {r["mode"]: r["p50"] for r in rows if r["n"] == 1}
     for r in rows:
         ratio = r["p50"] / base[r["mode"]] if base.get(r["mode"]) else float("nan")
         stages = " ".join(f"{r['client'][s]:.2f}" for s in CLIENT_STAGES)
-        print(f"{r['mode']:12} {r['n']:>2} {r['answered']:>4}/{r['turns']:<3} {r['p50']:6.2f} {r['p95']:6.2f} "
+        print(f"{r['mode']:20} {r['n']:>2} {r['answered']:>4}/{r['turns']:<3} {r['p50']:6.2f} {r['p95']:6.2f} "
               f"{ratio:5.2f} {r['rss']:7.0f}  {stages}")
     print()
     print("server stage timings (calls, mean s; queueing included): " + ", ".join(SERVER_STAGES))
     for r in rows:
         parts = ", ".join(f"{stage} {count:.0f}×{mean:.2f}" for stage, (count, mean) in r["server"].items())
-        print(f"  {r['mode']:12} N={r['n']}: {parts}")
-        print(f"  {'':12}      samples: {', '.join(f'{x:.2f}' for x in r['samples'])}")
+        print(f"  {r['mode']:20} N={r['n']}: {parts}")
+        print(f"  {'':20}      samples: {', '.join(f'{x:.2f}' for x in r['samples'])}")
         for e in r["errors"]:
-            print(f"  {'':12}      talker {e['talker']} errors: {e['errors']}")
+            print(f"  {'':20}      talker {e['talker']} errors: {e['errors']}")
         if show_answers:
             for talker, question, text in r["answers"]:
-                print(f"  {'':12}      talker {talker} q{question} → {text!r}")
+                print(f"  {'':20}      talker {talker} q{question} → {text!r}")
     print()
     print("language model alone, N replies of 48 tokens at once: " + ", ".join(
         f"N={n} {rate:.1f} tok/s (first token p50 {first:.2f} s)" for n, (rate, first) in throughput.items()))
@@ -209,15 +214,22 @@ async def run(args) -> None:
             path = Path(tmp) / "questions.npz"
             np.savez(path, **{f"q{i}": q for i, q in enumerate(questions)})
             await run_talkers(server, path, 1, 1, 0.0, args.silence_ms)  # warm-up, not counted
+            widths = {"batched": concurrency(stack.llm), "one at a time": 1}
+            configs = list(widths) if args.compare else ["batched"]
             for mode in modes:
                 for n in ns:
-                    before = stage_totals()
-                    records = await run_talkers(server, path, n, args.rounds,
-                                                args.stagger_s if mode == "staggered" else 0.0, args.silence_ms)
-                    row = summarize(n, mode, records, before, stage_totals(), rss_mb())
-                    rows.append(row)
-                    print(f"  {mode} N={n}: p50 {row['p50']:.2f} s, p95 {row['p95']:.2f} s, "
-                          f"{row['answered']}/{row['turns']} answered", flush=True)
+                    for config in configs if n % 2 else configs[::-1]:  # alternating which goes first
+                        runtime.configure("llm", widths[config])  # as app.size_pools does for "batched"
+                        runtime.configure("warm", widths[config])
+                        label = mode + (f", {config}" if args.compare else "")
+                        before = stage_totals()
+                        records = await run_talkers(server, path, n, args.rounds,
+                                                    args.stagger_s if mode == "staggered" else 0.0, args.silence_ms)
+                        row = summarize(n, label, records, before, stage_totals(), rss_mb())
+                        rows.append(row)
+                        print(f"  {label} N={n}: p50 {row['p50']:.2f} s, p95 {row['p95']:.2f} s, "
+                              f"{row['answered']}/{row['turns']} answered", flush=True)
+            rows.sort(key=lambda r: (r["mode"], r["n"]))
     throughput = {n: call_in_model_thread(lambda n=n: llm_throughput(stack, n)) for n in ns}
     stack.close()
     report(rows, args.answers, throughput)
@@ -233,6 +245,9 @@ def main() -> None:
     parser.add_argument("--stagger-s", type=float, default=0.7)
     parser.add_argument("--silence-ms", type=int, default=500)
     parser.add_argument("--answers", action="store_true", help="print every answer's text")
+    parser.add_argument("--compare", action="store_true",
+                        help="each N also with the language model taking one reply at a time (its stage 1 wide, as "
+                             "before batching), alternating, in the same run")
     parser.add_argument("--deadline", type=float, default=1200)
     for stage in ("llm", "stt", "tts"):  # a shared model server's pool, measured per N (README "Model pools")
         parser.add_argument(f"--{stage}-url", default=None, help=f"the {stage} stage on this OpenAI-compatible server")

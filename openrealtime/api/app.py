@@ -31,6 +31,15 @@ from .websocket import router as websocket_router
 log = logging.getLogger("openrealtime.server")
 
 
+def size_pools(runtime: Any, models: Any) -> None:
+    """Each stage's worker pool as wide as its engine takes requests at once (engines/base.py `concurrency`);
+    "warm", the LLM's prefills while users speak, as wide as the LLM."""
+    from ..engines.base import concurrency
+
+    for stage, engine in (("asr", models.stt), ("llm", models.llm), ("warm", models.llm), ("tts", models.tts)):
+        runtime.configure(stage, concurrency(engine))
+
+
 async def _load_models(state: ServerState) -> BackendWatch | None:
     """Load and warm the model stack in a worker thread, then mark it loaded; remote stages are
     connected by a `BackendWatch` (retrying until they answer). A local model that cannot be loaded
@@ -55,15 +64,14 @@ async def _load_models(state: ServerState) -> BackendWatch | None:
             state.lifecycle.fail(str(exc))
             return None
         state.owns_models = True
-        # "warm": the LLM's prefills while users speak, one per conversation it decodes at once
-        for stage, engine in (("asr", state.models.stt), ("llm", state.models.llm), ("warm", state.models.llm),
-                              ("tts", state.models.tts)):
-            runtime.configure(stage, concurrency(engine))
+        size_pools(runtime, state.models)
         if state.models.remote:
             pools = {"stt": "asr", "llm": "llm", "tts": "tts"}
             watch = BackendWatch(state.health, state.models, on_connected=lambda stage, engine: runtime.configure(
                 pools[stage], concurrency(engine)))
             watch.start()
+    elif settings.engine == "local" and state.models is not None:
+        size_pools(runtime, state.models)  # a stack loaded beforehand (embedded servers, benches)
     state.health.loaded = True
     log.info("models loaded engine=%s advertise=%s", settings.engine,
              ",".join(a for _, a in state.ice.addresses))

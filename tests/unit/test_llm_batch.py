@@ -285,7 +285,7 @@ def test_a_full_kv_cache_evicts_idle_sessions():
         decoder.close()
 
 
-def test_while_a_reply_writes_its_first_clause_new_prompts_advance_in_small_chunks(kv, decoder, gate):
+def test_while_a_reply_writes_its_first_clause_new_prompts_wait(kv, decoder, gate):
     kv.permits = threading.Semaphore(1)  # the first reply's prompt and first token
     first = reply(decoder, "sess_1", long_answer(), max_new=URGENT_TOKENS)
     next(first.tokens())

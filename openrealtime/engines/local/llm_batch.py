@@ -9,19 +9,21 @@ and each reply samples its next token from its own row of logits with its own sa
 
 Scheduling (what a step holds), so each turn's first words come soon without stalling the others:
 - a reply's first `URGENT_TOKENS` tokens (its first clause: what its user waits for) go first: while
-  any reply is that young, new prompts advance only `PROMPT_CHUNK_URGENT` tokens per step, and replies
-  that are already speaking (their text is far ahead of the speech) get a token only every
-  `BACKGROUND_EVERY` steps — never fewer;
-- otherwise a prompt is evaluated `PROMPT_CHUNK` tokens per step while other replies are writing (a
-  step then costs ≈ 0.25 s on 2 cores with the 1.5B model), in `PROMPT_CHUNK_ALONE` while nothing else
-  runs; a step that evaluates a prompt holds every writing reply's next token too;
-- warm-ups (a user still speaking) come last, `PREFILL_CHUNK` tokens per step, and only while no
+  any reply is that young, new prompts wait (`PROMPT_CHUNK_URGENT` tokens per step) and replies that
+  are already speaking (their text is far ahead of the speech) get a token only every
+  `BACKGROUND_EVERY` steps — never fewer. A prompt waits at most `URGENT_TOKENS` steps per reply
+  ahead of it;
+- otherwise prompts are evaluated in arrival order, `PROMPT_CHUNK` tokens per step while other
+  replies are writing (a step then costs ≈ 0.25 s on 2 cores with the 1.5B model), `PROMPT_CHUNK_ALONE`
+  while nothing else runs; a step that evaluates a prompt holds every writing reply's next token too;
+- warm-ups (a user still speaking) come last, `PREFILL_CHUNK` tokens per step each, only while no
   reply is in its first clause or its prompt; a reply of the same session supersedes its warm-up.
-On a CPU the work is compute-bound, so finishing one turn's first clause before the next turn's prompt
-gives a lower median than sharing evenly; the small prompt chunks keep the next turn moving meanwhile.
-On a 2-core CPU a step of k sequences costs about k × 0.8 of one (measured: 32, 54, 77 ms for 1, 2, 3
-with the 1.5B model), so batching buys ≈ 1.25× throughput there; the larger gain is that no turn waits
-for another's whole answer. The decoder steps aside at the foreground gate (engines/foreground.py)
+On a CPU the work is compute-bound (a step of k sequences costs about k × 0.8 of one: 32, 54, 77 ms
+for 1, 2, 3 with the 1.5B model on 2 cores), so sharing the cores evenly between turns that arrive
+together delays them all; finishing one turn's first clause before the next turn's prompt gives the
+lower median (measured: trickling the next prompt in 4-token chunks made 3 simultaneous talkers'
+p50 worse, bench/README.md), and batching buys ≈ 1.25× throughput for the rest of the answers. No
+turn waits for another's whole answer. The decoder steps aside at the foreground gate (engines/foreground.py)
 before every step.
 
 KV cache: each sequence id is a `_Slot` that holds the tokens of one session's conversation at
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 URGENT_TOKENS = 8
 BACKGROUND_EVERY = 3
-PROMPT_CHUNK_URGENT = 4
+PROMPT_CHUNK_URGENT = 0
 PROMPT_CHUNK = 16
 PROMPT_CHUNK_ALONE = 128
 PREFILL_CHUNK = 4
