@@ -21,9 +21,9 @@ Scheduling (what a step holds), so each turn's first words come soon without sta
 On a CPU the work is compute-bound (a step of k sequences costs about k × 0.8 of one: 32, 54, 77 ms
 for 1, 2, 3 with the 1.5B model on 2 cores), so sharing the cores evenly between turns that arrive
 together delays them all; finishing one turn's first clause before the next turn's prompt gives the
-lower median (measured: trickling the next prompt in 4-token chunks made 3 simultaneous talkers'
-p50 worse, bench/README.md), and batching buys ≈ 1.25× throughput for the rest of the answers. No
-turn waits for another's whole answer. The decoder steps aside at the foreground gate (engines/foreground.py)
+lower median (by those costs: 4 prompt tokens trickled into each step make a first clause's steps ≈ 3×
+as long), and batching buys ≈ 1.25× throughput for the rest of the answers. No turn waits for
+another's whole answer. The decoder steps aside at the foreground gate (engines/foreground.py)
 before every step.
 
 KV cache: each sequence id is a `_Slot` that holds the tokens of one session's conversation at
