@@ -103,34 +103,9 @@ class Mic:
 
 
 def make_track(mic: Mic):
-    import av
-    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+    from media_plane import paced_opus_track  # bench/ is this script's directory
 
-    time_base = fractions.Fraction(1, 48000)
-
-    class PacketSource(MediaStreamTrack):
-        kind = "audio"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.n = 0
-            self.t0: float | None = None
-
-        async def recv(self):
-            if self.readyState != "live":
-                raise MediaStreamError
-            if self.t0 is None:
-                self.t0 = time.monotonic()
-            else:
-                delay = self.t0 + self.n * FRAME_S - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            packet = av.Packet(mic.next())
-            packet.pts, packet.time_base = self.n * 960, time_base
-            self.n += 1
-            return packet
-
-    return PacketSource()
+    return paced_opus_track(lambda _n: mic.next())
 
 
 @dataclass

@@ -60,6 +60,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,13 +221,12 @@ def _tone_packets(n: int = 50) -> list[bytes]:
     return packets[-n:]
 
 
-async def client_worker(url: str, calls: int, timeout_s: float) -> None:
+def paced_opus_track(payload: Callable[[int], bytes]):
+    """An aiortc audio track of pre-encoded Opus packets (`payload(n)`: the n-th 20 ms packet), paced at
+    real time: no client-side encoding (bench/_soak_caller.py uses it too)."""
     import av
-    import httpx
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-    tone = _tone_packets()
     time_base = fractions.Fraction(1, 48000)
 
     class PacketSource(MediaStreamTrack):
@@ -246,10 +246,19 @@ async def client_worker(url: str, calls: int, timeout_s: float) -> None:
                 delay = self.t0 + self.n * FRAME_S - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            packet = av.Packet(tone[self.n % len(tone)])
+            packet = av.Packet(payload(self.n))
             packet.pts, packet.time_base = self.n * 960, time_base
             self.n += 1
             return packet
+
+    return PacketSource()
+
+
+async def client_worker(url: str, calls: int, timeout_s: float) -> None:
+    import httpx
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    tone = _tone_packets()
 
     @dataclass
     class Call:
@@ -316,7 +325,7 @@ async def client_worker(url: str, calls: int, timeout_s: float) -> None:
         call = Call(pc)
         channel = pc.createDataChannel("oai-events")
         channel.on("message", lambda m: call.created.set() if '"session.created"' in str(m) else None)
-        pc.addTrack(PacketSource())
+        pc.addTrack(paced_opus_track(lambda n: tone[n % len(tone)]))
         pc.getTransceivers()[0].receiver._bench_call = call
 
         await pc.setLocalDescription(await pc.createOffer())
