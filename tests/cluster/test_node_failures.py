@@ -8,29 +8,8 @@ import signal
 import httpx
 
 from tests.support import wait_for
-from tests.support.cluster_calls import (AUTH, calls_listed, live_nodes_are, node_processes, packets_lost, routed,
-                                         talking_call)
-from tests.support.serve_process import ServeProcess
-
-
-async def spread_calls(via: ServeProcess, clients: list, names: set[str], at_least: int = 4) -> dict[str, str]:
-    """Talking calls through `via` until every node in `names` owns one; call id → node."""
-    listed: dict[str, str] = {}
-    while len(listed) < at_least or set(listed.values()) != names:
-        assert len(listed) < 12, f"calls not spread over {names}: {listed}"
-        await talking_call(via.url, clients)
-        listed = await calls_listed(via.url)
-    return listed
-
-
-async def talking(clients: list, ids: set[str]) -> None:
-    """The calls `ids` keep receiving audio, with no RTP packet lost."""
-    calls = [c for c in clients if c.call_id in ids]
-    before = {c.call_id: c.audio.voiced_frames for c in calls}
-    await wait_for(lambda: all(c.audio.voiced_frames > before[c.call_id] + 50 for c in calls),
-                   what="the calls go on talking")
-    for call in calls:
-        assert await packets_lost(call) == 0, call.call_id
+from tests.support.cluster_calls import (AUTH, calls_listed, live_nodes_are, node_processes, routed, spread_calls,
+                                         talking, talking_call)
 
 
 async def test_a_node_killed_mid_call_takes_only_its_calls_and_every_new_call_connects(own_redis):

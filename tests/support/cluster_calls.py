@@ -59,6 +59,26 @@ async def talking_call(base_url: str, clients: list, seconds: float = 60.0,
     return client
 
 
+async def spread_calls(via: ServeProcess, clients: list, names: set[str], at_least: int = 4) -> dict[str, str]:
+    """Talking calls through `via` until every node in `names` owns one; call id → node."""
+    listed: dict[str, str] = {}
+    while len(listed) < at_least or set(listed.values()) != names:
+        assert len(listed) < 12, f"calls not spread over {names}: {listed}"
+        await talking_call(via.url, clients)
+        listed = await calls_listed(via.url)
+    return listed
+
+
+async def talking(clients: list, ids: set[str]) -> None:
+    """The calls `ids` keep receiving audio, with no RTP packet lost."""
+    calls = [c for c in clients if c.call_id in ids]
+    before = {c.call_id: c.audio.voiced_frames for c in calls}
+    await wait_for(lambda: all(c.audio.voiced_frames > before[c.call_id] + 50 for c in calls),
+                   what="the calls go on talking")
+    for call in calls:
+        assert await packets_lost(call) == 0, call.call_id
+
+
 async def packets_lost(client: RealtimeRtcClient) -> int:
     """RTP packets the call's inbound audio lost so far (sequence gaps)."""
     report = await client.pc.getStats()

@@ -22,15 +22,19 @@ class ServeProcess:
     """`openrealtime serve --api-key KEY ARGS…` on free HTTP, UDP and TCP ports; stderr (the log) goes to a
     temporary file, read with `log()`."""
 
-    def __init__(self, *args: str, api_key: str = "sk-test", env: dict | None = None) -> None:
+    def __init__(self, *args: str, api_key: str = "sk-test", env: dict | None = None, host: str = "127.0.0.1",
+                 wrapper: tuple[str, ...] = ()) -> None:
+        """`host`: the address it serves and advertises (its own namespace's, with `wrapper`); `wrapper`: a
+        command it runs under, e.g. `ip netns exec NS` (tests/net/lan.py)."""
         self.port = free_port()
-        self.argv = [sys.executable, "-m", "openrealtime", "serve", "--port", str(self.port),
+        self.argv = [*wrapper, sys.executable, "-m", "openrealtime", "serve", "--port", str(self.port),
                      "--udp-port", str(free_port(kind=socket.SOCK_DGRAM)), "--tcp-port", str(free_port()),
-                     "--api-key", api_key, *args]
+                     "--api-key", api_key, *(("--host", host, "--advertise-ip", host) if host != "127.0.0.1" else ()),
+                     *args]
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._stderr,
                                      env={**os.environ, **(env or {})})
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.ws_url = self.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
 
     def log(self) -> str:
