@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from openrealtime.sip.message import SipParseError, parse_message
 from openrealtime.sip.sdp import SdpError, negotiate
-from tests.support import speechlike, wait_for
-from tests.support.sip import SIPP, Sipp, phone_server, rtp_pcap
+from tests.support import wait_for
+from tests.support.sip import SIPP, Sipp, phone_server, speech_pcap
 
 SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
        "m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
@@ -82,7 +82,7 @@ def test_sdp_negotiation_raises_only_its_own_error(text):
 @pytest.mark.skipif(SIPP is None, reason="needs SIPp (Debian package sip-tester)")
 async def test_a_fuzzed_server_keeps_its_other_call(tmp_path):
     async with phone_server() as phone:
-        pcap = rtp_pcap(tmp_path / "long.pcap", speechlike(20.0, rate=8000, steady=True))
+        pcap = speech_pcap(tmp_path, seconds=20.0)
         sipp = await Sipp("answered_until_bye.xml", phone.sip_port, tmp_path, pcap=pcap).start()
         try:
             incoming = await phone.app.next_call()

@@ -10,24 +10,19 @@ import asyncio
 import openai
 import pytest
 
-from tests.support import speechlike, wait_for
-from tests.support.sip import SIPP, Phone, Sipp, phone_server, rtp_pcap
+from tests.support import wait_for
+from tests.support.sip import SIPP, Phone, Sipp, phone_server, speech_pcap
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="needs SIPp (Debian package sip-tester)")
 
 DTMF_5 = "/usr/share/sip-tester/dtmf_2833_5.pcap"
-CODECS = {"PCMU": 0, "PCMA": 8}
+CODECS = {"PCMU": 0, "PCMA": 8}  # static payload types
 
 
 @pytest.fixture
 async def phone():
     async with phone_server() as p:
         yield p
-
-
-def speech_pcap(tmp_path, codec: str = "PCMU", seconds: float = 2.0):
-    return rtp_pcap(tmp_path / f"speech-{codec}.pcap", speechlike(seconds, rate=8000, steady=True),
-                    law=codec.lower(), payload_type=CODECS[codec])
 
 
 async def sideband_events(phone: Phone, call_id: str, until: str | None = None) -> tuple[list, list]:

@@ -181,6 +181,14 @@ class Sipp:
             self.process.kill()
 
 
+def speech_pcap(tmp: Path, codec: str = "PCMU", seconds: float = 2.0) -> Path:
+    """`seconds` of steady speechlike audio as a G.711 RTP pcap (PCMU: payload type 0, PCMA: 8)."""
+    from tests.support.audio import speechlike
+
+    return rtp_pcap(tmp / f"speech-{codec}-{seconds}.pcap", speechlike(seconds, rate=8000, steady=True),
+                    law=codec.lower(), payload_type=0 if codec == "PCMU" else 8)
+
+
 def rtp_pcap(path: Path, samples_8k: np.ndarray, *, law: str = "pcmu", payload_type: int = 0) -> Path:
     """20 ms G.711 RTP packets of `samples_8k` (int16 at 8 kHz) in a pcap (Ethernet/IPv4/UDP), timed 20 ms apart."""
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
