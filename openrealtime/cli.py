@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--llm-gpu-layers", type=int, default=int(_env("LLM_GPU_LAYERS", "0")),
                        help="local LLM: layers offloaded to the GPU (a CUDA/Metal build of llama-cpp-python; "
                             "-1: all) (OPENREALTIME_LLM_GPU_LAYERS)")
+    serve.add_argument("--llm-parallel", type=int, default=int(_env("LLM_PARALLEL", "4")),
+                       help="local LLM: replies decoded at once in one batch; with --max-conversations auto also "
+                            "the conversations admitted (OPENREALTIME_LLM_PARALLEL)")
     serve.add_argument("--stt-device", default=_env("STT_DEVICE", "cpu"), choices=["cpu", "cuda", "auto"],
                        help="local Whisper: where CTranslate2 runs (OPENREALTIME_STT_DEVICE)")
     serve.add_argument("--llm-no-images", action="store_true", default=_env_bool("LLM_NO_IMAGES"),
@@ -211,6 +214,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         **remote,
         tts_voice=getattr(args, "tts_voice", None),
         llm_gpu_layers=getattr(args, "llm_gpu_layers", 0),
+        llm_parallel=max(1, getattr(args, "llm_parallel", 4)),
         stt_device=getattr(args, "stt_device", "cpu"),
         llm_images=not getattr(args, "llm_no_images", False),
         host=args.host,

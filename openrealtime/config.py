@@ -58,6 +58,7 @@ class Settings:
     tts_voice: str | None = None
     # local models on a GPU build of llama.cpp / CTranslate2
     llm_gpu_layers: int = 0
+    llm_parallel: int = 4  # replies the local LLM decodes at once (engines/local/llm_batch.py)
     stt_device: str = "cpu"
     # MCP servers a session may name on internal addresses: host names and IPs/CIDRs (engines/egress.py)
     mcp_allow: list[str] = field(default_factory=list)

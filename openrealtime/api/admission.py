@@ -3,10 +3,9 @@ a new call or WebSocket session gets 429 `too_many_conversations` with `Retry-Af
 conversation slowing down.
 
 The limit (`--max-conversations`): a number, 0 for none, or `auto` (the default): with the in-process
-language model, the replies it decodes at once (the `max_concurrency` it declares, 4 for the local
-profiles: on a
-2-core machine 4 talkers at the same moment still get their first audio within ≈ 2× one talker's time,
-bench/README.md "concurrency"); with a remote language model (`--llm-url`) or the echo engine, none
+language model, the replies it decodes at once (the `max_concurrency` it declares: `--llm-parallel`, 4 by
+default; what a 2-core machine holds is in README "Many conversations on one box"); with a remote
+language model (`--llm-url`) or the echo engine, none
 (`--max-calls` still applies). Conversations are counted as live calls plus direct WebSocket sessions
 (`ServerState.live_sessions`); a sideband is part of its call.
 

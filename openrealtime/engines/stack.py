@@ -166,6 +166,7 @@ class LoadContext:
     llm_gpu_layers: int = 0
     stt_device: str = "cpu"
     gate: Any = None  # the server's foreground gate (runtime.py), for the local LLM's pause points
+    llm_parallel: int = 4  # replies the local LLM decodes at once
 
     def bytes_cb(self, stage: str):
         cb = self.assembly_progress
@@ -191,7 +192,8 @@ def _load_llm(ctx: LoadContext) -> Any:
 
     ctx.report("llm", f"loading {ctx.profile.llm}")
     return LlamaCppLLM(ctx.profile.llm, n_ctx=ctx.profile.n_ctx, n_threads=ctx.cores,
-                       n_gpu_layers=ctx.llm_gpu_layers, gate=ctx.gate, progress=ctx.bytes_cb("llm"))
+                       n_gpu_layers=ctx.llm_gpu_layers, parallel=ctx.llm_parallel, gate=ctx.gate,
+                       progress=ctx.bytes_cb("llm"))
 
 
 def _load_tts(ctx: LoadContext) -> Any:
@@ -258,6 +260,7 @@ def load_model_stack(
     stt_device: str = "cpu",
     gate: Any = None,
     warm: bool = True,
+    llm_parallel: int = 4,
 ) -> ModelStack:
     """Load (and warm) the stack of `profile`: the model loader, for every caller.
 
@@ -271,7 +274,7 @@ def load_model_stack(
     chosen = resolve_profile(profile, asr=asr, llm=llm, llm_path=llm_path, tts=tts)
     remote = dict(remote or {})
     report = StageTracker(progress)
-    ctx = LoadContext(chosen, _cores(), report, assembly_progress, llm_gpu_layers, stt_device, gate)
+    ctx = LoadContext(chosen, _cores(), report, assembly_progress, llm_gpu_layers, stt_device, gate, llm_parallel)
     started = time.monotonic()
     timings: dict[str, float] = {}
     engines: dict[str, Any] = {}
@@ -358,7 +361,8 @@ def configured_stack(settings: Any) -> dict[str, Any]:
             "llm": None if settings.llm_url else settings.llm_model or None,
             "asr": None if settings.stt_url else settings.stt_model or None,
             "tts": None if settings.tts_url else settings.tts_voice or None,
-            "llm_gpu_layers": settings.llm_gpu_layers, "stt_device": settings.stt_device}
+            "llm_gpu_layers": settings.llm_gpu_layers, "stt_device": settings.stt_device,
+            "llm_parallel": settings.llm_parallel}
 
 
 def close_loaded(loaded: list[object]) -> None:
