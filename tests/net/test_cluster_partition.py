@@ -20,10 +20,9 @@ from openrealtime.cluster.redis_store import RedisStore
 from tests.net.lan import Lan
 from tests.net.netns import NetnsUnavailable, reap_stale
 from tests.support import wait_for
-from tests.support.cluster_calls import (AUTH, SECRET, calls_listed, live_nodes_are, spread_calls, talking,
+from tests.support.cluster_calls import (AUTH, calls_listed, live_nodes_are, node_processes, spread_calls, talking,
                                          talking_call)
 from tests.support.redis_server import RedisServer
-from tests.support.serve_process import ServeProcess
 
 PLACEMENT_LEFT_S = 10.0  # issue 15: a node that stops heartbeating leaves placement within this
 
@@ -52,16 +51,9 @@ def redis(lan, tmp_path):
 
 async def test_a_node_cut_off_the_network_leaves_placement_and_every_new_call_connects(lan, redis):
     hosts = {name: lan.add_host() for name in ("n1", "n2")}
-    env = {"OPENREALTIME_REDIS_URL": f"redis://{lan.root_ip}:{redis.port}/0", "OPENREALTIME_CLUSTER_SECRET": SECRET}
-    nodes = {name: ServeProcess("--engine", "echo", "--node-id", name, "--tcp-port", "0", env=env, host=host.ip,
-                                wrapper=tuple(host.exec_argv()))
-             for name, host in hosts.items()}
-    view = RedisStore.from_url(redis.url)
-    clients: list = []
-    try:
-        for node in nodes.values():
-            await node.ready()
-        await wait_for(lambda: live_nodes_are(view, {"n1", "n2"}), timeout=30, what="both nodes registered")
+    async with node_processes(redis, *hosts, redis_url=f"redis://{lan.root_ip}:{redis.port}/0",
+                              placed=lambda name: {"host": hosts[name].ip, "wrapper": tuple(hosts[name].exec_argv())}
+                              ) as (nodes, view, clients):
         listed = await spread_calls(nodes["n1"], clients, {"n1", "n2"}, at_least=2)
         on_n1 = {c for c, n in listed.items() if n == "n1"}
         on_n2 = {c for c, n in listed.items() if n == "n2"}
@@ -86,25 +78,11 @@ async def test_a_node_cut_off_the_network_leaves_placement_and_every_new_call_co
         assert "cluster store unreachable node=n2" in log and "cluster node re-registered node=n2" in log, log[-3000:]
         for call_id in on_n2:
             await wait_for(lambda: _owner_is(view, call_id, "n2"), timeout=15, what=f"{call_id} mapped to n2 again")
-        await _talk_again(clients, on_n2)
+        await talking(clients, on_n2, lossless=False)  # they lost what was sent during the cut
         async with httpx.AsyncClient(timeout=10) as http:
             hung = await http.post(f"{nodes['n1'].url}/v1/realtime/calls/{next(iter(on_n2))}/hangup", headers=AUTH)
         assert hung.status_code == 200, hung.text
-    finally:
-        for client in clients:
-            await client.close()
-        for node in nodes.values():
-            node.kill()
-        await view.close()
-
 
 async def _owner_is(view: RedisStore, call_id: str, node: str) -> bool:
     return await view.call_node(call_id) == node
 
-
-async def _talk_again(clients: list, ids: set[str]) -> None:
-    """The calls `ids` (which lost what was sent during the cut) receive audio again."""
-    calls = [c for c in clients if c.call_id in ids]
-    before = {c.call_id: c.audio.voiced_frames for c in calls}
-    await wait_for(lambda: all(c.audio.voiced_frames > before[c.call_id] + 50 for c in calls),
-                   what="n2's calls talk again")
