@@ -10,7 +10,8 @@
 * caller_process.py: a WebRTC caller in a process of its own (`python -m tests.support.caller_process`);
 * serve_process.py: `openrealtime serve` as a real process (signals, exit codes, its log);
 * redis_server.py: a real `redis-server` on a free port, to kill and start again (cluster tests).
-* cluster_calls.py: talking aiortc calls, their RTP loss, the call list and cluster gauges (cluster tests).
+* cluster_calls.py: node processes on one Redis, talking aiortc calls, their RTP loss, the call list and
+  cluster gauges (cluster tests; tests/net/lan.py puts nodes on a LAN of network namespaces).
 
 Import from here (`from tests.support import wait_for, server_settings`) or from the module.
 """
