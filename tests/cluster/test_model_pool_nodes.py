@@ -1,11 +1,15 @@
 """The shared model pool across real node processes on a real redis-server (`--llm-max-sessions 2` on
 each): sessions on either node count against the one pool, a full pool refuses new sessions and calls
 on every node with 429 `model_capacity_exceeded`, a session that ends gives its lease back at once, and
-the leases of a node killed with SIGKILL expire so that the pool admits again by itself."""
+the leases of a node killed with SIGKILL expire so that the pool admits again by itself. The same pool
+on one host's `--workers 2` and their SQLite store: calls on both workers count, and a killed worker's
+leases leave with it."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from contextlib import AsyncExitStack
 
 import httpx
@@ -15,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 
 from openrealtime.cluster.model_pools import ModelPools
 from tests.support import wait_for, ws_event
-from tests.support.cluster_calls import AUTH, node_processes
+from tests.support.cluster_calls import AUTH, calls_listed, node_pid, node_processes, talking_call
 from tests.support.serve_process import ServeProcess
 
 LIMIT = ("--llm-max-sessions", "2")
@@ -76,3 +80,34 @@ async def test_a_killed_nodes_leases_expire_and_the_pool_admits_again(own_redis)
 
 async def _leases_are(view, n: int) -> bool:
     return await view.lease_count(POOL) == n
+
+
+async def test_workers_share_the_pool_and_a_killed_workers_leases_leave_with_it():
+    host = ServeProcess("--workers", "2", "--engine", "echo", "--udp-port", "0", "--tcp-port", "0", *LIMIT)
+    clients: list = []
+    try:
+        await host.ready()
+        calls = [await talking_call(host.url, clients) for _ in range(2)]  # placed one on each worker
+        listed = await calls_listed(host.url)
+        assert len(set(listed.values())) == 2, listed
+        assert (await refused(host))["code"] == "model_capacity_exceeded"
+        async with httpx.AsyncClient(timeout=10) as http:
+            resp = await http.post(host.url + "/v1/realtime/calls", content=b"v=0\r\n",
+                                   headers={**AUTH, "Content-Type": "application/sdp"})
+        assert resp.status_code == 429 and resp.json()["error"]["code"] == "model_capacity_exceeded", resp.text
+        victim = listed[calls[0].call_id]
+        os.kill(node_pid(victim, host.log()), signal.SIGKILL)  # the supervisor removes it from the store
+        async with AsyncExitStack() as stack:
+            await wait_for(lambda: _admits(stack, host), timeout=30, what="the pool admits again")
+    finally:
+        for client in clients:
+            await client.close()
+        host.kill()
+
+
+async def _admits(stack: AsyncExitStack, node: ServeProcess) -> bool:
+    try:
+        await session(stack, node)
+    except InvalidStatus:
+        return False
+    return True

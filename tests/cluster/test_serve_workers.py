@@ -13,14 +13,8 @@ import httpx
 
 from openrealtime.cluster.redis_store import RedisStore
 from tests.support import wait_for
-from tests.support.cluster_calls import AUTH, calls_listed, packets_lost, serving_nodes, talking_call
+from tests.support.cluster_calls import AUTH, calls_listed, node_pid, packets_lost, serving_nodes, talking_call
 from tests.support.serve_process import ServeProcess
-
-
-def node_pid(node_id: str, log: str) -> int:
-    """The pid of the worker running `node_id`, from the supervisor's log (the latest start)."""
-    starts = [line for line in log.splitlines() if "worker started" in line and f"node={node_id} " in line]
-    return int(starts[-1].split("pid=")[1].split()[0])
 
 
 async def test_workers_share_the_port_spread_calls_and_survive_one_being_killed():

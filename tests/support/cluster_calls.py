@@ -46,6 +46,12 @@ async def node_processes(redis, *names: str, extra: tuple[str, ...] = (), redis_
         await view.close()
 
 
+def node_pid(node_id: str, log: str) -> int:
+    """The pid of the worker running `node_id`, from its `--workers` supervisor's log (the latest start)."""
+    starts = [line for line in log.splitlines() if "worker started" in line and f"node={node_id} " in line]
+    return int(starts[-1].split("pid=")[1].split()[0])
+
+
 async def live_nodes_are(view: RedisStore, names: set[str]) -> bool:
     """The store's live, ready nodes are exactly `names`."""
     return {n.node_id for n in await view.live_nodes() if n.ready} == names
