@@ -6,9 +6,11 @@ pauses at once (the agent falls silent at the VAD's first voiced frames), and th
 
 - The voice goes on for `CONFIRM_MS`: real speech. The held events go to the session in order
   (`speech_started` first: the response is cancelled and its item truncated at what was heard).
+- After `EARLY_LOOK_MS` of voice its words so far are transcribed: "wait", "stop", "sorry" and the like,
+  or four words and more (turn_text.py `takes_the_turn`), confirm it at once.
 - The sound stops sooner (`BLIP_END_MS` of silence): shorter than `MIN_WORD_MS` of voice, it was noise;
-  otherwise its words are transcribed: none, or only a listener's words ("mm-hm", "yeah", "okay";
-  turn_text.py) is noise; anything else ("stop", "wait") is real speech.
+  otherwise its words are transcribed and judged the same way: a listener's "mm-hm", "yeah", "okay" (which
+  Whisper may hear as one to three other words), a cough or nothing at all is noise.
 - Noise: the playout resumes where it paused, the held events are dropped (the client never hears of
   them) and the turn detector starts over.
 
@@ -26,11 +28,12 @@ from typing import Any
 from ..engines.base import Transcript
 from .speech_input import SpeechInput
 from .turn_detection import SpeechStarted
-from .turn_text import is_backchannel
+from .turn_text import takes_the_turn
 
 log = logging.getLogger(__name__)
 
 CONFIRM_MS = 700  # this much voice is an interruption, whatever it says (backchannels are shorter)
+EARLY_LOOK_MS = 300  # this much voice is transcribed to find an interruption early
 BLIP_END_MS = 200  # this much silence ends a short sound
 MIN_WORD_MS = 120  # less voice than this is a click or a knock: no words to transcribe
 
@@ -42,6 +45,7 @@ class _Held:
     voice_start_ms: float
     events: list[object] = field(default_factory=list)
     checking: asyncio.Task | None = None  # transcribing the sound
+    looked: bool = False  # its first words were transcribed (EARLY_LOOK_MS)
     checked_upto_ms: float = 0.0  # voice end of the sound being transcribed
 
 
@@ -93,14 +97,21 @@ class BargeInGate:
             self._confirm()
             return
         ended = not turn.speaking or now - turn.last_voice_end_ms >= BLIP_END_MS
-        if not ended or held.checking is not None:
+        if held.checking is not None:
+            return
+        if not ended:
+            if not held.looked and voiced >= EARLY_LOOK_MS and self._transcribe is not None:
+                held.looked = True
+                held.checking = self._spawn(self._check(held, self._heard_so_far(held), early=True))
             return
         if voiced < MIN_WORD_MS or self._transcribe is None:
             self._dismiss("no words" if voiced < MIN_WORD_MS else "short, no speech-to-text")
             return
         held.checked_upto_ms = turn.last_voice_end_ms
-        pcm = self._speech.buffer.peek(int(held.voice_start_ms) - 100, int(now))
-        held.checking = self._spawn(self._check(held, pcm))
+        held.checking = self._spawn(self._check(held, self._heard_so_far(held)))
+
+    def _heard_so_far(self, held: _Held) -> bytes:
+        return self._speech.buffer.peek(int(held.voice_start_ms) - 100, int(self._speech.clock_ms))
 
     def drop(self) -> None:
         """The client took over the input (commit, clear): forget the held turn, let the agent go on."""
@@ -112,7 +123,7 @@ class BargeInGate:
         if held is not None and held.checking is not None:
             held.checking.cancel()
 
-    async def _check(self, held: _Held, pcm: bytes) -> None:
+    async def _check(self, held: _Held, pcm: bytes, *, early: bool = False) -> None:
         try:
             text = (await self._transcribe(pcm)).text if self._transcribe is not None else ""
         except Exception:  # noqa: BLE001 - cannot tell: the user did make a sound the VAD took for speech
@@ -121,12 +132,12 @@ class BargeInGate:
         if self._held is not held:  # confirmed by its length meanwhile, or dropped
             return
         held.checking = None
-        if text is not None and is_backchannel(text):
+        if text is None or takes_the_turn(text):
+            self._confirm()
+        elif not early:
             if self._speech.turn.last_voice_end_ms > held.checked_upto_ms:
                 return  # more sound came meanwhile: judged again when it ends
             self._dismiss(f"heard {text.strip()!r}")
-        else:
-            self._confirm()
 
     def _confirm(self) -> None:
         held, self._held = self._held, None

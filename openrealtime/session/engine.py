@@ -351,10 +351,12 @@ class SessionEngine:
         asr = self.speculator.transcript(start_ms, speech_end_ms)
         if asr is None:
             return
+        self.speech.expect_text(speech_end_ms)
 
         def heard(job: asyncio.Future) -> None:
-            if not self.closed and not job.cancelled() and job.exception() is None:
-                self.speech.heard(speech_end_ms, job.result().text)
+            if not self.closed:
+                ok = not job.cancelled() and job.exception() is None
+                self.speech.heard(speech_end_ms, job.result().text if ok else None)
 
         asr.add_done_callback(heard)
 

@@ -134,8 +134,13 @@ class SpeechInput:
         if self._denoise is not None:
             self._denoise.discard()
 
-    def heard(self, speech_end_ms: int, text: str) -> None:
-        """The transcript of the speech before the pause that ended speech at `speech_end_ms` (semantic_vad)."""
+    def expect_text(self, speech_end_ms: int) -> None:
+        """A transcript of the speech before this pause is on its way (semantic_vad)."""
+        self.turn.expect_text(speech_end_ms)
+
+    def heard(self, speech_end_ms: int, text: str | None) -> None:
+        """The transcript of the speech before the pause that ended speech at `speech_end_ms` (semantic_vad;
+        None: the transcription failed)."""
         if not self._closed:
             self._deliver(self.turn.heard(speech_end_ms, text, self.clock_ms))
 

@@ -7,8 +7,8 @@ full stop and drops most fillers, so punctuation says little; the last word says
 semantic turn detection (turn_detection.py) beside the end-of-turn model, which hears prosody but is
 sometimes fooled by a pause after a function word.
 
-`is_backchannel(text)`: a short sound while the agent speaks says nothing but "mm-hm", "yeah", "okay"
-(or no words at all): barge-in hygiene (barge_in.py) lets the agent go on.
+`takes_the_turn(text)`: a short sound while the agent speaks is an interruption ("wait", "stop", or four
+words and more), not a listener's "mm-hm", "yeah", "okay" or a cough (barge_in.py lets the agent go on).
 """
 
 from __future__ import annotations
@@ -39,14 +39,21 @@ BACKCHANNELS = frozenset("""
 mm mmm mhm mmhm hm hmm uh huh um ah oh ooh aha yeah yea yes yep yup ya ok okay kay right
 sure alright all i see got it cool nice great wow true totally exactly indeed really thank thanks you
 """.split())
+# words that take the turn even in a short utterance ("Wait!", "Stop.", "Sorry, no")
+INTERRUPTING = frozenset("""
+stop wait hold hang no nope sorry excuse actually but hey listen pause repeat again cancel enough quiet shut
+""".split())
 _NOTE = re.compile(r"[\[(*][^\])*]*[\])*]")
 
 
-def is_backchannel(text: str) -> bool:
-    """Whether a short utterance is only a listener's "mm-hm" / "yeah" / "okay" (or no words at all: a
-    cough, a breath, a click), not an attempt to take the turn."""
-    words = _WORD.findall(_NOTE.sub(" ", text.lower()))  # "mm-hmm" is two words, "mm" and "hmm"
-    return all(word.strip("'") in BACKCHANNELS for word in words)
+def takes_the_turn(text: str) -> bool:
+    """Whether a short utterance heard while the agent speaks is an interruption: it says "wait", "stop",
+    "sorry" and the like, or more words than a listener's murmur (Whisper turns a murmur into one to three
+    words of something: "mm-hmm" came back as "In my mom.")."""
+    words = [w.strip("'") for w in _WORD.findall(_NOTE.sub(" ", text.lower()))]
+    if any(w in INTERRUPTING for w in words):
+        return True
+    return len([w for w in words if w not in BACKCHANNELS]) >= 4
 
 
 def last_word(text: str) -> str | None:

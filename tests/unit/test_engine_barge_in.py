@@ -2,7 +2,7 @@
 a click or a listener's "mm-hm" pauses its playout and then lets it go on, without a single event; real
 speech, long or short, interrupts as OpenAI's turn detection does."""
 
-from openrealtime.session.barge_in import CONFIRM_MS
+from openrealtime.session.barge_in import CONFIRM_MS, EARLY_LOOK_MS
 from tests.support import ScriptedLlm, ScriptedStt, silence, speech
 from tests.unit.test_engine_turns import feed, make_engine
 
@@ -37,7 +37,7 @@ async def test_a_backchannel_pauses_the_agent_then_lets_it_go_on():
     await feed(engine, speech(400))
     assert t.play(5) == 0, "the playout paused at the first voiced frames"
     await feed(engine, silence(300))
-    assert stt(engine).calls == calls + 1, "the sound's words were checked"
+    assert stt(engine).calls == calls + 2, "its first words, then all of it, were checked"
     assert t.events[before:] == [], "no event at all: no speech_started, no cancel, no commit"
     assert t.play(5) == 5, "the agent goes on where it paused"
     assert engine.stats["barge_ins_ignored"] == 1 and engine.stats["barge_ins"] == 0
@@ -74,10 +74,19 @@ async def test_a_short_command_interrupts_once_its_words_are_heard():
 async def test_long_speech_interrupts_without_waiting_for_its_end():
     engine, t = talking_engine()
     await agent_speaking(engine, t)
-    calls = stt(engine).calls
+    stt(engine).text = "Hmm."  # whatever it says: this much voice is not a murmur
     await feed(engine, speech(CONFIRM_MS + 100))
     assert t.of("output_audio_buffer.cleared") and len(t.of("input_audio_buffer.speech_started")) == 2
-    assert stt(engine).calls == calls, "no transcription needed to confirm"
+    assert engine.stats["barge_ins_confirmed"] == 1
+
+
+async def test_words_that_take_the_turn_interrupt_before_the_speech_ends():
+    engine, t = talking_engine()
+    await agent_speaking(engine, t)
+    stt(engine).text = "Wait, I"
+    await feed(engine, speech(EARLY_LOOK_MS + 100))
+    assert t.of("output_audio_buffer.cleared"), "confirmed by its first words, still speaking"
+    assert len(t.of("input_audio_buffer.speech_started")) == 2
 
 
 async def test_without_interrupt_response_nothing_is_held_or_paused():

@@ -17,6 +17,8 @@ from openrealtime.session.turn_detection import (
 from openrealtime.session.turn_text import ends_mid_sentence
 
 FRAME = 32
+AUTO = EAGERNESS["auto"]
+FIRST_SCORE = -(-AUTO.score_at_ms[0] // FRAME) * FRAME  # the silence at which the first score is asked for
 
 
 class Script:
@@ -61,14 +63,15 @@ def test_a_confident_model_ends_the_turn_after_the_minimum_silence():
     s.quiet(320)
     s.speak(800)
     speech_end = s.t
-    s.quiet(160)
+    s.quiet(FIRST_SCORE)
     assert len(s.asked()) == 1 and s.asked()[0].speech_end_ms == speech_end, "scored at the first pause"
     assert s.of(SilenceBegan), "the transcription starts before the score"
+    assert FIRST_SCORE < AUTO.min_silence_ms
     s.score(0.93)
     assert len(s.of(TurnComplete)) == 1 and not s.of(SpeechStopped), "the answer may start; no commit yet"
-    s.quiet(96)
+    s.quiet(AUTO.min_silence_ms)
     (stopped,) = s.of(SpeechStopped)
-    assert 0 <= s.at(SpeechStopped)[0] - speech_end - EAGERNESS["auto"].min_silence_ms < FRAME
+    assert 0 <= s.at(SpeechStopped)[0] - speech_end - AUTO.min_silence_ms < FRAME
     assert stopped.speech_end_ms == speech_end and stopped.audio_end_ms == s.at(SpeechStopped)[0]
     assert stopped.audio_start_ms == s.of(SpeechStarted)[0].audio_start_ms
     assert not s.turn.speaking
@@ -86,7 +89,7 @@ def test_a_late_score_commits_at_once():
 def test_an_unsure_model_waits_for_the_words():
     s = Script()
     s.speak()
-    s.quiet(160)
+    s.quiet(FIRST_SCORE)
     s.score(0.4)
     s.quiet(200)
     assert not s.of(TurnComplete) and not s.of(SpeechStopped), "undecided: keep listening"
@@ -98,15 +101,40 @@ def test_words_that_stop_mid_sentence_keep_the_turn_open_until_the_maximum_wait(
     s = Script()
     s.speak()
     speech_end = s.t
-    s.quiet(160)
+    s.quiet(FIRST_SCORE)
     s.score(0.95)  # fooled by a pause after a function word
     s.hear("I'd like to order a large pizza with.")  # arrives before the minimum silence
+    s.quiet(320)
+    s.score(0.97)
     s.quiet(3000)
     assert not s.of(SpeechStopped), "incomplete: no commit at the minimum silence"
-    assert len(s.asked()) == len(EAGERNESS["auto"].score_at_ms), "one score per scoring point"
+    assert len(s.asked()) == len(AUTO.score_at_ms), "one score per scoring point"
     s.quiet(1100)
     assert s.at(SpeechStopped)[0] - speech_end >= EAGERNESS["auto"].max_wait_ms
     assert s.at(SpeechStopped)[0] - speech_end < EAGERNESS["auto"].max_wait_ms + FRAME
+
+
+def test_a_transcript_on_its_way_outranks_a_confident_model():
+    s = Script()
+    s.speak()
+    s.quiet(64)
+    s.turn.expect_text(s.of(SilenceBegan)[0].speech_end_ms)
+    s.quiet(FIRST_SCORE - 64)
+    s.score(0.99)
+    s.quiet(400)
+    assert not s.of(TurnComplete) and not s.of(SpeechStopped), "waits for the words"
+    s.hear("My favourite colour is")
+    s.quiet(400)
+    assert not s.of(SpeechStopped)
+    s2 = Script()
+    s2.speak()
+    s2.quiet(64)
+    s2.turn.expect_text(s2.of(SilenceBegan)[0].speech_end_ms)
+    s2.quiet(FIRST_SCORE - 64)
+    s2.score(0.99)
+    s2.events += [(s2.t, e) for e in s2.turn.heard(s2.turn.pause.speech_end_ms, None, s2.t)]  # it failed
+    s2.quiet(AUTO.min_silence_ms)
+    assert s2.of(TurnComplete) and s2.of(SpeechStopped), "then the model decides alone"
 
 
 def test_speech_resuming_drops_the_pause_and_its_late_verdicts():
@@ -118,21 +146,24 @@ def test_speech_resuming_drops_the_pause_and_its_late_verdicts():
     assert s.of(SpeechResumed)
     assert s.turn.scored(ask.speech_end_ms, 0.99, s.t) == [], "the verdict on an old pause is stale"
     assert s.turn.heard(ask.speech_end_ms, "Done.", s.t) == []
-    s.quiet(160)
+    s.quiet(FIRST_SCORE)
     assert len(s.asked()) == 2 and s.asked()[1].speech_end_ms > ask.speech_end_ms
     s.score(0.99)
     s.quiet(64)
     assert len(s.of(SpeechStopped)) == 1 and s.of(SpeechStopped)[0].speech_end_ms == s.asked()[1].speech_end_ms
 
 
-def test_a_late_vad_batch_asks_for_one_score():
+def test_scores_are_asked_one_at_a_time():
     s = Script()
     s.speak()
-    s.quiet(352)  # both scoring points (160, 320 ms) pass within this stretch
-    assert len(s.asked()) == 2
+    s.quiet(AUTO.score_at_ms[-1] + FRAME)  # every scoring point passed while the first score was computed
+    assert len(s.asked()) == 1
+    s.score(0.3)
+    s.quiet(FRAME)
+    assert len(s.asked()) == 2, "the next one once the first is back"
     s2 = Script()
     s2.speak()
-    s2.turn.feed(0.05, s2.t + 400, 400)  # one long frame: both points passed at once
+    s2.turn.feed(0.05, s2.t + 400, 400)  # a late batch: one long frame passes both points at once
     assert len([e for e in s2.turn.feed(0.05, s2.t + 432, 32) if isinstance(e, ScoreTurn)]) == 0
 
 
@@ -163,3 +194,14 @@ def test_words_that_cannot_end_a_sentence():
     for text in ("What is the capital of France?", "Thank you.", "Turn it off.", "Book a table for two.", "",
                  "Tell me"):
         assert not ends_mid_sentence(text), text
+
+
+def test_short_utterances_that_take_the_turn():
+    from openrealtime.session.turn_text import takes_the_turn
+
+    for text in ("Wait.", "Stop!", "Sorry, no", "Hold on", "Actually", "Can you say that again",
+                 "What about Tuesday then?"):
+        assert takes_the_turn(text), text
+    for text in ("Mm-hmm.", "Yeah.", "Okay, okay.", "Uh-huh.", "Right.", "[coughing]", "(cough)", "", "Thank you.",
+                 "In my mom.", "Ow!", "What's your name?"):
+        assert not takes_the_turn(text), text

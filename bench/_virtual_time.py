@@ -1,0 +1,66 @@
+"""`TimedRuntime`: the inline runtime (runtime_inline.py) with model work that takes the time it really
+takes, on the manual clock: each job runs inline, its wall time is measured, and its result is delivered
+that much later on the runtime's clock, after the stage's previous job (one worker per stage, as the
+server's runtime has for in-process models). A bench feeds 20 ms of audio per 20 ms of that clock, so a
+whole clip runs at the speed of its model work, and every latency it reports is in audio time with the
+real inference times in it. Not modelled: stages competing for the same cores (each job is timed alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from openrealtime.runtime_inline import InlineRuntime
+
+
+class TimedRuntime(InlineRuntime):
+    def __init__(self) -> None:
+        super().__init__()
+        self._free_at: dict[str, float] = {}
+        self.compute_s: dict[str, float] = {}  # wall time of each stage's work
+
+    def _submit(self, stage: str, fn: Callable[[], Any]) -> asyncio.Future:
+        took: list[float] = []
+
+        def timed() -> Any:
+            started = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                took.append(time.perf_counter() - started)
+
+        inner = super()._submit(stage, timed)
+        outer: asyncio.Future = asyncio.get_running_loop().create_future()
+        submitted = self.now()
+
+        def finished(job: asyncio.Future) -> None:
+            if job.cancelled():
+                outer.cancel()
+                return
+            spent = took[0] if took else 0.0
+            self.compute_s[stage] = self.compute_s.get(stage, 0.0) + spent
+            done_at = max(submitted, self._free_at.get(stage, 0.0)) + spent
+            self._free_at[stage] = done_at
+
+            def deliver() -> None:
+                if outer.done():
+                    return
+                if job.exception() is not None:
+                    outer.set_exception(job.exception())
+                else:
+                    outer.set_result(job.result())
+
+            if done_at > self.now():
+                self.call_later(done_at - self.now(), deliver)
+            else:
+                deliver()
+
+        inner.add_done_callback(finished)
+        outer.add_done_callback(lambda o: inner.cancel() if o.cancelled() else None)
+        return outer
+
+    def busy(self, stage: str) -> bool:
+        return super().busy(stage) or self._free_at.get(stage, 0.0) > self.now()
