@@ -79,21 +79,23 @@ async def live_websocket(websocket: WebSocket) -> None:
     try:
         await state.auth.check_token(_token(websocket), allow_ephemeral=False)
         _admit(state, calls=False)
+        seat = await state.health.seat()  # 429 model_capacity_exceeded (--llm/stt/tts-max-sessions)
     except ApiError as exc:
         await _deny(websocket, exc)
         return
-    await websocket.accept()
-    transport = WebSocketTransport(websocket)
-    session = LiveSession(transport, models=state.models, runtime=state.runtime, egress=state.egress,
-                          limits=_limits(state))
-    set_call_id(session.id)
-    client = websocket.client.host if websocket.client else "-"
-    log.info("live session=%s client=%s transport=websocket state=open", session.id, client)
-    try:
-        await serve_direct(websocket, state, session, transport)
-    finally:
-        log.info("live session=%s state=closed code=%s events_out=%d stats=%s", session.id, transport.close_code,
-                 transport.events_out, session.stats)
+    with seat:  # the shared model pools' leases, held for the session's life
+        await websocket.accept()
+        transport = WebSocketTransport(websocket)
+        session = LiveSession(transport, models=state.models, runtime=state.runtime, egress=state.egress,
+                              limits=_limits(state))
+        set_call_id(session.id)
+        client = websocket.client.host if websocket.client else "-"
+        log.info("live session=%s client=%s transport=websocket state=open", session.id, client)
+        try:
+            await serve_direct(websocket, state, session, transport)
+        finally:
+            log.info("live session=%s state=closed code=%s events_out=%d stats=%s", session.id,
+                     transport.close_code, transport.events_out, session.stats)
 
 
 # ---- WebRTC --------------------------------------------------------------------------------------

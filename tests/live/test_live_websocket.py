@@ -280,3 +280,38 @@ async def test_the_transcript_grouper_accepts_a_whole_conversation(server):
         await reader.next("session.closed")
     await reader.grouper.close()
     assert [s.speaker for s in reader.segments] == ["user", "assistant", "user", "assistant"]
+
+
+async def test_a_live_session_holds_a_model_pool_lease_and_a_full_pool_refuses_the_next():
+    """`--llm-max-sessions 1`: while one Live WebSocket session lives, the next is refused with 429
+    model_capacity_exceeded (the handshake's reply); once it ends the pool admits again."""
+    import pytest
+    from openai import APIStatusError
+    from websockets.exceptions import InvalidStatus
+
+    async with live_server(llm_max_sessions=1) as srv:
+        async with client_for(srv).live.connect() as first:
+            reader = Reader(first)
+            await first.session.start(session=START)
+            await reader.next("session.started")
+            with pytest.raises((InvalidStatus, APIStatusError)) as refused:
+                async with client_for(srv).live.connect() as second:
+                    await second.session.start(session=START)
+                    await Reader(second).next("session.started")
+            response = getattr(refused.value, "response", None)
+            assert response is not None and response.status_code == 429, refused.value
+            await first.session.close()
+            await reader.next("session.closed")
+
+        async def admitted() -> bool:  # the lease goes when the first session's socket has closed
+            try:
+                async with client_for(srv).live.connect() as again:
+                    await again.session.start(session=START)
+                    await Reader(again).next("session.started")
+                return True
+            except (InvalidStatus, APIStatusError):
+                return False
+
+        from tests.support import wait_for
+
+        await wait_for(admitted, timeout=20, what="a Live session admitted once the first one ended")
