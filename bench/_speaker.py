@@ -3,7 +3,7 @@ client (openrealtime.client.rtc) that speaks each question into its microphone t
 one JSON line per question on stdout, the end of speech in the file and the arrival of the first
 voiced reply packet (time.monotonic(), which is system-wide), plus the events with their arrival.
 
-    python bench/_speaker.py URL QUESTIONS.npz SILENCE_MS
+    python bench/_speaker.py URL QUESTIONS.npz SILENCE_MS|TURN_DETECTION_JSON
 
 QUESTIONS.npz holds arrays q0, q1, ... of 48 kHz float32 speech.
 """
@@ -54,9 +54,13 @@ def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-async def speak(url: str, questions: list[np.ndarray], silence_ms: int) -> None:
-    session = {"type": "realtime", "instructions": INSTRUCTIONS,
-               "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}}}}
+def turn_detection(arg: str) -> dict:
+    """SILENCE_MS (server_vad with that silence) or a turn_detection object in JSON."""
+    return json.loads(arg) if arg.lstrip().startswith("{") else {"type": "server_vad", "silence_duration_ms": int(arg)}
+
+
+async def speak(url: str, questions: list[np.ndarray], detection: dict) -> None:
+    session = {"type": "realtime", "instructions": INSTRUCTIONS, "audio": {"input": {"turn_detection": detection}}}
     client = RealtimeRtcClient(url, session=session)
     await client.connect()
     await client.next_event("session.created")
@@ -88,10 +92,10 @@ async def speak(url: str, questions: list[np.ndarray], silence_ms: int) -> None:
 
 
 def main() -> None:
-    url, path, silence_ms = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    url, path, detection = sys.argv[1], sys.argv[2], turn_detection(sys.argv[3])
     with np.load(path) as data:
         questions = [data[f"q{i}"] for i in range(len(data.files))]
-    asyncio.run(speak(url, questions, silence_ms))
+    asyncio.run(speak(url, questions, detection))
 
 
 if __name__ == "__main__":

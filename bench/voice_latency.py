@@ -1,6 +1,6 @@
 """Voice-to-voice latency: end of speech in the file → first reply audio frame received.
 
-    python bench/voice_latency.py [--profiles default,fast] [--questions 6] [--silence-ms 300]
+    python bench/voice_latency.py [--profiles default,fast] [--questions 6] [--silence-ms 300] [--semantic]
 
 For each profile, the real local stack is loaded once and served in this process; an aiortc
 client (openrealtime.client.rtc) in a process of its own (bench/_speaker.py, as a real caller is;
@@ -28,7 +28,9 @@ can only start once the speech has ended, one after the other with every core fr
 floor for the model stack on this machine at that moment; "ours/floor" is what live running adds.
 
 Targets (2-core CPU): default p50 ≤ 1.2 s with silence_duration_ms 300, fast p50 ≤ 0.9 s, and
-≤ 0.6× the naive cascade. Loopback only; bounded in time.
+≤ 0.6× the naive cascade. With --semantic the questions are asked again with semantic_vad (eagerness
+auto: Smart Turn plus the words end the turn, bench/turn_taking.py): default p50 ≤ 0.6 s.
+Loopback only; bounded in time.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ QUESTIONS = [
     "How many legs does a spider have?",
     "What language is spoken in Brazil?",
 ]
+SEMANTIC = {"type": "semantic_vad", "eagerness": "auto"}
+SEMANTIC_TARGET = {"default": 0.6}  # end of speech → first reply audio, p50 (issue 17)
 SPECULATION_STATS = ("asr_speculative_hits", "asr_partials_reused", "answers_speculated", "answers_adopted",
                      "speculations_abandoned", "prefix_warmings", "prefix_tokens_warmed", "speech_speculated",
                      "speech_adopted")
@@ -106,7 +110,7 @@ def set_caller_priority(pid: int, mode: str) -> None:
 
 
 async def measure_server(stack, runtime: Runtime, questions: list[np.ndarray], silence_ms: int,
-                         timeline: bool = False) -> tuple[dict[str, list[float]], dict]:
+                         timeline: bool = False, detection: dict | None = None) -> tuple[dict[str, list[float]], dict]:
     """Serve the stack in this process; the caller speaks from its own process (bench/_speaker.py),
     each question twice, once per caller mode (alternating which goes first)."""
     settings = Settings(port=0, udp_port=0, tcp_port=0, engine="local")
@@ -117,7 +121,8 @@ async def measure_server(stack, runtime: Runtime, questions: list[np.ndarray], s
             path = Path(tmp) / "questions.npz"
             np.savez(path, **{f"q{2 * i + k}": q for i, q in enumerate(questions) for k in (0, 1)})
             speaker = await asyncio.create_subprocess_exec(
-                sys.executable, str(ROOT / "bench" / "_speaker.py"), server.url, str(path), str(silence_ms),
+                sys.executable, str(ROOT / "bench" / "_speaker.py"), server.url, str(path),
+                json.dumps(detection) if detection else str(silence_ms),
                 stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
             call = None
             turn = 0
@@ -227,7 +232,8 @@ def box_speed(stack) -> str:
     return f"LLM alone: {rate:.1f} tok/s"
 
 
-async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, naive_runs: bool) -> None:
+async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, naive_runs: bool,
+              with_semantic: bool = False) -> None:
     print(f"voice latency bench: {count} questions, each asked twice (caller at SCHED_IDLE like a remote one, and "
           f"co-located at normal priority; alternating), silence_duration_ms={silence_ms}, cores={os.cpu_count()}")
     rows = []
@@ -239,17 +245,19 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
         speed = call_in_model_thread(lambda: box_speed(stack))
         questions = [synth(stack, q) for q in QUESTIONS[:count]]
         ours, info = await measure_server(stack, runtime, questions, silence_ms, timeline)
+        semantic = await measure_server(stack, runtime, questions, silence_ms, timeline, SEMANTIC) \
+            if with_semantic else None
         # same thread priority as the server's model workers, so the comparison is like for like
         naive = {short: [call_in_model_thread(lambda q=q, short=short: naive_cascade(stack, q, silence_ms, short))
                          for q in (questions if naive_runs else [])] or [float("nan")]
                  for short in (False, True)}
         floor = [call_in_model_thread(lambda q=q: critical_path(stack, q)) for q in questions]
-        rows.append((profile, ours, naive, rss_mb(), load_s, info, speed, floor))
+        rows.append((profile, ours, naive, rss_mb(), load_s, info, speed, floor, semantic))
         stack.close()
     print()
     print(f"{'profile':8} {'p50 s':>7} {'p95 s':>7} {'naive p50':>10} {'ratio':>6} {'RSS MB':>7} {'load s':>7} "
           f"{'late frames':>11}  target")
-    for profile, by_mode, naive, rss, load_s, info, speed, floor in rows:
+    for profile, by_mode, naive, rss, load_s, info, speed, floor, semantic in rows:
         ours = by_mode["remote"]
         p50, p95, n50 = pct(ours, 50), pct(ours, 95), pct(naive[False], 50)
         target = 1.2 if profile == "default" else 0.9
@@ -273,6 +281,15 @@ async def run(profiles: list[str], count: int, silence_ms: int, timeline: bool, 
               f"{info['gaps_over_40ms']} gaps > 40 ms of {info['frames']} frames (target: max ≤ 40 ms)")
         print(f"         speculation: {info['speculation']}")
         print(f"         machine speed during this run: {speed}")
+        if semantic is not None:
+            sem, sem_info = semantic
+            remote, near = sem["remote"], sem["co-located"]
+            target = SEMANTIC_TARGET.get(profile)
+            ok = target is not None and pct(remote, 50) <= target
+            verdict = "" if target is None else f"  target p50 ≤ {target} s: {'ok' if ok else 'MISSED'}"
+            print(f"{profile:8} semantic_vad auto: p50 {pct(remote, 50):.3f} s, p95 {pct(remote, 95):.3f} s "
+                  f"(co-located p50 {pct(near, 50):.3f} s; {', '.join(f'{x:.2f}' for x in remote)}){verdict}")
+            print(f"         speculation: {sem_info['speculation']}")
 
 
 def main() -> None:
@@ -283,9 +300,11 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=900)
     parser.add_argument("--timeline", action="store_true", help="print each turn's stage times")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive cascade (faster iterations)")
+    parser.add_argument("--semantic", action="store_true",
+                        help="also ask every question with semantic_vad (eagerness auto): its own row")
     args = parser.parse_args()
     asyncio.run(asyncio.wait_for(run(args.profiles.split(","), args.questions, args.silence_ms, args.timeline,
-                                       not args.no_naive), args.deadline))
+                                       not args.no_naive, args.semantic), args.deadline))
 
 
 if __name__ == "__main__":
