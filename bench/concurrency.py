@@ -127,24 +127,31 @@ def summarize(n: int, mode: str, records: list[dict], before: dict, after: dict,
             "answers": [(r["talker"], r["question"], r.get("text", "")) for r in turns]}
 
 
-def llm_throughput(stack, n: int) -> tuple[float, float]:
+def llm_throughput(stack, n: int, one_at_a_time: bool = False) -> tuple[float, float]:
     """N replies of 48 tokens requested at once from the language model alone: (aggregate tokens/s, first-token
-    p50 s)."""
+    p50 s). `one_at_a_time`: each waits for the one before (a stage 1 wide)."""
     import threading
 
     from openrealtime.engines.base import ChatRequest, Finished
 
     tokens, firsts = [0] * n, [float("nan")] * n
+    turn = threading.Lock() if one_at_a_time else None
     start = time.monotonic()
 
     def ask(i: int) -> None:
         request = ChatRequest(messages=[{"role": "user", "content": f"Tell me about the number {i + 7} in detail."}],
                               max_tokens=48, temperature=0.0, session_key=f"bench-throughput-{i}")
-        for event in stack.llm.stream_chat(request, threading.Event()):
-            if firsts[i] != firsts[i]:
-                firsts[i] = time.monotonic() - start
-            if isinstance(event, Finished):
-                tokens[i] = event.output_tokens
+        if turn is not None:
+            turn.acquire()
+        try:
+            for event in stack.llm.stream_chat(request, threading.Event()):
+                if firsts[i] != firsts[i]:
+                    firsts[i] = time.monotonic() - start
+                if isinstance(event, Finished):
+                    tokens[i] = event.output_tokens
+        finally:
+            if turn is not None:
+                turn.release()
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
     for thread in threads:
@@ -156,7 +163,7 @@ def llm_throughput(stack, n: int) -> tuple[float, float]:
     return sum(tokens) / (time.monotonic() - start), pct(firsts, 50)
 
 
-def report(rows: list[dict], show_answers: bool, throughput: dict[int, tuple[float, float]]) -> None:
+def report(rows: list[dict], show_answers: bool, throughput: dict[str, dict[int, tuple[float, float]]]) -> None:
     print()
     print(f"{'mode':20} {'N':>2} {'answered':>8} {'p50 s':>6} {'p95 s':>6} {'×N=1':>5} {'RSS MB':>7}  "
           f"client medians after end of speech (s): {' '.join(CLIENT_STAGES)}")
@@ -178,8 +185,9 @@ def report(rows: list[dict], show_answers: bool, throughput: dict[int, tuple[flo
             for talker, question, text in r["answers"]:
                 print(f"  {'':20}      talker {talker} q{question} → {text!r}")
     print()
-    print("language model alone, N replies of 48 tokens at once: " + ", ".join(
-        f"N={n} {rate:.1f} tok/s (first token p50 {first:.2f} s)" for n, (rate, first) in throughput.items()))
+    for config, figures in throughput.items():
+        print(f"language model alone, N replies of 48 tokens at once, {config}: " + ", ".join(
+            f"N={n} {rate:.1f} tok/s (first token p50 {first:.2f} s)" for n, (rate, first) in figures.items()))
     three = [r for r in rows if r["n"] == 3]
     for r in three:
         ratio = r["p50"] / base[r["mode"]] if base.get(r["mode"]) else float("nan")
@@ -230,7 +238,12 @@ async def run(args) -> None:
                         print(f"  {label} N={n}: p50 {row['p50']:.2f} s, p95 {row['p95']:.2f} s, "
                               f"{row['answered']}/{row['turns']} answered", flush=True)
             rows.sort(key=lambda r: (r["mode"], r["n"]))
-    throughput = {n: call_in_model_thread(lambda n=n: llm_throughput(stack, n)) for n in ns}
+    throughput: dict[str, dict[int, tuple[float, float]]] = {"batched": {}, "one at a time": {}}
+    for n in ns:  # alternating, so a change in the machine's speed hits both alike
+        for config in throughput if args.compare else ["batched"]:
+            throughput[config][n] = call_in_model_thread(
+                lambda n=n, config=config: llm_throughput(stack, n, config == "one at a time"))
+    throughput = {config: figures for config, figures in throughput.items() if figures}
     stack.close()
     report(rows, args.answers, throughput)
     print(f"load after: {uptime()}")
