@@ -29,6 +29,12 @@ WebSocket and data channel
                         peer holding more than the receive window (1 MiB) plus one such message in
                         unfinished fragments has its SCTP association aborted (media/aiortc_patches/sctp_transport.py).
 
+SIP (openrealtime/sip/, with --sip-port)
+  SIP_MAX_MESSAGE_BYTES  one SIP message (a UDP datagram, or one message on TCP/TLS); SIP_MAX_HEADERS
+                        header fields, SIP_MAX_LINE_BYTES per line, SIP_MAX_BODY_BYTES of body: over any
+                        of them the message is dropped (a request read far enough gets 400).
+  SIP_MAX_CONNECTIONS   SIP TCP/TLS connections at once; each idle SIP_STREAM_IDLE_S is closed.
+
 Session content
   MAX_IMAGE_BYTES       decoded bytes of one `input_image` data URL → `invalid_value`.
   MAX_IMAGE_PIXELS      width × height (× frames for animated images) declared in the image's header,
@@ -57,6 +63,13 @@ MAX_JSON_DEPTH = 64
 MAX_EVENT_BYTES = 16 * MIB
 WS_MAX_FRAME_BYTES = 32 * MIB
 WS_MAX_QUEUE = 4
+
+SIP_MAX_MESSAGE_BYTES = 64 * KIB
+SIP_MAX_HEADERS = 100
+SIP_MAX_LINE_BYTES = 8 * KIB
+SIP_MAX_BODY_BYTES = 32 * KIB
+SIP_MAX_CONNECTIONS = 1024
+SIP_STREAM_IDLE_S = 300.0
 
 MAX_IMAGE_BYTES = 10 * MIB
 MAX_IMAGE_PIXELS = 50_000_000

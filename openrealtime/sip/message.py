@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-MAX_MESSAGE_BYTES = 64 * 1024  # a whole message (a UDP datagram or one TCP message)
-MAX_LINE_BYTES = 8 * 1024  # one start line or header field (after unfolding)
-MAX_HEADERS = 100  # header fields in one message
-MAX_BODY_BYTES = 32 * 1024  # the body (an SDP offer, a sipfrag, a DTMF INFO)
+from ..limits import SIP_MAX_BODY_BYTES as MAX_BODY_BYTES  # the body (an SDP offer, a sipfrag, a DTMF INFO)
+from ..limits import SIP_MAX_HEADERS as MAX_HEADERS  # header fields in one message
+from ..limits import SIP_MAX_LINE_BYTES as MAX_LINE_BYTES  # one start line or header field (after unfolding)
+from ..limits import SIP_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # a UDP datagram, or one TCP/TLS message
+
 MAX_URI_BYTES = 4 * 1024
 MAX_CSEQ = 2 ** 31 - 1
 

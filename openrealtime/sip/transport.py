@@ -20,8 +20,8 @@ from .message import MAX_MESSAGE_BYTES, SipMessage, SipParseError, SipRequest, S
 
 log = logging.getLogger("openrealtime.sip")
 
-MAX_STREAM_CONNECTIONS = 1024
-STREAM_IDLE_S = 300.0  # a stream connection silent this long is closed (a caller's REGISTER-less trunk reconnects)
+from ..limits import SIP_MAX_CONNECTIONS as MAX_STREAM_CONNECTIONS
+from ..limits import SIP_STREAM_IDLE_S as STREAM_IDLE_S  # a silent connection is closed (a trunk reconnects)
 _KEEPALIVE = b"\r\n\r\n"
 
 
