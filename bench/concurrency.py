@@ -1,7 +1,7 @@
 """Many conversations at once: N simultaneous talkers over the WebSocket on one server.
 
     python bench/concurrency.py [--profile default] [--ns 1,2,3,4] [--modes simultaneous,staggered]
-                                [--rounds 3] [--stagger-s 0.7] [--silence-ms 500]
+                                [--rounds 3] [--stagger-s 0.7] [--silence-ms 500] [--compare] [--llm-parallel 4]
                                 [--llm-url URL] [--stt-url URL] [--tts-url URL]
 
 The local model stack is loaded once and served in this process (`embedded_server`, the server's own
@@ -200,7 +200,8 @@ def pool_settings(args) -> Settings:
     model name from OPENREALTIME_<STAGE>_KEY / _MODEL, as `serve` reads them): how a shared pool is measured."""
     options = {f"{stage}_{field}": os.environ.get(f"OPENREALTIME_{stage.upper()}_{field.upper()}") or None
                for stage in ("llm", "stt", "tts") for field in ("key", "model")}
-    return Settings(profile=args.profile, llm_url=args.llm_url, stt_url=args.stt_url, tts_url=args.tts_url, **options)
+    return Settings(profile=args.profile, llm_url=args.llm_url, stt_url=args.stt_url, tts_url=args.tts_url,
+                    llm_parallel=args.llm_parallel, **options)
 
 
 async def run(args) -> None:
@@ -258,6 +259,7 @@ def main() -> None:
     parser.add_argument("--stagger-s", type=float, default=0.7)
     parser.add_argument("--silence-ms", type=int, default=500)
     parser.add_argument("--answers", action="store_true", help="print every answer's text")
+    parser.add_argument("--llm-parallel", type=int, default=4, help="replies the local LLM decodes at once")
     parser.add_argument("--compare", action="store_true",
                         help="each N also with the language model taking one reply at a time (its stage 1 wide, as "
                              "before batching), alternating, in the same run")
