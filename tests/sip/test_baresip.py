@@ -12,7 +12,8 @@ import pytest
 from openrealtime.audio.convert import pcm16_to_f32
 from openrealtime.audio.resample import resample
 from tests.support import piper_wav, speechlike, wait_for
-from tests.support.sip import BARESIP, Softphone, phone_server, phone_wav
+from openrealtime.api.embedded import free_port
+from tests.support.sip import BARESIP, Softphone, phone_server, phone_wav, self_signed
 
 pytestmark = pytest.mark.skipif(BARESIP is None, reason="needs baresip (Debian package)")
 
@@ -48,6 +49,29 @@ async def test_softphone_hears_its_echo(tmp_path, mediaenc, security):
         finally:
             softphone.kill()
     assert voiced_frames(softphone.heard()) > 25  # half a second and more of its own voice came back
+
+
+async def test_softphone_over_tls(tmp_path):
+    """SIP over TLS (the server's certificate verified by baresip) with SDES-SRTP keys inside it."""
+    cert, key = self_signed(tmp_path)
+    tls_port = free_port()
+    mic = phone_wav(tmp_path / "mic.wav", speechlike(1.0, rate=8000, steady=True), pad_after_s=15)
+    async with phone_server(sip_tls_port=tls_port, sip_tls_cert=str(cert), sip_tls_key=str(key)) as phone:
+        softphone = await Softphone(tmp_path, mic, tls_ca=cert).dial(tls_port, seconds=60)
+        try:
+            incoming = await phone.app.next_call()
+            assert incoming.data.sip_headers[0].value.startswith("SIP/2.0/TLS")
+            call_id = incoming.data.call_id
+            await phone.client.realtime.calls.accept(call_id, type="realtime")
+            call = phone.server.state.calls.get(call_id)
+            await wait_for(lambda: call.audio_out.frames_with_audio >= 50, timeout=20, what="1 s played back")
+            await phone.client.realtime.calls.hangup(call_id)  # the BYE goes back on the caller's TLS connection
+            await wait_for(lambda: "terminated" in softphone.log.read_text(errors="replace"), timeout=10,
+                           what="the softphone saw the BYE")
+            await softphone.quit()
+        finally:
+            softphone.kill()
+    assert voiced_frames(softphone.heard()) > 25
 
 
 QUESTION = "What is the capital of France?"

@@ -227,3 +227,26 @@ async def test_malformed_and_unacceptable_requests(phone, tmp_path):
     finally:
         sipp.kill()
     assert phone.app.deliveries == []  # nothing rang
+
+
+async def test_requests_inside_a_call(phone, tmp_path):
+    """Session timers (RFC 4028), a key by SIP INFO, UPDATE, OPTIONS and an unknown method, in the dialog."""
+    sipp = await Sipp("in_call_requests.xml", phone.sip_port, tmp_path, wait_ms=1500).start()
+    try:
+        call_id = await answer(phone)
+        events, reconnects = await sideband_events(phone, call_id)
+        await sipp.succeeds()
+    finally:
+        sipp.kill()
+    assert [e.event for e in events if e.type == "input_audio_buffer.dtmf_event_received"] == ["#"]
+    assert not reconnects
+
+
+async def test_a_session_interval_under_the_minimum(phone, tmp_path):
+    sipp = await Sipp("session_interval_too_small.xml", phone.sip_port, tmp_path).start()
+    try:
+        await sipp.succeeds()
+    finally:
+        sipp.kill()
+    assert phone.app.deliveries == []
+

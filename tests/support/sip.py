@@ -125,7 +125,7 @@ class Sipp:
     """One SIPp run of a scenario file against the phone server (UDP unless `transport="t1"`)."""
 
     def __init__(self, scenario: str, sip_port: int, tmp: Path, *, transport: str = "u1", calls: int = 1,
-                 **values: Any) -> None:
+                 extra_args: tuple[str, ...] = (), **values: Any) -> None:
         text = string.Template((SCENARIOS / scenario).read_text()).substitute(
             {k: str(v) for k, v in values.items()})
         self.path = tmp / scenario
@@ -134,10 +134,10 @@ class Sipp:
         self.messages = tmp / (scenario + ".messages.log")
         self.media_port = free_port(kind=socket.SOCK_DGRAM)
         self.args = [SIPP or "sipp", "-sf", str(self.path), "-m", str(calls), "-l", str(calls), "-i", "127.0.0.1",
-                     "-p", str(free_port(kind=socket.SOCK_DGRAM if transport == "u1" else socket.SOCK_STREAM)),
+                     "-p", str(free_port(kind=socket.SOCK_DGRAM if transport.startswith("u") else socket.SOCK_STREAM)),
                      "-mp", str(self.media_port), "-t", transport, f"127.0.0.1:{sip_port}", "-timeout", "40s",
                      "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(self.errors),
-                     "-trace_msg", "-message_file", str(self.messages), "-max_recv_loops", "1000"]
+                     "-trace_msg", "-message_file", str(self.messages), "-max_recv_loops", "1000", *extra_args]
         self.process: asyncio.subprocess.Process | None = None
         self.stderr = ""
 
@@ -225,13 +225,18 @@ snd_path\t{dir}
 
 class Softphone:
     """baresip calling `sip:proj@127.0.0.1:PORT` once with `wav` (mono, 8 kHz, 16-bit) as its microphone.
-    `mediaenc`: "srtp-mand" (RTP/SAVP with SDES keys), "srtp" (keys offered on RTP/AVP) or None."""
+    `mediaenc`: "srtp-mand" (RTP/SAVP with SDES keys), "srtp" (keys offered on RTP/AVP) or None; `tls_ca`:
+    call over TLS, trusting that certificate."""
 
-    def __init__(self, tmp: Path, wav: Path, *, codec: str = "PCMU", mediaenc: str | None = "srtp-mand") -> None:
+    def __init__(self, tmp: Path, wav: Path, *, codec: str = "PCMU", mediaenc: str | None = "srtp-mand",
+                 tls_ca: Path | None = None) -> None:
         self.dir = tmp / "baresip"
         self.dir.mkdir(exist_ok=True)
-        (self.dir / "config").write_text(BARESIP_CONFIG.format(port=free_port(kind=socket.SOCK_DGRAM), wav=wav,
-                                                               dir=self.dir))
+        self.transport = ";transport=tls" if tls_ca is not None else ""
+        config = BARESIP_CONFIG.format(port=free_port(kind=socket.SOCK_DGRAM), wav=wav, dir=self.dir)
+        if tls_ca is not None:
+            config += f"sip_cafile\t{tls_ca}\n"  # the server's self-signed certificate: verified
+        (self.dir / "config").write_text(config)
         account = f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codec}"
         (self.dir / "accounts").write_text(account + (f";mediaenc={mediaenc}" if mediaenc else "") + "\n")
         self.log = self.dir / "baresip.log"
@@ -240,7 +245,7 @@ class Softphone:
     async def dial(self, sip_port: int, *, seconds: float) -> "Softphone":
         """Call, and quit after `seconds` (or when the call ends: aufile's end of file hangs up)."""
         self.process = await asyncio.create_subprocess_exec(
-            BARESIP or "baresip", "-f", str(self.dir), "-e", f"/dial sip:proj@127.0.0.1:{sip_port}",
+            BARESIP or "baresip", "-f", str(self.dir), "-e", f"/dial sip:proj@127.0.0.1:{sip_port}{self.transport}",
             "-t", str(int(seconds)), stdin=asyncio.subprocess.DEVNULL, stdout=self.log.open("wb"),
             stderr=asyncio.subprocess.STDOUT)
         return self
@@ -279,3 +284,29 @@ def phone_wav(path: Path, samples_8k: np.ndarray, *, pad_after_s: float = 0.0) -
         w.setframerate(8000)
         w.writeframes(audio.tobytes())
     return path
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 (PEM files): SIP over TLS in tests."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "sip-cert.pem", tmp / "sip-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
