@@ -309,3 +309,12 @@ def test_the_shared_system_prompt_is_evicted_last():
             assert job.cached >= len(SYSTEM), f"session {i} got the system prompt from the warm-up's sequence"
     finally:
         decoder.close()
+
+
+def test_a_late_request_of_an_ended_session_leaves_nothing_behind(kv, decoder):
+    decoder.forget("sess_late")
+    job = reply(decoder, "sess_late", conversation(7))
+    assert collect(job) == answer_alone(conversation(7), 40)
+    assert "sess_late" not in decoder.cached_sessions
+    collect(reply(decoder, "sess_other", conversation(8)))  # the next step clears its slot
+    assert kv.seqs[job.slot.seq] == [] or job.slot.key != "sess_late"

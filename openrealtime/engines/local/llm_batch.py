@@ -62,6 +62,7 @@ PROMPT_CHUNK = 16
 PROMPT_CHUNK_ALONE = 128
 PREFILL_CHUNK = 4
 POLL_S = 0.05  # how often a waiting consumer looks at its cancel event
+ENDED_REMEMBERED = 1024  # forgotten sessions remembered, so a late request of one leaves nothing behind
 MIN_SNAPSHOT_TOKENS = 32  # an evicted session's slot is kept in memory from this many tokens
 
 
@@ -181,6 +182,8 @@ class BatchDecoder:
         self._incoming: list[Job] = []
         self._active: list[Job] = []
         self._forgotten: set[str] = set()
+        self._ended: OrderedDict[str, None] = OrderedDict()  # recently forgotten sessions (a late request's
+        # slot is cleared after it, never kept)
         self._cond = threading.Condition()
         self._closed = False
         self._steps = itertools.count(1)
@@ -204,6 +207,9 @@ class BatchDecoder:
         a step in flight)."""
         with self._cond:
             self._forgotten.add(key)
+            self._ended[key] = None
+            while len(self._ended) > ENDED_REMEMBERED:
+                self._ended.popitem(last=False)
             self._snapshots.pop(key, None)
             for slot in self._slots:
                 if slot.key == key:
@@ -415,6 +421,7 @@ class BatchDecoder:
         if job.key is not None:
             self._snapshots.pop(job.key, None)  # the slot is newer
         slot.key, slot.job, slot.used = job.key, job, self._step
+        slot.dead = job.key in self._ended  # a request of a session that has ended: nothing of it is kept
         job.slot, job.cached, job.evaluated = slot, keep, keep
         if not job.generate and not job.in_prompt:
             self._finish(job, "done")  # all of it is cached already
