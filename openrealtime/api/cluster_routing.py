@@ -52,7 +52,7 @@ _REPLY_HEADERS = ("content-type", "location", "retry-after", "www-authenticate")
 CLIENT_HEADER = "X-Openrealtime-Client"  # the client's address, added by the node that forwards a request
 _UNSENDABLE_CLOSE = {1005, 1006, 1015}  # close codes that only describe a closure, never sent
 # a node answering these is full, draining or not ready: the call goes to the next node
-_NEXT_NODE_CODES = {"too_many_calls", "server_shutting_down", "server_not_ready"}
+_NEXT_NODE_CODES = {"too_many_calls", "too_many_conversations", "server_shutting_down", "server_not_ready"}
 
 
 def _target(scope: Mapping[str, Any]) -> str:
