@@ -8,7 +8,7 @@ first bytes of every frame (a `session.update` may start with an MCP tool's `"au
 these reach the log, in text or JSON format:
 
 * the exact values it is given (the server's API keys and remote backends' keys);
-* `Bearer <token>`, `openai-insecure-api-key.<key>`, `ek_<secret>`;
+* `Bearer <token>`, `openai-insecure-api-key.<key>`, `ek_<secret>`, `whsec_<webhook secret>`;
 * the values of credential headers (authorization, proxy-authorization, cookie, set-cookie,
   x-api-key, api-key) in `name: value` lines, and of JSON `"authorization"` / `"headers"` fields;
 * the password of `scheme://user:password@host` URLs, and credential-like query values (`?token=…`,
@@ -29,6 +29,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer\s+)" + _TOKEN), r"\1" + REDACTED),
     (re.compile(r"(?i)(openai-insecure-api-key\.)" + _TOKEN), r"\1" + REDACTED),
     (re.compile(r"\bek_[A-Za-z0-9]{6,}"), "ek_" + REDACTED),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]{6,}"), "whsec_" + REDACTED),  # a webhook signing secret
     (re.compile(r"(?im)^([<>]?\s*(?:proxy-)?(?:authorization|cookie|set-cookie|x-api-key|api-key)\s*:\s*).+$"),
      r"\1" + REDACTED),
     (re.compile(r'(?i)("authorization"\s*:\s*")(?:[^"\\]|\\.)*'), r"\1" + REDACTED),
@@ -41,7 +42,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # and last bytes may hold any part of a credential, without the key that names it
     (re.compile(r"^(<\s+(?:TEXT|BINARY|CONT)\s).*(\s\[[^\]]*\])$", re.S), r"\1" + REDACTED + r"\2"),
 )
-_TRIGGERS = ("earer", "api-key", "ek_", "uthorization", "ookie", "headers", "@", "< text", "< binary", "< cont",
+_TRIGGERS = ("earer", "api-key", "ek_", "whsec_", "uthorization", "ookie", "headers", "@", "< text", "< binary",
+             "< cont",
              "token", "key=", "secret", "passw", "sig", "auth", "credential")
 
 

@@ -32,8 +32,8 @@ _REQUEST_LINE = re.compile(rf"^({_TOKEN}) (\S+) SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) ([^\r\n]*)$")
 _HEADER_NAME = re.compile(_TOKEN)
 _CSEQ = re.compile(rf"^\s*([0-9]{{1,10}})\s+({_TOKEN})\s*$")
-_VIA = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:\s*:\s*([0-9]{1,5}))?\s*(.*)$",
-                  re.S)
+_VIA = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
+                  r"(?:\s*:\s*([0-9]{1,5}))?\s*(.*)$", re.S)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 

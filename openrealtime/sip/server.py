@@ -310,14 +310,15 @@ class SipServer:
         try:
             negotiated = negotiate(invite.body.decode("utf-8", "replace"))
         except SdpError as exc:
-            tx.respond(build_response(invite, exc.status, f"{'Not Acceptable Here' if exc.status == 488 else 'Bad Request'}"
-                                                          f" ({str(exc)[:100]})"))
+            reason = "Not Acceptable Here" if exc.status == 488 else "Bad Request"
+            tx.respond(build_response(invite, exc.status, f"{reason} ({str(exc)[:100]})"))
             log.info("sip INVITE refused (%d): %s", exc.status, exc)
             return
         tx.respond(build_response(invite, 100))
         local_tag = new_tag()
+        via_host = f"{_host(self.settings.advertise_ip)}:{self.transports.local_port(peer.transport)}"
         dialog = Dialog.from_invite(invite, peer, local_tag=local_tag, local_contact=self._contact(peer),
-                                    via_host=f"{_host(self.settings.advertise_ip)}:{self.transports.local_port(peer.transport)}")
+                                    via_host=via_host)
         call_id = ids.rtc_call_id()
         set_call_id(call_id)
         pending = PendingCall(call_id, invite, tx, peer, dialog, negotiated, headers_as_sent,
@@ -580,7 +581,8 @@ class SipServer:
                                    "call_not_ringing", "call_id")
         pending.state = "accepting"
         set_call_id(call_id)
-        call = SipCall(call_id, pending.negotiated.plan, lambda transport: make_engine(transport, pending.negotiated.plan),
+        plan = pending.negotiated.plan
+        call = SipCall(call_id, plan, lambda transport: make_engine(transport, plan),
                        send_bye=lambda: self._send_bye(pending), on_ended=self._call_ended,
                        client=pending.peer.host, created=pending.created, max_duration_s=self.settings.max_duration_s,
                        sip_call_id=pending.dialog.call_id)

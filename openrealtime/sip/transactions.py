@@ -70,7 +70,8 @@ class ServerTransaction:
         return self.last_response is not None and self.last_response.status >= 200
 
     def respond(self, response: SipResponse) -> None:
-        if self.state in ("completed", "confirmed", "terminated") or (self.state == "accepted" and response.status < 200):
+        if self.state in ("completed", "confirmed", "terminated") or (self.state == "accepted"
+                                                                      and response.status < 200):
             return  # a final answer was given already
         self.last_response = response
         self.layer.send(response, self.peer)

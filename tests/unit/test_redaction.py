@@ -23,6 +23,7 @@ TOOL = {"type": "mcp", "server_label": "crm", "server_url": "https://mcp.example
     ("< authorization: Bearer sk-abcdef123456", "sk-abcdef123456"),
     ("< sec-websocket-protocol: realtime, openai-insecure-api-key.ek_0123456789abcdef", "0123456789abcdef"),
     ("minted ek_0123456789abcdef for a browser", "0123456789abcdef"),
+    ("webhook secret whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ= loaded", "c2VjcmV0LXNlY3JldC1zZWNyZXQ="),
     ("> Cookie: session=s3cr3t-value", "s3cr3t-value"),
     ("x-api-key: k-0987654321", "k-0987654321"),
     ('< TEXT \'{"type":"session.update","session":{"tools":[{"authorization":"tok-1234567890"}]}}\' [90 bytes]',
