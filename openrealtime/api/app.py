@@ -36,7 +36,8 @@ def size_pools(runtime: Any, models: Any) -> None:
     "warm", the LLM's prefills while users speak, as wide as the LLM."""
     from ..engines.base import concurrency
 
-    for stage, engine in (("asr", models.stt), ("llm", models.llm), ("warm", models.llm), ("tts", models.tts)):
+    for stage, engine in (("asr", models.stt), ("llm", models.llm), ("warm", models.llm), ("tts", models.tts),
+                          ("denoise", getattr(models, "denoise", None))):  # noise reduction: streams at once
         runtime.configure(stage, concurrency(engine))
 
 
