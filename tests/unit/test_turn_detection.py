@@ -114,27 +114,28 @@ def test_words_that_stop_mid_sentence_keep_the_turn_open_until_the_maximum_wait(
     assert s.at(SpeechStopped)[0] - speech_end < EAGERNESS["auto"].max_wait_ms + FRAME
 
 
-def test_a_transcript_on_its_way_outranks_a_confident_model():
+def confident_with_words_coming() -> Script:
+    """A pause the model is sure ends the turn, while its transcript is still on its way."""
     s = Script()
     s.speak()
     s.quiet(64)
     s.turn.expect_text(s.of(SilenceBegan)[0].speech_end_ms)
     s.quiet(FIRST_SCORE - 64)
     s.score(0.99)
+    return s
+
+
+def test_a_transcript_on_its_way_outranks_a_confident_model():
+    s = confident_with_words_coming()
     s.quiet(400)
     assert not s.of(TurnComplete) and not s.of(SpeechStopped), "waits for the words"
     s.hear("My favourite colour is")
     s.quiet(400)
     assert not s.of(SpeechStopped)
-    s2 = Script()
-    s2.speak()
-    s2.quiet(64)
-    s2.turn.expect_text(s2.of(SilenceBegan)[0].speech_end_ms)
-    s2.quiet(FIRST_SCORE - 64)
-    s2.score(0.99)
-    s2.events += [(s2.t, e) for e in s2.turn.heard(s2.turn.pause.speech_end_ms, None, s2.t)]  # it failed
-    s2.quiet(AUTO.min_silence_ms)
-    assert s2.of(TurnComplete) and s2.of(SpeechStopped), "then the model decides alone"
+    failed = confident_with_words_coming()
+    failed.events += [(failed.t, e) for e in failed.turn.heard(failed.turn.pause.speech_end_ms, None, failed.t)]
+    failed.quiet(AUTO.min_silence_ms)
+    assert failed.of(TurnComplete) and failed.of(SpeechStopped), "no transcript after all: the model decides alone"
 
 
 def test_speech_resuming_drops_the_pause_and_its_late_verdicts():
