@@ -51,11 +51,11 @@ from openrealtime.audio.resample import resample  # noqa: E402
 from openrealtime.config import Settings  # noqa: E402
 from openrealtime.sip.webhook import new_secret  # noqa: E402
 from tests.support.mcp_servers import serving  # noqa: E402
-from tests.support.sip import rtp_pcap  # noqa: E402
+from tests.support.sip import PhoneApp, free_sip_port, rtp_pcap  # noqa: E402
 from tests.support.audio import speechlike  # noqa: E402
 
 SCENARIO = Path(__file__).with_name("_sip_call.xml")
-KEY = "local"  # a loopback server without API keys takes any bearer
+KEY = "local"  # a loopback server without API keys takes any bearer (PhoneApp's SDK client sends its own)
 QUESTIONS = ["What is the capital of France?", "How many days are in a week?",
              "What color is the sky on a clear day?", "Who wrote Romeo and Juliet?",
              "What language is spoken in Brazil?", "How many legs does a spider have?"]
@@ -63,39 +63,17 @@ VOICED = 0.01 * 32768  # -40 dBFS
 PACKET = 160  # 20 ms at 8 kHz
 
 
-class AutoAnswer:
-    """The app's webhook: verify with the SDK, then accept with `config` (the sync SDK, a thread per call)."""
+def auto_answer(secret: str, config: dict) -> tuple[PhoneApp, queue.Queue]:
+    """The app's webhook (tests/support/sip.py `PhoneApp`: verified with the SDK), accepting every call with
+    `config`; the accepted call ids arrive on the queue."""
+    app, accepted = PhoneApp(secret), queue.Queue()
 
-    def __init__(self, secret: str, config: dict) -> None:
-        self.secret, self.config = secret, config
-        self.base_url = ""
-        self.accepted: queue.Queue[str] = queue.Queue()
+    def accept(client, event) -> None:
+        client.realtime.calls.accept(event.data.call_id, type="realtime", **config)
+        accepted.put(event.data.call_id)
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        from openai import OpenAI
-
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        client = OpenAI(api_key=KEY, base_url=self.base_url, webhook_secret=self.secret)
-        event = client.webhooks.unwrap(body, {k.decode(): v.decode() for k, v in scope["headers"]})
-
-        def accept() -> None:
-            client.realtime.calls.accept(event.data.call_id, type="realtime", **self.config)
-            self.accepted.put(event.data.call_id)
-
-        threading.Thread(target=accept, daemon=True).start()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+    app.on_call = accept
+    return app, accepted
 
 
 def sipp(sip_port: int, logdir: Path, *, calls: int, hold_ms: int, pcap: Path | None = None,
@@ -126,8 +104,8 @@ def packets(calls: list[dict]) -> dict[str, tuple[int, int]]:
 # ---- 1. CPU per call ----------------------------------------------------------------------------------
 async def cpu_rows(args, logdir: Path) -> list[str]:
     secret = new_secret()
-    app = AutoAnswer(secret, {"instructions": "echo"})
-    sip_port, port = free_port(kind=socket.SOCK_DGRAM), free_port()
+    app, _ = auto_answer(secret, {"instructions": "echo"})
+    sip_port, port = free_sip_port(), free_port()
     out = ["transport     N  server core %  CPU ms per call-s  RTP in/out per call-s  calls"]
     with serving(app, path="/hook") as hook:
         server = ServerProcess("ours", [sys.executable, "-m", "openrealtime", "serve", "--engine", "echo",
@@ -248,9 +226,9 @@ async def latency_rows(args, logdir: Path) -> list[str]:
     secret = new_secret()
     config = {"instructions": "You answer the phone. Answer in one short sentence.",
               "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": args.silence_ms}}}}
-    app = AutoAnswer(secret, config)
+    app, accepted = auto_answer(secret, config)
     caller = RtpCaller()
-    sip_port = free_port(kind=socket.SOCK_DGRAM)
+    sip_port = free_sip_port()
     questions = [_spoken(stack, q) for q in QUESTIONS[:args.questions]]
     try:
         with serving(app, path="/hook") as hook:
@@ -262,7 +240,7 @@ async def latency_rows(args, logdir: Path) -> list[str]:
                 proc = sipp(sip_port, logdir, calls=1, hold_ms=len(questions) * 25_000 + 10_000,
                             rtp=("127.0.0.1", str(caller.port)))
                 loop = asyncio.get_running_loop()
-                call_id = await loop.run_in_executor(None, lambda: app.accepted.get(timeout=30))
+                call_id = await loop.run_in_executor(None, lambda: accepted.get(timeout=30))
                 call = server.state.calls.get(call_id)
                 caller.target = ("127.0.0.1", call.leg.local_port)
                 await asyncio.sleep(1.0)

@@ -14,7 +14,8 @@ import json
 import logging
 import re
 import ssl
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -45,9 +46,14 @@ def _sip(request: Request) -> SipServer | None:
     return getattr(request.app.state, "sip", None)
 
 
-def _control_error(exc: CallControlError) -> ApiError:
-    kind = "server_error" if exc.status >= 500 else "invalid_request_error"
-    return ApiError(exc.status, exc.message, code=exc.code, param=exc.param, type=kind)
+@contextmanager
+def _as_api_errors() -> Iterator[None]:
+    """A control request the SIP server cannot do, answered in OpenAI's error shape."""
+    try:
+        yield
+    except CallControlError as exc:
+        kind = "server_error" if exc.status >= 500 else "invalid_request_error"
+        raise ApiError(exc.status, exc.message, code=exc.code, param=exc.param, type=kind) from None
 
 
 def _not_found(call_id: str) -> ApiError:
@@ -70,6 +76,13 @@ async def _json_body(request: Request, state: ServerState) -> dict[str, Any]:
     return value
 
 
+async def _control(request: Request) -> tuple[ServerState, dict[str, Any]]:
+    """The server's state and the JSON body of a call-control request (a server API key required)."""
+    state: ServerState = request.app.state.server
+    state.auth(request)
+    return state, await _json_body(request, state)
+
+
 def _with_codec(config: RealtimeSessionConfig, plan: MediaPlan) -> RealtimeSessionConfig:
     """The RTP codec is negotiated on the SIP leg: the session reports it as its audio format."""
     fmt = PcmuFormat() if plan.codec == "PCMU" else PcmaFormat()
@@ -80,9 +93,7 @@ def _with_codec(config: RealtimeSessionConfig, plan: MediaPlan) -> RealtimeSessi
 
 @router.post("/v1/realtime/calls/{call_id}/accept")
 async def accept_call(call_id: str, request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    state.auth(request)
-    body = await _json_body(request, state)
+    state, body = await _control(request)
     if body.get("type") != "realtime":
         raise ApiError(400, "Missing or invalid 'type': a call is accepted with a realtime session config "
                             "(type \"realtime\").", code="invalid_value", param="type")
@@ -103,18 +114,14 @@ async def accept_call(call_id: str, request: Request) -> Response:
         return SessionEngine(transport, _with_codec(config, plan), models=state.models, runtime=state.runtime,
                              limits=SessionLimits(max_duration_s=settings.max_call_duration_s), egress=state.egress)
 
-    try:
+    with _as_api_errors():
         await sip.accept(call_id, make_engine)
-    except CallControlError as exc:
-        raise _control_error(exc) from None
     return Response(status_code=200)
 
 
 @router.post("/v1/realtime/calls/{call_id}/reject")
 async def reject_call(call_id: str, request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    state.auth(request)
-    body = await _json_body(request, state)
+    state, body = await _control(request)
     status = body.get("status_code", 603)
     if isinstance(status, bool) or not isinstance(status, int) or not 300 <= status <= 699:
         raise ApiError(400, "Invalid 'status_code': a SIP final status from 300 to 699 (default 603).",
@@ -124,18 +131,14 @@ async def reject_call(call_id: str, request: Request) -> Response:
         raise _not_found(call_id)
     if sip.reject_idempotent(call_id):
         return Response(status_code=200)
-    try:
+    with _as_api_errors():
         sip.reject(call_id, status)
-    except CallControlError as exc:
-        raise _control_error(exc) from None
     return Response(status_code=200)
 
 
 @router.post("/v1/realtime/calls/{call_id}/refer")
 async def refer_call(call_id: str, request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    state.auth(request)
-    body = await _json_body(request, state)
+    state, body = await _control(request)
     target = body.get("target_uri")
     if not isinstance(target, str) or not target.strip():
         raise ApiError(400, "Missing required parameter: 'target_uri' (a sip:, sips: or tel: URI).",
@@ -147,10 +150,8 @@ async def refer_call(call_id: str, request: Request) -> Response:
     sip = _sip(request)
     if sip is None:
         raise _not_found(call_id)
-    try:
+    with _as_api_errors():
         await sip.refer(call_id, target)
-    except CallControlError as exc:
-        raise _control_error(exc) from None
     return Response(status_code=200)
 
 

@@ -83,8 +83,7 @@ def test_sdp_negotiation_raises_only_its_own_error(text):
 async def test_a_fuzzed_server_keeps_its_other_call(tmp_path):
     async with phone_server() as phone:
         pcap = speech_pcap(tmp_path, seconds=20.0)
-        sipp = await Sipp("answered_until_bye.xml", phone.sip_port, tmp_path, pcap=pcap).start()
-        try:
+        async with Sipp("answered_until_bye.xml", phone.sip_port, tmp_path, pcap=pcap) as sipp:
             incoming = await phone.app.next_call()
             call_id = incoming.data.call_id
             await phone.client.realtime.calls.accept(call_id, type="realtime")
@@ -114,8 +113,6 @@ async def test_a_fuzzed_server_keeps_its_other_call(tmp_path):
                            what="media still flowing both ways")
             await phone.client.realtime.calls.hangup(call_id)
             await sipp.succeeds()
-        finally:
-            sipp.kill()
 
 
 def _read_until_200(sock: socket.socket) -> bytes:

@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from openrealtime.api.embedded import free_port
 from openrealtime.sip.webhook import new_secret
 from tests.support.mcp_servers import serving
 from tests.support.serve_process import ROOT, ServeProcess
-from tests.support.sip import API_KEY, SIPP, PhoneApp, Sipp
+from tests.support.sip import API_KEY, SIPP, PhoneApp, Sipp, free_sip_port
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="needs SIPp (Debian package sip-tester)")
 
@@ -35,7 +33,7 @@ def test_refused_at_startup(args, says):
 async def test_a_call_at_debug_level_logs_no_secret(tmp_path):
     secret = new_secret()
     app = PhoneApp(secret)
-    sip_port = free_port(kind=socket.SOCK_DGRAM)
+    sip_port = free_sip_port()
     with serving(app, path="/webhook") as url:
         server = ServeProcess("--engine", "echo", "--sip-port", str(sip_port), "--webhook-url", url,
                               "--webhook-secret", secret, "--log-level", "debug", api_key=API_KEY)
@@ -43,11 +41,8 @@ async def test_a_call_at_debug_level_logs_no_secret(tmp_path):
             await server.ready()
             app.base_url = server.url + "/v1"
             app.on_call = lambda client, event: client.realtime.calls.reject(event.data.call_id, status_code=486)
-            sipp = await Sipp("refused.xml", sip_port, tmp_path, status=486).start()
-            try:
+            async with Sipp("refused.xml", sip_port, tmp_path, status=486) as sipp:
                 await sipp.succeeds()
-            finally:
-                sipp.kill()
             log = server.log()
         finally:
             server.kill()

@@ -46,10 +46,9 @@ async def answer(phone: Phone, **config) -> str:
 
 @pytest.mark.parametrize("codec, transport", [("PCMU", "u1"), ("PCMA", "t1")], ids=["pcmu-udp", "pcma-tcp"])
 async def test_an_answered_call_hears_itself_and_a_key(phone, tmp_path, codec, transport):
-    sipp = await Sipp("call.xml", phone.sip_port, tmp_path, transport=transport, codec=codec,
-                      codec_pt=CODECS[codec], pcap=speech_pcap(tmp_path, codec), dtmf_pcap=DTMF_5,
-                      talk_ms=3000).start()
-    try:
+    async with Sipp("call.xml", phone.sip_port, tmp_path, transport=transport, codec=codec,
+                    codec_pt=CODECS[codec], pcap=speech_pcap(tmp_path, codec), dtmf_pcap=DTMF_5,
+                    talk_ms=3000) as sipp:
         incoming = await phone.app.next_call()
         assert incoming.type == "realtime.call.incoming" and incoming.data.call_id.startswith("rtc_")
         headers = [(h.name, h.value) for h in incoming.data.sip_headers]
@@ -61,8 +60,6 @@ async def test_an_answered_call_hears_itself_and_a_key(phone, tmp_path, codec, t
         await phone.client.realtime.calls.accept(call_id, type="realtime")  # a retry: no second answer
         events, reconnects = await sideband_events(phone, call_id)  # until the caller's BYE closes it
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     types = [e.type for e in events]
     created = events[0]
     assert created.type == "session.created"
@@ -82,20 +79,16 @@ async def test_the_app_decides_in_its_webhook_with_the_sync_sdk(phone, tmp_path)
     """A real app's shape: the webhook handler itself accepts (sync client, its own thread)."""
     phone.app.on_call = lambda client, event: client.realtime.calls.accept(event.data.call_id, type="realtime")
     phone.app.statuses = [500]  # the first delivery fails: the server retries while the call rings
-    sipp = await Sipp("call.xml", phone.sip_port, tmp_path, codec="PCMU", codec_pt=0, pcap=speech_pcap(tmp_path),
-                      dtmf_pcap=DTMF_5, talk_ms=1000).start()
-    try:
+    async with Sipp("call.xml", phone.sip_port, tmp_path, codec="PCMU", codec_pt=0, pcap=speech_pcap(tmp_path),
+                    dtmf_pcap=DTMF_5, talk_ms=1000) as sipp:
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     ids = {d["webhook-id"] for d in phone.app.deliveries}
     assert len(phone.app.deliveries) == 2 and len(ids) == 1 and phone.app.refused == 0
 
 
 @pytest.mark.parametrize("status", [486, None], ids=["busy", "default-603"])
 async def test_reject(phone, tmp_path, status):
-    sipp = await Sipp("refused.xml", phone.sip_port, tmp_path, status=status or 603).start()
-    try:
+    async with Sipp("refused.xml", phone.sip_port, tmp_path, status=status or 603) as sipp:
         incoming = await phone.app.next_call()
         call_id = incoming.data.call_id
         if status is None:
@@ -104,8 +97,6 @@ async def test_reject(phone, tmp_path, status):
             await phone.client.realtime.calls.reject(call_id, status_code=status)
         await phone.client.realtime.calls.reject(call_id)  # a retry: still 200
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     with pytest.raises(openai.BadRequestError):
         await phone.client.realtime.calls.reject(call_id, status_code=200)  # not a final failure status
     with pytest.raises(openai.NotFoundError):
@@ -114,29 +105,22 @@ async def test_reject(phone, tmp_path, status):
 
 async def test_ring_timeout_declines(tmp_path):
     async with phone_server(sip_ring_timeout_s=1.0) as phone:
-        sipp = await Sipp("refused.xml", phone.sip_port, tmp_path, status=603).start()
-        try:
+        async with Sipp("refused.xml", phone.sip_port, tmp_path, status=603) as sipp:
             await phone.app.next_call()
             await sipp.succeeds()
-        finally:
-            sipp.kill()
 
 
 async def test_cancel_while_ringing(phone, tmp_path):
-    sipp = await Sipp("cancel.xml", phone.sip_port, tmp_path, ring_ms=300).start()
-    try:
+    async with Sipp("cancel.xml", phone.sip_port, tmp_path, ring_ms=300) as sipp:
         incoming = await phone.app.next_call()
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     with pytest.raises(openai.NotFoundError) as info:
         await phone.client.realtime.calls.accept(incoming.data.call_id, type="realtime")
     assert "hung up" in str(info.value)
 
 
 async def test_hangup_sends_bye_and_closes_the_sideband(phone, tmp_path):
-    sipp = await Sipp("answered_until_bye.xml", phone.sip_port, tmp_path, pcap=speech_pcap(tmp_path)).start()
-    try:
+    async with Sipp("answered_until_bye.xml", phone.sip_port, tmp_path, pcap=speech_pcap(tmp_path)) as sipp:
         call_id = await answer(phone)
         reconnects: list = []
         async with phone.client.realtime.connect(call_id=call_id, on_reconnecting=reconnects.append) as conn:
@@ -145,15 +129,12 @@ async def test_hangup_sends_bye_and_closes_the_sideband(phone, tmp_path):
             await phone.client.realtime.calls.hangup(call_id)
             rest = [event async for event in conn]
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     assert not reconnects and all(e.type != "error" for e in rest)
     assert len(phone.server.state.calls) == 0
 
 
 async def test_accept_validates_the_session_first(phone, tmp_path):
-    sipp = await Sipp("refused.xml", phone.sip_port, tmp_path, status=603).start()
-    try:
+    async with Sipp("refused.xml", phone.sip_port, tmp_path, status=603) as sipp:
         call_id = (await phone.app.next_call()).data.call_id
         for bad in ({"instructions": 5}, {"output_modalities": ["video"]}, {"audio": {"output": {"speed": 9}}}):
             with pytest.raises(openai.BadRequestError):
@@ -162,16 +143,13 @@ async def test_accept_validates_the_session_first(phone, tmp_path):
             await phone.client.post(f"/realtime/calls/{call_id}/accept", body={}, cast_to=type(None))
         await phone.client.realtime.calls.reject(call_id)  # still ringing after the bad bodies
         await sipp.succeeds()
-    finally:
-        sipp.kill()
 
 
 @pytest.mark.parametrize("final", ["200 OK", "486 Busy Here"], ids=["transferred", "transfer-failed"])
 async def test_refer(phone, tmp_path, final):
     target = "sip:agent@example.com"
-    sipp = await Sipp("refer.xml", phone.sip_port, tmp_path, target_re=target.replace(".", "\\."),
-                      refer_status="202 Accepted", final_status=final).start()
-    try:
+    async with Sipp("refer.xml", phone.sip_port, tmp_path, target_re=target.replace(".", "\\."),
+                    refer_status="202 Accepted", final_status=final) as sipp:
         call_id = await answer(phone)
         async with phone.client.realtime.connect(call_id=call_id) as conn:
             assert (await conn.recv()).type == "session.created"
@@ -183,17 +161,14 @@ async def test_refer(phone, tmp_path, final):
                 await phone.client.realtime.calls.hangup(call_id)  # the caller is still here: hang up
             rest = [event async for event in conn]
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     assert all(e.type != "error" for e in rest)
     with pytest.raises(openai.BadRequestError):
         await phone.client.realtime.calls.refer(call_id, target_uri="not a uri")
 
 
 async def test_hold_and_resume(phone, tmp_path):
-    sipp = await Sipp("hold.xml", phone.sip_port, tmp_path, pcap=speech_pcap(tmp_path, seconds=1.0), talk_ms=1200,
-                      held_ms=1500).start()
-    try:
+    async with Sipp("hold.xml", phone.sip_port, tmp_path, pcap=speech_pcap(tmp_path, seconds=1.0), talk_ms=1200,
+                    held_ms=1500) as sipp:
         call_id = await answer(phone)
         call = phone.server.state.calls.get(call_id)
         await wait_for(lambda: call.state == "held", timeout=20, what="the caller's hold")
@@ -203,17 +178,12 @@ async def test_hold_and_resume(phone, tmp_path):
         await wait_for(lambda: call.state == "connected", timeout=20, what="the caller's resume")
         await wait_for(lambda: call.leg.packets_out > sent, timeout=5, what="audio again after resume")
         await sipp.succeeds()
-    finally:
-        sipp.kill()
 
 
 async def test_retransmissions(phone, tmp_path):
-    sipp = await Sipp("retransmissions.xml", phone.sip_port, tmp_path).start()
-    try:
+    async with Sipp("retransmissions.xml", phone.sip_port, tmp_path) as sipp:
         await answer(phone)
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     assert len(phone.app.deliveries) == 1  # the repeated INVITE made no second call
     assert sipp.received("SIP/2.0 200 OK") >= 3  # the 200 OK (INVITE) repeated until the ACK; the BYE's 200
     with pytest.raises(Exception):
@@ -221,32 +191,23 @@ async def test_retransmissions(phone, tmp_path):
 
 
 async def test_malformed_and_unacceptable_requests(phone, tmp_path):
-    sipp = await Sipp("malformed.xml", phone.sip_port, tmp_path).start()
-    try:
+    async with Sipp("malformed.xml", phone.sip_port, tmp_path) as sipp:
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     assert phone.app.deliveries == []  # nothing rang
 
 
 async def test_requests_inside_a_call(phone, tmp_path):
     """Session timers (RFC 4028), a key by SIP INFO, UPDATE, OPTIONS and an unknown method, in the dialog."""
-    sipp = await Sipp("in_call_requests.xml", phone.sip_port, tmp_path, wait_ms=1500).start()
-    try:
+    async with Sipp("in_call_requests.xml", phone.sip_port, tmp_path, wait_ms=1500) as sipp:
         call_id = await answer(phone)
         events, reconnects = await sideband_events(phone, call_id)
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     assert [e.event for e in events if e.type == "input_audio_buffer.dtmf_event_received"] == ["#"]
     assert not reconnects
 
 
 async def test_a_session_interval_under_the_minimum(phone, tmp_path):
-    sipp = await Sipp("session_interval_too_small.xml", phone.sip_port, tmp_path).start()
-    try:
+    async with Sipp("session_interval_too_small.xml", phone.sip_port, tmp_path) as sipp:
         await sipp.succeeds()
-    finally:
-        sipp.kill()
     assert phone.app.deliveries == []
 

@@ -35,6 +35,7 @@ from openai import AsyncOpenAI, OpenAI
 from openrealtime.api.embedded import embedded_server, free_port
 from openrealtime.audio.convert import pcm8k_to_g711
 from openrealtime.sip.webhook import new_secret
+from tests.support.asgi import lifespan, read_body, respond
 from tests.support.mcp_servers import serving
 from tests.support.servers import server_settings
 
@@ -56,17 +57,9 @@ class PhoneApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.deliveries.append(headers)
         status = self.statuses.pop(0) if self.statuses else 200
@@ -81,8 +74,7 @@ class PhoneApp:
             self.events.put(event)
             if self.on_call is not None:
                 threading.Thread(target=self.on_call, args=(client, event), daemon=True).start()
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await respond(send, status)
 
     async def next_call(self, timeout: float = 20.0) -> Any:
         loop = asyncio.get_running_loop()
@@ -106,7 +98,7 @@ class Phone:
 async def phone_server(**overrides):
     secret = new_secret()
     app = PhoneApp(secret)
-    sip_port = free_port(kind=socket.SOCK_DGRAM)
+    sip_port = free_sip_port()
     with serving(app, path="/webhook") as url:
         settings = {"engine": "echo", "echo_delay_s": 0.2, "sip_port": sip_port, "webhook_url": url,
                     "webhook_secret": secret, "api_keys": [API_KEY]}
@@ -119,6 +111,18 @@ async def phone_server(**overrides):
                 yield Phone(server, app, client, sip_port)
             finally:
                 await client.close()
+
+
+def free_sip_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both with one number)."""
+    while True:
+        port = free_port(kind=socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 class Sipp:
@@ -152,6 +156,12 @@ class Sipp:
         self.process = await asyncio.create_subprocess_exec(*self.args, stdout=asyncio.subprocess.DEVNULL,
                                                             stderr=asyncio.subprocess.PIPE)
         return self
+
+    async def __aenter__(self) -> "Sipp":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        self.kill()
 
     async def wait(self, timeout: float = 60.0) -> int:
         assert self.process is not None

@@ -9,20 +9,14 @@ from openai import InvalidWebhookSignatureError, OpenAI
 
 from openrealtime.sip.webhook import (WebhookSender, check_secret, incoming_call_event, new_secret, sign,
                                       signing_key)
+from tests.support.asgi import read_body, respond
 
 
 def receiver(statuses: list[int], seen: list[tuple[dict, bytes]]):
     async def app(scope, receive, send):
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         seen.append(({k.decode(): v.decode() for k, v in scope["headers"]}, body))
-        status = statuses.pop(0) if statuses else 200
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await respond(send, statuses.pop(0) if statuses else 200)
     return app
 
 
