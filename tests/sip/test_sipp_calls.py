@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import openai
 import pytest
 
@@ -126,6 +127,13 @@ async def test_hangup_sends_bye_and_closes_the_sideband(phone, tmp_path):
         async with phone.client.realtime.connect(call_id=call_id, on_reconnecting=reconnects.append) as conn:
             first = await conn.recv()
             assert first.type == "session.created"
+            headers = {"Authorization": f"Bearer {phone.client.api_key}"}
+            async with httpx.AsyncClient(base_url=phone.server.url, headers=headers) as http:
+                listed = (await http.get("/v1/realtime/calls")).json()["data"]
+                metrics = await http.get("/metrics")
+            assert [(c["id"], c["transport"], c["codecs"]["audio"]["mime_type"]) for c in listed] == [
+                (call_id, "sip", "audio/PCMU")]
+            assert metrics.status_code == 200 and 'openrealtime_calls_active{state="connected"} 1.0' in metrics.text
             await phone.client.realtime.calls.hangup(call_id)
             rest = [event async for event in conn]
         await sipp.succeeds()
