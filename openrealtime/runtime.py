@@ -8,6 +8,12 @@ It holds
   the result, or consumes a blocking generator (`stream`). Native runtimes (onnxruntime,
   CTranslate2, llama.cpp) release the GIL while they compute. Queue depths and "busy" for /metrics
   and scheduling;
+- a stage's queue order: `urgent` work (what a user is waiting for now: a turn's final
+  transcription, a reply's first clause) starts before the other work queued in the stage, otherwise
+  work starts in submission order (one caller's jobs, all urgent or all not, never reorder);
+- batching (`run_batch`): items submitted with the same key while the stage is busy are handed to one
+  `fn_many(items)` call when a worker takes them (e.g. several sessions' final transcriptions in one
+  Whisper encode/decode), instead of one job each;
 - the foreground gate (engines/foreground.py), through which the in-process models step aside for
   what the user is waiting to hear;
 - the clock (`now`, `call_later`), and task spawning (`spawn`) whose failures are logged, never lost.
@@ -23,10 +29,13 @@ import asyncio
 import contextvars
 import logging
 import os
+import heapq
+import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from .engines.foreground import ForegroundGate
@@ -36,6 +45,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 STAGES = ("vad", "asr", "llm", "warm", "tts", "turn", "denoise")
+MAX_BATCH = 8  # items one run_batch call hands to fn_many at most
 _DONE = object()
 
 
@@ -59,11 +69,19 @@ class ModelRuntime(Protocol):
         """Seconds on the runtime's clock (monotonic)."""
         ...
 
-    async def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in the stage's worker (never on the loop's own stack); its result."""
+    async def run(self, stage: str, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
+        """`fn(*args)` in the stage's worker (never on the loop's own stack); its result. `urgent`: it
+        starts before the stage's queued work that is not."""
         ...
 
-    def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event) -> AsyncIterator[T]:
+    async def run_batch(self, stage: str, fn_many: Callable[[list[Any]], Sequence[T]], item: Any, *,
+                        key: Hashable, urgent: bool = False) -> T:
+        """`fn_many([..., item, ...])[i]`: `item` with the others of the same `key` (and urgency) that
+        are queued in the stage when a worker takes them (at most `MAX_BATCH`), in one call."""
+        ...
+
+    def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event, *,
+               urgent: bool = False) -> AsyncIterator[T]:
         """The items of the blocking generator `make()`, produced in the stage's worker; stopping early
         sets `cancel`."""
         ...
@@ -160,6 +178,34 @@ def call_in_model_thread(fn: Callable[[], T]) -> T:
     return box["result"]
 
 
+@dataclass(order=True)
+class _Entry:
+    """Work queued in a stage: one job, or one batch that takes items until a worker starts it."""
+
+    later: bool  # not urgent: sorts after the urgent entries
+    seq: int
+    run: Callable[[list[tuple[Any, Future]]], None] = field(compare=False)
+    items: list[tuple[Any, Future]] = field(compare=False, default_factory=list)
+    key: Hashable = field(compare=False, default=None)
+
+
+def deliver(fn_many: Callable[[list[Any]], Sequence[Any]], items: list[tuple[Any, Future]]) -> None:
+    """Run `fn_many` over the items whose callers still wait; each future gets its own result."""
+    live = [(item, future) for item, future in items if future.set_running_or_notify_cancel()]
+    if not live:
+        return
+    try:
+        results = list(fn_many([item for item, _future in live]))
+        if len(results) != len(live):
+            raise RuntimeError(f"a batch of {len(live)} items gave {len(results)} results")
+    except BaseException as exc:  # delivered to every caller of the batch
+        for _item, future in live:
+            future.set_exception(exc)
+        return
+    for (_item, future), result in zip(live, results):
+        future.set_result(result)
+
+
 class Runtime:
     """Worker pools, the foreground gate, the clock and task spawning of one server (see the module doc)."""
 
@@ -169,6 +215,9 @@ class Runtime:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._sizes: dict[str, int] = {}
         self._in_flight: dict[str, int] = {}  # work submitted through run() and not finished, per stage
+        self._queued: dict[str, list[_Entry]] = {}  # a heap per stage: urgent first, then by submission
+        self._open: dict[tuple[str, Hashable], _Entry] = {}  # batches not started, by stage and key
+        self._seq = itertools.count()
         self._lock = threading.Lock()
 
     # ---- pools -------------------------------------------------------------------------------
@@ -193,7 +242,7 @@ class Runtime:
     def queue_depths(self) -> dict[str, int]:
         """Work submitted to each stage's pool and not yet started (for /metrics)."""
         with self._lock:
-            return {stage: p._work_queue.qsize() for stage, p in self._pools.items()}
+            return {stage: sum(max(1, len(e.items)) for e in self._queued.get(stage, ())) for stage in self._pools}
 
     def busy(self, stage: str) -> bool:
         """Whether the stage has work submitted through `run()` that has not finished (queued or
@@ -208,27 +257,77 @@ class Runtime:
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
+            queued, self._queued, self._open = self._queued, {}, {}
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
+        for entries in queued.values():  # never started: their callers see them cancelled
+            for entry in entries:
+                for _item, future in entry.items:
+                    future.cancel()
 
     # ---- work --------------------------------------------------------------------------------
-    async def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        started = time.monotonic()
+    def _enqueue(self, stage: str, entry: _Entry) -> None:
+        """Queue `entry` in the stage; a worker takes the best queued entry when it is free."""
         executor = self.pool(stage)
         with self._lock:
+            heapq.heappush(self._queued.setdefault(stage, []), entry)
+        executor.submit(self._take, stage)  # one worker turn per entry
+
+    def _take(self, stage: str) -> None:
+        with self._lock:
+            queued = self._queued.get(stage)
+            if not queued:
+                return
+            entry = heapq.heappop(queued)
+            if entry.key is not None and self._open.get((stage, entry.key)) is entry:
+                del self._open[(stage, entry.key)]  # started: later items make a new batch
+        entry.run(entry.items)
+
+    def _track(self, stage: str, future: Future) -> None:
+        with self._lock:
             self._in_flight[stage] = self._in_flight.get(stage, 0) + 1
-        # a copy of the caller's context: the worker's log lines keep the call id
-        try:
-            job = executor.submit(contextvars.copy_context().run, fn, *args)
-        except BaseException:
-            self._finished(stage)
-            raise
-        job.add_done_callback(lambda _job: self._finished(stage))
-        result = await asyncio.wrap_future(job)
+        future.add_done_callback(lambda _future: self._finished(stage))
+
+    def _submit(self, stage: str, fn: Callable[[], T], urgent: bool) -> Future:
+        future: Future = Future()
+        context = contextvars.copy_context()  # the worker's log lines keep the call id
+        entry = _Entry(not urgent, next(self._seq),
+                       lambda items: deliver(lambda _items: [context.run(fn)], items), [(None, future)])
+        self._enqueue(stage, entry)
+        return future
+
+    async def run(self, stage: str, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
+        started = time.monotonic()
+        future = self._submit(check_stage(stage), lambda: fn(*args), urgent)
+        self._track(stage, future)
+        result = await asyncio.wrap_future(future)
         observe_stage(stage, time.monotonic() - started)
         return result
 
-    async def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event) -> AsyncIterator[T]:
+    async def run_batch(self, stage: str, fn_many: Callable[[list[Any]], Sequence[T]], item: Any, *,
+                        key: Hashable, urgent: bool = False) -> T:
+        started = time.monotonic()
+        future: Future = Future()
+        batch_key = (check_stage(stage), (key, urgent))
+        context = contextvars.copy_context()
+        with self._lock:
+            entry = self._open.get(batch_key)
+            if entry is not None and len(entry.items) < MAX_BATCH:
+                entry.items.append((item, future))
+                entry = None
+            else:
+                entry = _Entry(not urgent, next(self._seq), lambda items: context.run(deliver, fn_many, items),
+                               [(item, future)], key=batch_key[1])
+                self._open[batch_key] = entry
+        if entry is not None:
+            self._enqueue(stage, entry)
+        self._track(stage, future)
+        result = await asyncio.wrap_future(future)
+        observe_stage(stage, time.monotonic() - started)
+        return result
+
+    async def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event, *,
+                     urgent: bool = False) -> AsyncIterator[T]:
         """Iterate a blocking generator in the stage's thread, yielding its items on the loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -245,7 +344,7 @@ class Runtime:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
         started = time.monotonic()
-        future = loop.run_in_executor(self.pool(stage), contextvars.copy_context().run, pump)
+        future = self._submit(check_stage(stage), pump, urgent)
         drained = False
         first = True
         try:

@@ -2,8 +2,9 @@
 threads or wall clocks, so a test of the session engine says what happens, not how long to wait.
 
 - Model work (`run`, and each item of a `stream`) is a job, run on the event loop's thread in the
-  order it was submitted, one job per loop callback: what a worker pool would run concurrently is
-  interleaved, always the same way. A stage can be paused (`pause`, optionally after a number of
+  order it was submitted (urgent jobs first, as in `Runtime`), one job per loop callback: what a
+  worker pool would run concurrently is interleaved, always the same way. A `run_batch` job takes
+  the items of its key submitted until it runs. A stage can be paused (`pause`, optionally after a number of
   jobs) and resumed: a model still computing, held exactly there.
 - The clock is manual: `now()` is what `advance()` made it, and `call_later` callbacks fire only
   as `advance()` passes their time.
@@ -23,12 +24,12 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .engines.foreground import ForegroundGate
-from .runtime import STAGES, Timer, check_stage, spawn_logged
+from .runtime import MAX_BATCH, STAGES, Timer, check_stage, spawn_logged
 
 T = TypeVar("T")
 _DONE = object()
@@ -40,6 +41,7 @@ class _Job:
     stage: str
     fn: Callable[[], Any]
     future: asyncio.Future
+    urgent: bool = False
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
@@ -76,6 +78,7 @@ class InlineRuntime:
         self._seq = itertools.count()
         self._sizes: dict[str, int] = {}
         self._scheduled: asyncio.Handle | None = None  # the loop callback that runs the next job
+        self._open: dict[tuple[str, Hashable], list[tuple[Any, asyncio.Future]]] = {}  # batches not run yet
 
     # ---- clock -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -128,24 +131,31 @@ class InlineRuntime:
         jobs, self._jobs = list(self._jobs), deque()
         for job in jobs:
             job.future.cancel()
+        for items in self._open.values():
+            for _item, future in items:
+                future.cancel()
+        self._open.clear()
         self._timers.clear()
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
 
-    def _submit(self, stage: str, fn: Callable[[], T]) -> asyncio.Future[T]:
+    def _submit(self, stage: str, fn: Callable[[], T], urgent: bool = False) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(check_stage(stage), fn, future))
+        self._jobs.append(_Job(check_stage(stage), fn, future, urgent))
         self._schedule()
         return future
 
     def _runnable(self) -> _Job | None:
+        first = None
         for job in self._jobs:
             if job.future.done():  # its caller was cancelled before it started: it never runs
                 continue
             if self._allowance.get(job.stage, 1) > 0:
-                return job
-        return None
+                if job.urgent:
+                    return job
+                first = first or job
+        return first
 
     def _schedule(self) -> None:
         if self._scheduled is None and self._runnable() is not None:
@@ -171,10 +181,46 @@ class InlineRuntime:
                     job.future.set_result(result)
         self._schedule()
 
-    async def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        return await self._submit(stage, lambda: fn(*args))
+    async def run(self, stage: str, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
+        return await self._submit(stage, lambda: fn(*args), urgent)
 
-    async def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event) -> AsyncIterator[T]:
+    async def run_batch(self, stage: str, fn_many: Callable[[list[Any]], Sequence[T]], item: Any, *,
+                        key: Hashable, urgent: bool = False) -> T:
+        """One job per batch: the items of `key` submitted before it runs (at most `MAX_BATCH`)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        batch_key = (check_stage(stage), (key, urgent))
+        items = self._open.get(batch_key)
+        if items is not None and len(items) < MAX_BATCH:
+            items.append((item, future))
+            return await future
+        items = self._open[batch_key] = [(item, future)]
+
+        def run() -> None:
+            if self._open.get(batch_key) is items:
+                del self._open[batch_key]
+            live = [(one, waiting) for one, waiting in items if not waiting.done()]
+            try:
+                results = list(fn_many([one for one, _waiting in live])) if live else []
+                if len(results) != len(live):
+                    raise RuntimeError(f"a batch of {len(live)} items gave {len(results)} results")
+            except Exception as exc:  # delivered to every caller of the batch
+                for _one, waiting in live:
+                    waiting.set_exception(exc)
+                return
+            for (_one, waiting), result in zip(live, results):
+                waiting.set_result(result)
+
+        job = self._submit(stage, run, urgent)
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if not future.done():
+                future.cancel()
+            raise
+        return await future
+
+    async def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event, *,
+                     urgent: bool = False) -> AsyncIterator[T]:
         """Each item of `make()` is one job (the first one also calls `make`)."""
         source: Iterator[T] | None = None
 
@@ -187,7 +233,7 @@ class InlineRuntime:
         drained = False
         try:
             while not cancel.is_set():
-                item = await self._submit(stage, step)
+                item = await self._submit(stage, step, urgent)
                 if item is _DONE:
                     break
                 yield item
