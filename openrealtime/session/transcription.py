@@ -1,7 +1,9 @@
 """Input audio transcription: the turn's words for the model, and the transcription events.
 
-`Transcriber.transcribe` runs the speech-to-text stage (a turn's final transcription holds the
-foreground gate: the reply waits for it; a partial one for a prefix warm-up does not).
+`Transcriber.transcribe` runs the speech-to-text stage. A turn's final transcription holds the
+foreground gate (the reply waits for it), starts before the partial ones queued for prefix warm-ups
+(urgent), and goes in one batch with the other sessions' final transcriptions queued at the same time
+(`runtime.run_batch`; a backend with `transcribe_many`, such as local Whisper, decodes them together).
 `Transcriber.start` transcribes a committed user item in the background: its audio part gets the
 transcript, the item's `transcript_future` (conversation.py) resolves, and, when the session asked
 for input transcription, the `...input_audio_transcription.delta/completed/failed` events follow.
@@ -54,15 +56,18 @@ class Transcriber:
         extra: dict[str, Any] = {"logprobs": True} if self.wants_logprobs() else {}
         if tc is not None and tc.languages and not language:
             extra["languages"] = list(tc.languages)  # detection limited to them (a backend that cannot: ignores)
+        request = dict(audio=audio, language=language, prompt=prompt, **extra)
+        if partial:  # a prefix warm-up: after the final transcriptions queued in the stage
+            return await self.runtime.run("asr", lambda: stt.transcribe(**request))
         gate = self.runtime.gate
+        many = getattr(stt, "transcribe_many", None)
 
-        def run() -> Transcript:
-            if partial:
-                return stt.transcribe(audio, language=language, prompt=prompt, **extra)
-            with gate.hold():  # the turn's words: the reply waits for them (engines/foreground.py)
-                return stt.transcribe(audio, language=language, prompt=prompt, **extra)
+        def run_many(requests: list[dict[str, Any]]) -> list[Transcript]:
+            with gate.hold():  # the turns' words: the replies wait for them (engines/foreground.py)
+                return many(requests) if many is not None else [stt.transcribe(**r) for r in requests]
 
-        return await self.runtime.run("asr", run)
+        # final transcriptions queued together (several sessions' turns ending at once) are one batch
+        return await self.runtime.run_batch("asr", run_many, request, key=("final", stt), urgent=True)
 
     def start(self, item: UserMessageItem, pcm: bytes, *, content_index: int,
               speculative: asyncio.Future | None = None) -> None:

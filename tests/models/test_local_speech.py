@@ -72,6 +72,27 @@ def test_short_turns_take_the_short_path_and_agree_with_the_full_window(tts, whi
     assert whisper.transcribe(noise).text == ""
 
 
+def test_turns_transcribed_in_one_batch_each_get_their_own_words(tts, whisper, caplog):
+    """Two sessions' turns that ended at once: one encode and one decode over both (different lengths),
+    each transcript has its own words, as when transcribed alone; a clip too short to read stays empty."""
+    import logging
+
+    from openrealtime.engines.local import asr
+
+    spider = speak16k(tts, "How many legs does a spider have?")
+    weather = speak16k(tts, "Tell me about the weather in Paris tomorrow morning, please.")
+    with caplog.at_level(logging.DEBUG, logger=asr.__name__):
+        first, second, tiny = whisper.transcribe_many(
+            [{"audio": spider}, {"audio": weather, "logprobs": True}, {"audio": np.zeros(800, dtype=np.float32)}])
+    assert "spider" in words(first.text) and "legs" in words(first.text) and "paris" not in words(first.text), first
+    assert "weather" in words(second.text) and "paris" in words(second.text) and "spider" not in words(second.text)
+    assert any("2 in the batch" in r.getMessage() for r in caplog.records)
+    assert first.logprobs is None and len(second.logprobs) == second.output_tokens
+    assert tiny.text == "" and first.audio_seconds == pytest.approx(spider.size / 16000)
+    assert words(first.text) == words(whisper.transcribe(spider).text)
+    assert words(second.text) == words(whisper.transcribe(weather).text)
+
+
 def test_asr_logprobs_cover_the_transcript(tts, whisper):
     audio = speak16k(tts, "What is the capital of France?")
     result = whisper.transcribe(audio, logprobs=True)

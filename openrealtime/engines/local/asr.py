@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -149,6 +150,41 @@ class WhisperSTT:
         SHORT_AUDIO_S, decoded by faster-whisper, comes back without them. `short_path=False`
         always decodes faster-whisper's way (the whole 30 s window), e.g. for comparisons.
         `languages`: without `language`, the language is detected among these only."""
+        return self.transcribe_many([dict(audio=audio, language=language, prompt=prompt, logprobs=logprobs,
+                                          short_path=short_path, languages=languages)])[0]
+
+    def transcribe_many(self, requests: Sequence[dict[str, Any]]) -> list[Transcript]:
+        """`transcribe(**request)` for each request, together: the short turns' encodes and greedy decodes
+        are one CTranslate2 call over the batch (several sessions' turns that ended at once); the others,
+        and a short turn that still looks like a loop, are decoded faster-whisper's way one by one."""
+        results: list[Transcript | None] = [None] * len(requests)
+        short: list[tuple[int, np.ndarray, str | None, dict[str, Any]]] = []
+        started = time.monotonic()
+        for i, request in enumerate(requests):
+            prepared = self._prepare(request["audio"], request.get("language"), request.get("languages"))
+            if isinstance(prepared, Transcript):
+                results[i] = prepared
+            elif request.get("short_path", True) and prepared[0].size / SAMPLE_RATE <= SHORT_AUDIO_S:
+                short.append((i, *prepared, request))
+        if short:
+            decoded = self._transcribe_short(
+                [audio for _i, audio, _lang, _r in short], [lang for _i, _a, lang, _r in short],
+                [r.get("prompt") for *_, r in short], [bool(r.get("logprobs")) for *_, r in short])
+            for (i, audio, _lang, _request), transcript in zip(short, decoded):
+                results[i] = transcript
+                if transcript is not None:
+                    log.debug("transcribed %.2f s of audio in %.3f s (short path, %d in the batch): %r",
+                              audio.size / SAMPLE_RATE, time.monotonic() - started, len(short), transcript.text)
+        for i, request in enumerate(requests):
+            if results[i] is None:
+                audio, lang = self._prepare(request["audio"], request.get("language"), request.get("languages"))
+                results[i] = self._transcribe_standard(audio, lang, request.get("prompt"))
+        return results  # type: ignore[return-value]
+
+    def _prepare(self, audio: np.ndarray, language: str | None,
+                 languages: list[str] | None) -> tuple[np.ndarray, str | None] | Transcript:
+        """The audio as float32 samples and the language to decode in; or the empty transcript of a clip
+        too short to read."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         seconds = audio.size / SAMPLE_RATE
         candidates = [c.split("-")[0].lower() for c in languages or []]
@@ -163,15 +199,14 @@ class WhisperSTT:
         if audio.size < SAMPLE_RATE // 10:  # under 100 ms: nothing Whisper could read
             return Transcript(text="", language=lang, audio_seconds=seconds,
                               input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND))
-        started = time.monotonic()
         if lang is None and candidates:
             lang = "en" if self.english_only else self._detect_among(audio, candidates)
-        if short_path and seconds <= SHORT_AUDIO_S:
-            short = self._transcribe_short(audio, lang, prompt, logprobs)
-            if short is not None:
-                log.debug("transcribed %.2f s of audio in %.3f s (short path): %r",
-                          seconds, time.monotonic() - started, short.text)
-                return short
+        return audio, lang
+
+    def _transcribe_standard(self, audio: np.ndarray, lang: str | None, prompt: str | None) -> Transcript:
+        """faster-whisper's own decode over the whole 30 s windows."""
+        started = time.monotonic()
+        seconds = audio.size / SAMPLE_RATE
         segments, info = self._model.transcribe(
             audio,
             language=lang,
@@ -207,58 +242,77 @@ class WhisperSTT:
         probability = {code: p for code, p in ranked}
         return max(candidates, key=lambda code: probability.get(code, 0.0))
 
-    def _transcribe_short(self, audio: np.ndarray, lang: str | None, prompt: str | None,
-                          want_logprobs: bool = False) -> Transcript | None:
-        """One greedy decode over [speech + padding | cached silence]; None if it looks like a loop."""
+    def _transcribe_short(self, audios: list[np.ndarray], langs: list[str | None], prompts: list[str | None],
+                          want_logprobs: list[bool]) -> list[Transcript | None]:
+        """One greedy decode of each turn over [speech + padding | cached silence], all turns in one
+        encode and one generate (windows padded to the longest turn's); None for a turn that looks
+        like a loop even over the whole window."""
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         fw = self._model
-        seconds = audio.size / SAMPLE_RATE
-        features = fw.feature_extractor(audio)
-        n = min(features.shape[-1], self._silence_features.shape[-1])
-        frames = min(self._silence_features.shape[-1], -(-(n + _PAD_FRAMES) // 100) * 100)
-        window = self._silence_features[:, :frames].copy()
-        window[:, :n] = features[:, :n]
-        encoded = np.array(fw.model.encode(ctranslate2.StorageView.from_array(window[None]), to_cpu=True))
-        full = self._silence_encoding.copy()
+        silence = self._silence_features
+        features = [fw.feature_extractor(audio) for audio in audios]
+        lengths = [min(f.shape[-1], silence.shape[-1]) for f in features]
+        frames = min(silence.shape[-1], -(-(max(lengths) + _PAD_FRAMES) // 100) * 100)
+        windows = np.repeat(silence[None, :, :frames], len(audios), axis=0)
+        for window, f, n in zip(windows, features, lengths):
+            window[:, :n] = f[:, :n]
+        encoded = np.array(fw.model.encode(ctranslate2.StorageView.from_array(windows), to_cpu=True))
+        full = np.repeat(self._silence_encoding, len(audios), axis=0)
         full[:, : encoded.shape[1]] = encoded
-        if lang is None and fw.model.is_multilingual:
-            best = fw.model.detect_language(ctranslate2.StorageView.from_array(full))[0][0][0]  # ("<|en|>", p)
-            lang = best[2:-2]
-        tokenizer = Tokenizer(fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe", language=lang or "en")
-        previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
-        prompt_tokens = fw.get_prompt(tokenizer, previous, without_timestamps=True)
-        budget = 16 + int(seconds * 12)  # generous: fast speech is ≈ 4-6 tokens per second
+        tokenizers, prompt_tokens, budgets, langs = [], [], [], list(langs)
+        for b, (audio, lang, prompt) in enumerate(zip(audios, langs, prompts)):
+            if lang is None and fw.model.is_multilingual:
+                view = ctranslate2.StorageView.from_array(full[b:b + 1])
+                best = fw.model.detect_language(view)[0][0][0]  # ("<|en|>", p)
+                lang = langs[b] = best[2:-2]
+            tokenizer = Tokenizer(fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe", language=lang or "en")
+            previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
+            tokenizers.append(tokenizer)
+            prompt_tokens.append(fw.get_prompt(tokenizer, previous, without_timestamps=True))
+            budgets.append(16 + int(audio.size / SAMPLE_RATE * 12))  # generous: fast speech is ≈ 4-6 tokens/s
+        results: list[Transcript | None] = [None] * len(audios)
+        pending = list(range(len(audios)))
         read = max(_DECODE_FRAMES, encoded.shape[1] + _DECODE_SILENCE_FRAMES)
-        while True:
-            window_output = np.ascontiguousarray(full[:, :read])
-            result = fw.model.generate(
-                ctranslate2.StorageView.from_array(window_output), [prompt_tokens], beam_size=1,
-                max_length=min(448, len(prompt_tokens) + budget),
-                suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-                return_scores=True, return_no_speech_prob=True, return_logits_vocab=want_logprobs,
-            )[0]
-            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-            text = tokenizer.decode(tokens).strip()
-            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if result.scores else 0.0
-            log.debug("short path (%d frames): no_speech %.2f avg_logprob %.2f %r",
-                      read, result.no_speech_prob, avg_logprob, text)
-            if (result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _LOW_LOGPROB) \
-                    or result.no_speech_prob > _SURE_NO_SPEECH_PROB:
-                text, tokens = "", []
-            if not text or (get_compression_ratio(text) <= _LOOP_COMPRESSION_RATIO and len(tokens) < budget):
+        while pending:
+            window_output = np.ascontiguousarray(full[pending, :read])
+            decoded = fw.model.generate(
+                ctranslate2.StorageView.from_array(window_output), [prompt_tokens[b] for b in pending], beam_size=1,
+                max_length=min(448, max(len(prompt_tokens[b]) + budgets[b] for b in pending)),
+                suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizers[pending[0]], [-1]),
+                return_scores=True, return_no_speech_prob=True,
+                return_logits_vocab=any(want_logprobs[b] for b in pending),
+            )
+            looping = []
+            for b, result in zip(pending, decoded):
+                tokenizer = tokenizers[b]
+                tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+                text = tokenizer.decode(tokens).strip()
+                avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if result.scores else 0.0
+                log.debug("short path (%d frames): no_speech %.2f avg_logprob %.2f %r",
+                          read, result.no_speech_prob, avg_logprob, text)
+                if (result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _LOW_LOGPROB) \
+                        or result.no_speech_prob > _SURE_NO_SPEECH_PROB:
+                    text, tokens = "", []
+                if text and (get_compression_ratio(text) > _LOOP_COMPRESSION_RATIO or len(tokens) >= budgets[b]):
+                    looping.append(b)
+                    continue
+                seconds = audios[b].size / SAMPLE_RATE
+                results[b] = Transcript(
+                    text=text, language=langs[b], audio_seconds=seconds,
+                    input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND), output_tokens=len(tokens),
+                    logprobs=_token_logprobs(tokenizer, tokens, result.logits[0]) if want_logprobs[b] else None)
+            if looping and read >= full.shape[1]:
+                log.info("short-path transcript looks like a loop (%d of %d turns); decoding faster-whisper's way",
+                         len(looping), len(audios))
                 break
-            if read >= full.shape[1]:
-                log.info("short-path transcript looks like a loop (%d tokens); decoding faster-whisper's way",
-                         len(tokens))
-                return None
-            log.info("short-path transcript looks like a loop (%d tokens); decoding the whole window", len(tokens))
-            read = full.shape[1]
-        return Transcript(text=text, language=lang, audio_seconds=seconds,
-                          input_tokens=round(seconds * AUDIO_TOKENS_PER_SECOND), output_tokens=len(tokens),
-                          logprobs=_token_logprobs(tokenizer, tokens, result.logits[0]) if want_logprobs else None)
+            if looping:
+                log.info("short-path transcript looks like a loop (%d of %d turns); decoding the whole window",
+                         len(looping), len(audios))
+            pending, read = looping, full.shape[1]
+        return results
 
     def warmup(self) -> None:
         """One second of silence (the first real turn does not pay for lazy initialisation)."""
