@@ -40,6 +40,7 @@ RTP_CLOCK = 8000
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz
 MAX_PACKET_BYTES = 1500
 RELATCH_AFTER_S = 1.0  # the latched source silent this long: media from a new address takes over
+SILENT_AFTER_S = 0.1  # no audio packet this long (silence suppression, hold): the session hears silence
 _VOICED_RMS = 0.00316 * 32768  # -50 dBFS
 _PROFILES = {"AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
              "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32}
@@ -103,6 +104,9 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.frames = 0  # 20 ms of decoded input handed to the session (the monitor's "audio_frames_in")
         self.voiced_frames = 0
         self.concealed_samples = 0
+        self._audio_at: float | None = None  # when the last audio packet arrived
+        self._filled = 0  # samples of silence given in real time since then (not given again for the gap)
+        self.filled_samples = 0
         self.set_plan(plan)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -190,6 +194,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         if not plan.receives:
             return
         self._measure_jitter(now, timestamp)
+        self._audio_at = now
         for released in self.jitter.push(ssrc, seq, timestamp, payload, now):
             self._play_in(released)
 
@@ -217,11 +222,29 @@ class RtpLeg(asyncio.DatagramProtocol):
         if released.kind == "audio":
             samples = g711_to_pcm8k(released.payload, self.plan.codec.lower())
             self.concealer.heard(samples)
-        elif released.kind == "lost":
-            samples = self.concealer.conceal(released.samples)
-            self.concealed_samples += released.samples
+            self._filled = 0
         else:
-            samples = np.zeros(released.samples, dtype=np.int16)
+            count = released.samples - self._filled  # a gap partly given as silence already (_fill_silence)
+            self._filled = max(0, self._filled - released.samples)
+            if count <= 0:
+                return
+            if released.kind == "lost":
+                samples = self.concealer.conceal(count)
+                self.concealed_samples += count
+            else:
+                samples = np.zeros(count, dtype=np.int16)
+        self._decode_out(samples)
+
+    def _fill_silence(self, now: float) -> None:
+        """A caller that stops sending (silence suppression, or on hold) is heard as silence in real time, so
+        the session's turn detection and idle timeout go on; the gap is not replayed when packets resume."""
+        if self._audio_at is None or now - self._audio_at < SILENT_AFTER_S or not self.plan.receives:
+            return
+        self._filled += PACKET_SAMPLES
+        self.filled_samples += PACKET_SAMPLES
+        self._decode_out(np.zeros(PACKET_SAMPLES, dtype=np.int16))
+
+    def _decode_out(self, samples: np.ndarray) -> None:
         if not samples.size:
             return
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
@@ -246,6 +269,7 @@ class RtpLeg(asyncio.DatagramProtocol):
             now = time.monotonic()
             for released in self.jitter.tick(now):
                 self._play_in(released)
+            self._fill_silence(now)
             self.dtmf.tick(now)
             if not self.plan.sends or self._remote is None:
                 await asyncio.sleep(PACKET_SAMPLES / RTP_CLOCK)  # on hold: the answer waits
@@ -280,6 +304,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         return {"packets_in": self.packets_in, "packets_out": self.packets_out, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "lost_in": self.jitter.lost, "late_in": self.jitter.late,
                 "dropped_in": self.dropped, "concealed_ms": self.concealed_samples * 1000 // RTP_CLOCK,
+                "silence_filled_ms": self.filled_samples * 1000 // RTP_CLOCK,
                 "jitter_in_ms": round(self.jitter_ts * 1000 / RTP_CLOCK, 1), "dtmf_keys": self.dtmf.keys,
                 "remote": f"{self._remote[0]}:{self._remote[1]}" if self._remote else None}
 

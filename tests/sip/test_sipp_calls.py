@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import wait_for
+from tests.support import ScriptedLlm, fake_stack, wait_for
 from tests.support.sip import SIPP, Phone, Sipp, phone_server, speech_pcap
 
 pytestmark = pytest.mark.skipif(SIPP is None, reason="needs SIPp (Debian package sip-tester)")
@@ -219,3 +219,25 @@ async def test_a_session_interval_under_the_minimum(phone, tmp_path):
         await sipp.succeeds()
     assert phone.app.deliveries == []
 
+
+
+async def test_barge_in_and_truncation_follow_the_rtp_playout(tmp_path):
+    """Scripted models (the model is incidental): the caller speaks, the answer plays over RTP, the caller
+    speaks again over it: the playout is cleared and the item truncated at what the line actually played."""
+    stack = fake_stack(llm=ScriptedLlm(" ".join(["word"] * 150)))
+    async with phone_server(engine="local", models=stack) as phone:
+        first, second = speech_pcap(tmp_path, seconds=1.5), speech_pcap(tmp_path, seconds=1.2)
+        async with Sipp("call.xml", phone.sip_port, tmp_path, codec="PCMU", codec_pt=0, pcap=first,
+                        dtmf_pcap=second, talk_ms=4000) as sipp:
+            call_id = await answer(phone, audio={"input": {"turn_detection": {
+                "type": "server_vad", "silence_duration_ms": 300}}})
+            events, _ = await sideband_events(phone, call_id)
+            await sipp.succeeds()
+    types = [e.type for e in events]
+    assert types.count("input_audio_buffer.speech_started") == 2
+    started = types.index("output_audio_buffer.started")
+    cleared = next(e for e in events if e.type == "output_audio_buffer.cleared")
+    truncated = next(e for e in events if e.type == "conversation.item.truncated")
+    assert started < types.index("output_audio_buffer.cleared") < types.index("conversation.item.truncated")
+    assert 0 < truncated.audio_end_ms < 150 * 60  # cut where the RTP playout was, not at the answer's end
+    assert cleared.response_id == events[started].response_id

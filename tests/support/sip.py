@@ -23,6 +23,7 @@ import string
 import struct
 import threading
 import wave
+import zlib
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -200,9 +201,10 @@ def speech_pcap(tmp: Path, codec: str = "PCMU", seconds: float = 2.0) -> Path:
 
 
 def rtp_pcap(path: Path, samples_8k: np.ndarray, *, law: str = "pcmu", payload_type: int = 0) -> Path:
-    """20 ms G.711 RTP packets of `samples_8k` (int16 at 8 kHz) in a pcap (Ethernet/IPv4/UDP), timed 20 ms apart."""
+    """20 ms G.711 RTP packets of `samples_8k` (int16 at 8 kHz) in a pcap (Ethernet/IPv4/UDP), timed 20 ms apart;
+    each file its own SSRC (a stream played after another is a new stream, as a new talk spurt's would not be)."""
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    ssrc, seq, ts = 0x5EED5EED, 1000, 8000
+    ssrc, seq, ts = zlib.crc32(path.name.encode()), 1000, 8000
     for n, start in enumerate(range(0, samples_8k.size - 159, 160)):
         rtp = struct.pack("!BBHII", 0x80, (0x80 if n == 0 else 0) | payload_type, seq + n, ts + 160 * n, ssrc)
         rtp += pcm8k_to_g711(samples_8k[start:start + 160], law)

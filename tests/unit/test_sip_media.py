@@ -147,3 +147,27 @@ async def test_latching_follows_the_caller_behind_nat():
     finally:
         transport.close()
         await leg.stop()
+
+
+async def test_a_caller_that_stops_sending_is_heard_as_silence_once():
+    """Silence suppression: the session hears silence in real time while no packet comes, and the timestamp gap
+    is not replayed on top of it when the caller's packets resume."""
+    heard = bytearray()
+    leg = RtpLeg(plan(9), OutboundAudioTrack(), heard.extend, lambda key: None)
+    port = await leg.open("127.0.0.1")
+    caller, _ = await asyncio.get_running_loop().create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                                          local_addr=("127.0.0.1", 0))
+    try:
+        leg.start()
+        for n in range(5):
+            caller.sendto(struct.pack("!BBHII", 0x80, 0, n, 160 * n, 77) + b"\xff" * 160, ("127.0.0.1", port))
+        await wait_for(lambda: leg.filled_samples >= 8 * 160, timeout=10, what="silence while nothing comes")
+        gap = 8000  # the next packet's timestamp: a 1 s silence by the caller's clock (DTX)
+        caller.sendto(struct.pack("!BBHII", 0x80, 0, 5, 800 + gap, 77) + b"\xff" * 160, ("127.0.0.1", port))
+        await wait_for(lambda: leg.packets_in == 6, timeout=5, what="the packet after the gap")
+        given = (len(heard) // 2) * 8000 // 24000  # samples at 8 kHz handed to the session
+        assert given <= 6 * 160 + max(leg.filled_samples, gap) + 480  # the gap once, not filler + gap
+        assert leg.stats()["silence_filled_ms"] > 0
+    finally:
+        caller.close()
+        await leg.stop()
