@@ -258,13 +258,17 @@ class ResponseRun:
             start_ms = msg.audio_ms
             cancel = self.cancel_event
 
-            def synthesize(c: str = clause, first: bool = self.first_audio_at is None) -> Iterator[Any]:
+            first = self.first_audio_at is None
+
+            def synthesize(c: str = clause, first: bool = first) -> Iterator[Any]:
                 chunks = tts.synthesize(c, voice=voice_name, speed=speed, cancel=cancel)
                 return in_foreground(chunks, self.session.runtime.gate) if first else chunks
 
             try:
+                # a first clause is urgent: it starts before other sessions' later clauses queued in the
+                # stage (this response's own clauses are synthesized one after another, never reordered)
                 async for chunk in self._first_speech(clause, voice_name, speed) or \
-                        self.session.runtime.stream("tts", synthesize, threading.Event()):
+                        self.session.runtime.stream("tts", synthesize, threading.Event(), urgent=first):
                     if self.finished:
                         return
                     self._play(chunk, tts.sample_rate, msg)
