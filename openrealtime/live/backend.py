@@ -60,6 +60,33 @@ def chat_tools(config: ResponsesConfig) -> tuple[list[dict[str, Any]], Any]:
             for t in tools], choice
 
 
+def function_call_output(item: dict[str, Any], pending: Any) -> tuple[str, str]:
+    """(call_id, output) of a `function_call_output` item for one of the `pending` call ids."""
+    call_id, output = item.get("call_id"), item.get("output")
+    if not isinstance(call_id, str) or call_id not in pending:
+        raise ProtocolError(f"No function call with call_id '{call_id}' is awaiting an output.",
+                            code="invalid_value", param="item.call_id")
+    if isinstance(output, list):
+        output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+    if not isinstance(output, str):
+        raise ProtocolError("Invalid 'item.output': expected a string or a list of input_text parts.",
+                            code="invalid_type", param="item.output")
+    return call_id, output
+
+
+def message_of(item: dict[str, Any]) -> tuple[str, str]:
+    """(role, text) of a `message` item."""
+    role, content = item.get("role"), item.get("content")
+    if role not in ("user", "developer", "system", "assistant"):
+        raise ProtocolError(f"Invalid 'item.role': {role!r}.", code="invalid_value", param="item.role")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not isinstance(content, str):
+        raise ProtocolError("Invalid 'item.content': expected a string or a list of text parts.",
+                            code="invalid_type", param="item.content")
+    return role, content
+
+
 class ResponsesBackend:
     def __init__(self, config: ResponsesConfig, *, models: Any, runtime: ModelRuntime, emit: Callable[[dict[str, Any],
                  str | None], None], answered: Callable[[str], None], session_key: str) -> None:
@@ -88,26 +115,11 @@ class ResponsesBackend:
         """`response.item.create`: a function call's output, or a message, for the next response."""
         kind = item.get("type", "message")
         if kind == "function_call_output":
-            call_id, output = item.get("call_id"), item.get("output")
-            if not isinstance(call_id, str) or call_id not in self._pending_calls:
-                raise ProtocolError(f"No function call with call_id '{call_id}' is awaiting an output.",
-                                    code="invalid_value", param="item.call_id")
-            if isinstance(output, list):
-                output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
-            if not isinstance(output, str):
-                raise ProtocolError("Invalid 'item.output': expected a string or a list of input_text parts.",
-                                    code="invalid_type", param="item.output")
+            call_id, output = function_call_output(item, self._pending_calls)
             del self._pending_calls[call_id]
             self._history.append({"role": "tool", "tool_call_id": call_id, "content": output})
         elif kind == "message":
-            role, content = item.get("role"), item.get("content")
-            if role not in ("user", "developer", "system", "assistant"):
-                raise ProtocolError(f"Invalid 'item.role': {role!r}.", code="invalid_value", param="item.role")
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            if not isinstance(content, str):
-                raise ProtocolError("Invalid 'item.content': expected a string or a list of text parts.",
-                                    code="invalid_type", param="item.content")
+            role, content = message_of(item)
             self._history.append({"role": "system" if role == "developer" else role, "content": content})
         else:
             raise ProtocolError(f"Items of type '{kind}' are not supported here: send a function_call_output or a "
@@ -148,10 +160,10 @@ class ResponsesBackend:
             self._emit({**event, "sequence_number": sequence}, delegation_id)
             sequence += 1
 
-        snapshot = self._snapshot(response_id)
+        snapshot = response_snapshot(self.config, response_id)
         emit({"type": "response.created", "response": snapshot})
         emit({"type": "response.in_progress", "response": snapshot})
-        stream = _OutputStream(emit)
+        stream = OutputStream(emit)
         try:
             finished = await self._generate(stream)
         except asyncio.CancelledError:
@@ -162,10 +174,7 @@ class ResponsesBackend:
                 "code": "server_error", "message": f"The backend model failed: {exc}"}}})
             return
         stream.finish()
-        usage = {"input_tokens": finished.input_tokens, "output_tokens": finished.output_tokens,
-                 "total_tokens": finished.input_tokens + finished.output_tokens,
-                 "input_tokens_details": {"cached_tokens": finished.cached_tokens, "cache_write_tokens": 0},
-                 "output_tokens_details": {"reasoning_tokens": 0}}
+        usage = responses_usage(finished.input_tokens, finished.output_tokens, finished.cached_tokens)
         if stream.calls:
             self._history.append({"role": "assistant", "content": stream.text or None, "tool_calls": [
                 {"id": c["call_id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
@@ -182,7 +191,7 @@ class ResponsesBackend:
         if not stream.calls and stream.text.strip():
             self._answered(stream.text.strip())
 
-    async def _generate(self, stream: "_OutputStream") -> Finished:
+    async def _generate(self, stream: "OutputStream") -> Finished:
         llm = self.models.llm
         tools, choice = chat_tools(self.config)
         request = ChatRequest(
@@ -200,15 +209,22 @@ class ResponsesBackend:
                 finished = delta
         return finished
 
-    def _snapshot(self, response_id: str) -> dict[str, Any]:
-        config = self.config
-        return {"id": response_id, "object": "response", "created_at": int(time.time()), "model": config.model,
-                "status": "in_progress", "output": [], "tools": [], "tool_choice": "auto",
-                "parallel_tool_calls": config.parallel_tool_calls is not False, "error": None,
-                "incomplete_details": None, "metadata": {}, "max_output_tokens": config.max_output_tokens}
+
+def response_snapshot(config: ResponsesConfig, response_id: str) -> dict[str, Any]:
+    """A Responses `response` object as streaming events carry it: no input, instructions, tools or output."""
+    return {"id": response_id, "object": "response", "created_at": int(time.time()), "model": config.model,
+            "status": "in_progress", "output": [], "tools": [], "tool_choice": "auto",
+            "parallel_tool_calls": config.parallel_tool_calls is not False, "error": None,
+            "incomplete_details": None, "metadata": {}, "max_output_tokens": config.max_output_tokens}
 
 
-class _OutputStream:
+def responses_usage(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens,
+            "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0}}
+
+
+class OutputStream:
     """The output items of one response as Responses streaming events: a message (its one output_text part)
     and function calls, each announced when it starts and closed at the end."""
 
@@ -219,6 +235,7 @@ class _OutputStream:
         self.text = ""
         self.calls: list[dict[str, Any]] = []  # {"id", "output_index", "call_id", "name", "arguments"}
         self._by_index: dict[int, dict[str, Any]] = {}
+        self.tool_items: dict[str, dict[str, Any]] = {}  # item id -> {"output_index", "item"}: MCP calls, approvals
 
     def _index(self) -> int:
         self._next_index += 1
@@ -251,6 +268,27 @@ class _OutputStream:
             call["arguments"] += delta.arguments
             self._emit({"type": "response.function_call_arguments.delta", "item_id": call["id"],
                         "output_index": call["output_index"], "delta": delta.arguments})
+
+    def tool_item_added(self, item: dict[str, Any]) -> None:
+        """A server-run tool's item (an MCP call, an approval request), as a Responses output item."""
+        index = self._index()
+        self.tool_items[item["id"]] = {"output_index": index, "item": item}
+        self._emit({"type": "response.output_item.added", "output_index": index, "item": item})
+        if item["type"] == "mcp_call":
+            self._emit({"type": "response.mcp_call.in_progress", "item_id": item["id"], "output_index": index})
+
+    def tool_item_done(self, item: dict[str, Any]) -> None:
+        if item["id"] not in self.tool_items:
+            self.tool_item_added({**item, "status": "in_progress"} if item["type"] == "mcp_call" else item)
+        entry = self.tool_items[item["id"]]
+        entry["item"] = item
+        index = entry["output_index"]
+        if item["type"] == "mcp_call":
+            self._emit({"type": "response.mcp_call_arguments.done", "item_id": item["id"], "output_index": index,
+                        "arguments": item["arguments"]})
+            self._emit({"type": "response.mcp_call.failed" if item.get("error") else "response.mcp_call.completed",
+                        "item_id": item["id"], "output_index": index})
+        self._emit({"type": "response.output_item.done", "output_index": index, "item": item})
 
     def finish(self) -> None:
         if self._message is not None:

@@ -2,7 +2,7 @@
 
 `resolve` fills the server's defaults (voice `marin`, WebSocket format PCM16 24 kHz, client delegation, no
 acknowledgement delay, `store: false`); `check_supported` refuses, naming the field, what this server cannot
-do (decisions, triggers, stored sessions, hosted and MCP tools in responses delegation, a format on WebRTC,
+do (decisions, triggers, stored sessions, hosted tools, MCP tools outside the one-pass mode, a format on WebRTC,
 data-channel permissions on a WebSocket, a custom voice it has not got); `voice_engine_config` is the Realtime
 configuration of the voice engine a Live session runs on.
 """
@@ -17,6 +17,7 @@ from ..protocol.live import (
     ClientDelegation,
     HostedTool,
     LiveCustomVoice,
+    LiveFunctionTool,
     LiveMcpTool,
     LiveSessionConfig,
     ResponsesConfig,
@@ -28,6 +29,7 @@ from ..protocol.session import (
     AudioOutput,
     CustomVoice,
     FunctionTool,
+    McpTool,
     RealtimeSessionConfig,
     ServerVad,
     TranscriptionConfig,
@@ -39,6 +41,8 @@ DEFAULT_INSTRUCTIONS = ("You are a helpful, friendly voice assistant running on 
                         "or two short spoken sentences. Do not use markdown, lists or emoji.")
 CLIENT_DELEGATION_NOTE = ("\n\nWhen the user asks for something the application should handle (see above), call the "
                           "`delegate` function with the task in one sentence, then wait for the application's answer.")
+ONE_PASS_NOTE = ("\n\nCall your tools when the user asks for something they do; before a call, say in a few words "
+                 "that you are on it. Then give the result in a short spoken sentence.")
 RESPONSES_DELEGATION_NOTE = ("\n\nA backend assistant can do tasks you cannot (it has these tools: {tools}). When "
                              "the user asks for one, call the `delegate` function with the task in one sentence; "
                              "its answer will follow.")
@@ -74,10 +78,17 @@ def check_supported(config: LiveSessionConfig, kind: str, models: Any) -> None:
     if config.triggers:
         raise ProtocolError("Decisions triggers are not available on this server yet.",
                             code="unsupported_triggers", param="session.triggers")
-    check_delegation(config.delegation)
+    check_delegation(config.delegation, one_pass=is_one_pass(config))
 
 
-def check_delegation(delegation: Any, *, param: str = "session.delegation") -> None:
+def is_one_pass(config: LiveSessionConfig) -> bool:
+    """Responses delegation in one pass (live/one_pass.py): the backend's model is the session's own model, so
+    the voice model itself calls the backend's tools."""
+    delegation = config.delegation
+    return isinstance(delegation, ResponsesDelegation) and delegation.responses.model == config.model
+
+
+def check_delegation(delegation: Any, *, param: str = "session.delegation", one_pass: bool = False) -> None:
     """Refuse, naming the field, what this server cannot do for a delegation."""
     if delegation is None or isinstance(delegation, ClientDelegation):
         return
@@ -91,14 +102,32 @@ def check_delegation(delegation: Any, *, param: str = "session.delegation") -> N
                                 "here; give the backend function tools (your application runs them).",
                                 code="unsupported_tool", param=f"{param}.responses.tools[{index}]")
         if isinstance(tool, LiveMcpTool):
-            raise ProtocolError("MCP tools are not available in Live responses delegation on this server yet; "
-                                "use function tools.", code="unsupported_tool",
-                                param=f"{param}.responses.tools[{index}]")
+            if not one_pass:
+                raise ProtocolError("MCP tools need the one-pass mode here (the voice model calls them itself): set "
+                                    "delegation.responses.model to the session's model.", code="unsupported_tool",
+                                    param=f"{param}.responses.tools[{index}]")
+            if not tool.server_label or not tool.server_url:
+                raise ProtocolError("An MCP tool here needs a server_label and a server_url (connectors and tunnels "
+                                    "run on OpenAI's servers).", code="unsupported_tool",
+                                    param=f"{param}.responses.tools[{index}]")
     choice = responses.tool_choice
     if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
         raise ProtocolError(f"tool_choice '{choice.get('type')}' is not available here: use 'auto', 'none', "
                             "'required', a function or allowed_tools.", code="unsupported_tool",
                             param=f"{param}.responses.tool_choice")
+
+
+def one_pass_tools(responses: ResponsesConfig) -> list[Any]:
+    """The backend's tools as the voice engine's own: functions (the application runs them) and MCP servers (the
+    engine lists and calls them)."""
+    tools: list[Any] = []
+    for tool in responses.tools or []:
+        if isinstance(tool, LiveFunctionTool):
+            tools.append(FunctionTool(name=tool.name, description=tool.description or "",
+                                      parameters=tool.parameters or {"type": "object", "properties": {}}))
+        elif isinstance(tool, LiveMcpTool):
+            tools.append(McpTool(**tool.model_dump(exclude_none=True)))
+    return tools
 
 
 def voice_engine_config(config: LiveSessionConfig | None) -> RealtimeSessionConfig:
@@ -108,6 +137,14 @@ def voice_engine_config(config: LiveSessionConfig | None) -> RealtimeSessionConf
     voice = config.audio.output.voice
     instructions = (config.instructions or "").strip() or DEFAULT_INSTRUCTIONS
     delegation = config.delegation
+    audio = AudioConfig(input=AudioInput(transcription=TranscriptionConfig(), turn_detection=ServerVad()),
+                        output=AudioOutput(voice=CustomVoice(id=voice.id) if isinstance(voice, LiveCustomVoice)
+                                           else voice))
+    if is_one_pass(config):
+        backend = (delegation.responses.instructions or "").strip()
+        instructions += ("\n\n" + backend if backend else "") + ONE_PASS_NOTE
+        return RealtimeSessionConfig(instructions=instructions, audio=audio,
+                                     tools=one_pass_tools(delegation.responses))
     if isinstance(delegation, ResponsesDelegation):
         names = ", ".join(t.name + (f" ({t.description})" if t.description else "")
                           for t in delegation.responses.tools or [] if getattr(t, "name", None)) or "none"
@@ -115,10 +152,7 @@ def voice_engine_config(config: LiveSessionConfig | None) -> RealtimeSessionConf
     else:
         instructions += CLIENT_DELEGATION_NOTE
     return RealtimeSessionConfig(
-        instructions=instructions,
-        audio=AudioConfig(input=AudioInput(transcription=TranscriptionConfig(), turn_detection=ServerVad()),
-                          output=AudioOutput(voice=CustomVoice(id=voice.id) if isinstance(voice, LiveCustomVoice)
-                                             else voice)),
+        instructions=instructions, audio=audio,
         tools=[FunctionTool(name=DELEGATE, description="Hand a task to the application's backend; its answer "
                             "follows.", parameters={"type": "object", "properties": {"task": {
                                 "type": "string", "description": "The task, in one sentence."}},

@@ -88,7 +88,16 @@ from ..session.events import EventBus
 from ..session.transport import OutputAudio
 from .audio import PacedOutput, ReflectedOutput, decode_input, encode_output
 from .backend import ResponsesBackend, task_of
-from .config import DELEGATE, check_delegation, check_supported, resolve, voice_engine_config
+from .config import (
+    DELEGATE,
+    check_delegation,
+    check_supported,
+    is_one_pass,
+    one_pass_tools,
+    resolve,
+    voice_engine_config,
+)
+from .one_pass import OnePassBackend
 from .permissions import DataChannelPermissions
 
 log = logging.getLogger(__name__)
@@ -151,7 +160,7 @@ class LiveSession:
         self.stats: dict[str, int] = {"delegations": 0, "appends": 0, "audio_in_ms": 0, "audio_out_ms": 0}
         self.config: LiveSessionConfig | None = None  # resolved, once started
         self.engine: SessionEngine | None = None
-        self.backend: ResponsesBackend | None = None
+        self.backend: ResponsesBackend | OnePassBackend | None = None
         self.closed = False
         self.muted = False
         self._closed_sent = False
@@ -199,7 +208,11 @@ class LiveSession:
             else:
                 self._add_note(text, role="user" if item.role == "user" else "system")
         delegation = self.config.delegation
-        if isinstance(delegation, ResponsesDelegation):
+        if is_one_pass(self.config):
+            self.backend = OnePassBackend(delegation.responses, emit=self._backend_event,
+                                          delegated=self._one_pass_delegated, engine_send=self._engine_send,
+                                          speak=lambda: self._queue_speech("answer", {}))
+        elif isinstance(delegation, ResponsesDelegation):
             self.backend = ResponsesBackend(delegation.responses, models=self.models, runtime=self.runtime,
                                             emit=self._backend_event, answered=self._say,
                                             session_key=f"{self.id}-backend")
@@ -431,10 +444,19 @@ class LiveSession:
             if responses is not None:
                 data["responses"] = {**data["responses"], **responses.model_dump(exclude_unset=True)}
             delegation = type(current).model_validate(data)
-            check_delegation(delegation, param="session.delegation")
-            self.config = self.config.model_copy(update={"delegation": delegation})
+            updated = self.config.model_copy(update={"delegation": delegation})
+            one_pass = is_one_pass(updated)
+            if one_pass != isinstance(self.backend, OnePassBackend):
+                raise ProtocolError("The one-pass mode (delegation.responses.model equal to the session's model) is "
+                                    "fixed for the session.", code="invalid_value",
+                                    param="session.delegation.responses.model")
+            check_delegation(delegation, param="session.delegation", one_pass=one_pass)
+            self.config = updated
             if self.backend is not None and isinstance(delegation, ResponsesDelegation):
                 self.backend.config = delegation.responses
+                if one_pass and responses is not None and responses.tools is not None:
+                    self._engine_send("session.update", session={"type": "realtime", "tools": [
+                        t.model_dump(exclude_none=True) for t in one_pass_tools(delegation.responses)]})
         self.emit(SessionUpdatedEvent(session=self.resource(), client_event_id=event.event_id))
 
     def _on_session_input_audio_append(self, event: InputAudioAppendEvent) -> None:
@@ -521,7 +543,7 @@ class LiveSession:
     def _on_response_create(self, event: Any) -> None:
         self._require_backend(event.type).create()
 
-    def _require_backend(self, kind: str) -> ResponsesBackend:
+    def _require_backend(self, kind: str) -> ResponsesBackend | OnePassBackend:
         if self.backend is None:
             raise ProtocolError(f"{kind} needs responses delegation (session.delegation.type 'responses').",
                                 code="invalid_value", param="type")
@@ -533,6 +555,8 @@ class LiveSession:
     # ---- the voice engine's events -------------------------------------------------------------
     def _on_engine_event(self, event: Any, text: str) -> None:
         kind = event.type
+        if isinstance(self.backend, OnePassBackend):
+            self.backend.on_engine_event(event)
         if kind == "input_audio_buffer.speech_started":
             self._spans[event.item_id] = [event.audio_start_ms, event.audio_start_ms]
         elif kind == "input_audio_buffer.speech_stopped":
@@ -556,6 +580,11 @@ class LiveSession:
         elif kind == "output_audio_buffer.stopped" and event.response_id == self._fixture:
             self._fixture = None
             self.emit(FixturePlayedEvent(client_event_id=self._fixture_event))
+        elif kind == "mcp_list_tools.failed":
+            self.send_error(ProtocolError("An MCP server of session.delegation.responses.tools could not be listed "
+                                          "(check its server_url, and that --mcp-allow admits its address).",
+                                          code="mcp_list_tools_failed", type="server_error",
+                                          param="session.delegation.responses.tools"))
         elif kind == "error":
             log.info("live session %s: voice engine: %s", self.id, event.error.message)
 
@@ -605,6 +634,13 @@ class LiveSession:
 
     def _backend_event(self, event: dict[str, Any], delegation_id: str | None) -> None:
         self.emit(ResponseEventEnvelope(event=event, delegation_id=delegation_id))
+
+    def _one_pass_delegated(self, delegation_id: str, response_id: str) -> None:
+        """The voice model called a backend tool itself (one-pass mode): a responses delegation begins."""
+        self.stats["delegations"] += 1
+        self.emit(DelegationCreatedEvent(delegation=DelegationObject(id=delegation_id, target="responses",
+                                                                     response_id=response_id),
+                                         offset_ms=self.clock_ms))
 
     def _say(self, text: str) -> None:
         """The backend's answer: spoken by the voice model."""
