@@ -288,8 +288,10 @@ class Runtime:
             self._in_flight[stage] = self._in_flight.get(stage, 0) + 1
         future.add_done_callback(lambda _future: self._finished(stage))
 
-    def _submit(self, stage: str, fn: Callable[[], T], urgent: bool) -> Future:
+    def _submit(self, stage: str, fn: Callable[[], T], urgent: bool, *, track: bool = False) -> Future:
         future: Future = Future()
+        if track:  # counted before it can finish (busy)
+            self._track(stage, future)
         context = contextvars.copy_context()  # the worker's log lines keep the call id
         entry = _Entry(not urgent, next(self._seq),
                        lambda items: deliver(lambda _items: [context.run(fn)], items), [(None, future)])
@@ -298,8 +300,7 @@ class Runtime:
 
     async def run(self, stage: str, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
         started = time.monotonic()
-        future = self._submit(check_stage(stage), lambda: fn(*args), urgent)
-        self._track(stage, future)
+        future = self._submit(check_stage(stage), lambda: fn(*args), urgent, track=True)
         result = await asyncio.wrap_future(future)
         observe_stage(stage, time.monotonic() - started)
         return result
@@ -309,6 +310,7 @@ class Runtime:
         started = time.monotonic()
         future: Future = Future()
         batch_key = (check_stage(stage), (key, urgent))
+        self._track(stage, future)
         context = contextvars.copy_context()
         with self._lock:
             entry = self._open.get(batch_key)
@@ -321,7 +323,6 @@ class Runtime:
                 self._open[batch_key] = entry
         if entry is not None:
             self._enqueue(stage, entry)
-        self._track(stage, future)
         result = await asyncio.wrap_future(future)
         observe_stage(stage, time.monotonic() - started)
         return result
