@@ -22,7 +22,7 @@ class TimedRuntime(InlineRuntime):
         self._free_at: dict[str, float] = {}
         self.compute_s: dict[str, float] = {}  # wall time of each stage's work
 
-    def _submit(self, stage: str, fn: Callable[[], Any]) -> asyncio.Future:
+    def _submit(self, stage: str, fn: Callable[[], Any], *args: Any, **kwargs: Any) -> asyncio.Future:
         took: list[float] = []
 
         def timed() -> Any:
@@ -32,7 +32,7 @@ class TimedRuntime(InlineRuntime):
             finally:
                 took.append(time.perf_counter() - started)
 
-        inner = super()._submit(stage, timed)
+        inner = super()._submit(stage, timed, *args, **kwargs)
         outer: asyncio.Future = asyncio.get_running_loop().create_future()
         submitted = self.now()
 
