@@ -25,7 +25,7 @@ from ..cluster.model_pools import MODEL_STAGES
 from ..protocol.errors import ProtocolError
 from ..protocol.json_limits import JsonTooDeep
 from ..protocol.json_limits import loads as loads_limited
-from ..protocol.session import PcmaFormat, PcmuFormat, RealtimeSessionConfig, parse_session_config
+from ..protocol.session import PcmaFormat, PcmFormat, PcmuFormat, RealtimeSessionConfig, parse_session_config
 from ..session.engine import SessionEngine, SessionLimits
 from ..session.voices import check_session_voice
 from ..sip.sdp import MediaPlan
@@ -84,8 +84,9 @@ async def _control(request: Request) -> tuple[ServerState, dict[str, Any]]:
 
 
 def _with_codec(config: RealtimeSessionConfig, plan: MediaPlan) -> RealtimeSessionConfig:
-    """The RTP codec is negotiated on the SIP leg: the session reports it as its audio format."""
-    fmt = PcmuFormat() if plan.codec == "PCMU" else PcmaFormat()
+    """The RTP codec is negotiated on the SIP leg: the session reports it as its audio format (G.711 as
+    such; Opus, decoded to 24 kHz PCM as on WebRTC calls, as audio/pcm)."""
+    fmt = {"PCMU": PcmuFormat, "PCMA": PcmaFormat}.get(plan.codec, PcmFormat)()
     audio = config.audio.model_copy(update={"input": config.audio.input.model_copy(update={"format": fmt}),
                                             "output": config.audio.output.model_copy(update={"format": fmt})})
     return config.model_copy(update={"audio": audio})

@@ -154,7 +154,8 @@ class SipCall:
     def describe_codecs(self) -> dict:
         """The negotiated audio codec, in the call monitor's shape (as a WebRTC call's)."""
         plan = self.plan
-        return {"audio": {"mime_type": f"audio/{plan.codec}", "clock_rate": plan.clock_rate, "channels": 1,
+        mime = "audio/opus" if plan.codec == "OPUS" else f"audio/{plan.codec}"
+        return {"audio": {"mime_type": mime, "clock_rate": plan.clock_rate, "channels": plan.channels,
                           "payload_type": plan.payload_type,
-                          "fmtp": None, "direction": plan.direction, "telephone_event": plan.dtmf_payload_type,
+                          "fmtp": plan.fmtp, "direction": plan.direction, "telephone_event": plan.dtmf_payload_type,
                           "security": plan.security, "remote": self.leg.stats()["remote"]}}

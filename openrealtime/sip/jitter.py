@@ -5,17 +5,19 @@ a clean stream); when a packet is missing it waits up to `wait_s` (or until `max
 are held) for it, then gives up and reports the gap as lost samples, which the leg fills by
 concealment (`conceal`). Duplicates and packets later than the play point are dropped. A jump in
 timestamp without a jump in sequence (the caller stopped sending in silence, RFC 3551 §4.1) comes
-out as silence, at most `MAX_GAP_SAMPLES`. A new SSRC, or a sequence jump no reordering explains,
+out as silence, at most `max_gap` (1 s of the RTP clock). `duration` gives the time a payload covers
+in RTP clock units (its length for G.711; the codec's packet size for Opus). A new SSRC, or a sequence jump no reordering explains,
 restarts the buffer (a transfer or a re-INVITE may reset a stream).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-MAX_GAP_SAMPLES = 8000  # 1 s at 8 kHz: longer silences are not replayed
+MAX_GAP_SAMPLES = 8000  # 1 s at 8 kHz (the default clock): longer silences are not replayed
 _RESYNC_SEQ = 1000
 
 
@@ -27,7 +29,10 @@ class Released:
 
 
 class JitterBuffer:
-    def __init__(self, *, wait_s: float = 0.06, max_ahead: int = 5, max_packets: int = 64) -> None:
+    def __init__(self, *, wait_s: float = 0.06, max_ahead: int = 5, max_packets: int = 64,
+                 duration: Callable[[bytes], int] = len, max_gap: int = MAX_GAP_SAMPLES) -> None:
+        self.duration = duration
+        self.max_gap = max_gap
         self.wait_s = wait_s
         self.max_ahead = max_ahead
         self.max_packets = max_packets
@@ -103,9 +108,10 @@ class JitterBuffer:
         if self._next_ts is not None:
             gap = (timestamp - self._next_ts) & 0xFFFFFFFF
             if 0 < gap < 0x80000000:
-                out.append(Released("lost" if lost else "silence", min(gap, MAX_GAP_SAMPLES)))
-        out.append(Released("audio", len(payload), payload))
-        self._next_ts = (timestamp + len(payload)) & 0xFFFFFFFF
+                out.append(Released("lost" if lost else "silence", min(gap, self.max_gap)))
+        ticks = self.duration(payload)
+        out.append(Released("audio", ticks, payload))
+        self._next_ts = (timestamp + ticks) & 0xFFFFFFFF
 
 
 class Concealer:

@@ -1,13 +1,15 @@
-"""The RTP leg of a SIP call: G.711 in and out on one UDP socket, RFC 4733 key presses, SDES-SRTP.
+"""The RTP leg of a SIP call: G.711 or Opus in and out on one UDP socket, RFC 4733 key presses, SDES-SRTP.
 
 In: each datagram is authenticated and decrypted (SRTP), checked (version 2, a negotiated payload
 type, within size), latched (symmetric RTP: we send to where the caller's media comes from, so a
-caller behind NAT hears us), reordered and gap-concealed (jitter.py), decoded, resampled as a stream
-to the canonical 24 kHz and handed to the session (`sink`). Telephone-events go to dtmf.py.
+caller behind NAT hears us), reordered and gap-concealed (jitter.py), decoded to the canonical 24 kHz
+(codec.py: G.711 resampled as a stream, Opus decoded at 24 kHz with its FEC and PLC for losses) and
+handed to the session (`sink`). Telephone-events go to dtmf.py.
 
 Out: every 20 ms the paced player (media/audio_out.py `OutboundAudioTrack`, the same object the
 session engine writes to on WebRTC, with its started/stopped playout events and played-ms accounting)
-gives one frame; it is resampled to 8 kHz, encoded and sent as one packet. While the caller holds the
+gives one frame; it is resampled to 8 kHz and encoded as one G.711 packet, or it is already an Opus
+packet (the player encodes Opus itself, as for WebRTC). While the caller holds the
 call (we answered recvonly/inactive), the player is not read: the answer waits, and the VAD hears
 nothing.
 """
@@ -15,29 +17,23 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import secrets
 import struct
 import time
 from collections.abc import Callable
 
-import av
 import numpy as np
 import pylibsrtp
 
-from ..audio.convert import g711_to_pcm8k, pcm8k_to_g711
-from ..audio.format import SAMPLE_RATE
-from ..audio.frame_resampler import FrameResampler
 from ..media.audio_out import OutboundAudioTrack
+from .codec import PACKET_MS, G711Stream, OpusStream, audio_stream
 from .dtmf import DtmfReceiver
-from .jitter import Concealer, JitterBuffer
+from .jitter import JitterBuffer
 from .sdp import MediaPlan
 
 log = logging.getLogger("openrealtime.sip.rtp")
 
-RTP_CLOCK = 8000
-PACKET_SAMPLES = 160  # 20 ms at 8 kHz
 MAX_PACKET_BYTES = 1500
 RELATCH_AFTER_S = 1.0  # the latched source silent this long: media from a new address takes over
 SILENT_AFTER_S = 0.1  # no audio packet this long (silence suppression, hold): the session hears silence
@@ -81,17 +77,13 @@ class RtpLeg(asyncio.DatagramProtocol):
         self._sink = sink
         self.symmetric = symmetric
         self.dtmf = DtmfReceiver(on_key)
+        self.stream: G711Stream | OpusStream | None = None  # set by set_plan, with the jitter buffer
         self.jitter = JitterBuffer()
-        self.concealer = Concealer()
         self._transport: asyncio.DatagramTransport | None = None
         self._remote: tuple[str, int] | None = None
         self._latched_at: float | None = None  # when the latched source last sent
         self._srtp_in: pylibsrtp.Session | None = None
         self._srtp_out: pylibsrtp.Session | None = None
-        self._in_resampler = FrameResampler("s16", "mono", SAMPLE_RATE)
-        self._out_resampler = FrameResampler("s16", "mono", RTP_CLOCK)
-        self._in_pts = 0
-        self._out_pending = bytearray()
         self._seq = secrets.randbelow(65536)
         self._timestamp = secrets.randbelow(2 ** 32)
         self._ssrc = secrets.randbelow(2 ** 32)
@@ -103,10 +95,12 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.dropped = 0  # packets refused: not RTP, unknown payload type, failed SRTP, wrong source
         self.frames = 0  # 20 ms of decoded input handed to the session (the monitor's "audio_frames_in")
         self.voiced_frames = 0
-        self.concealed_samples = 0
+        self.concealed_ms = 0.0
+        self._lost = 0  # ticks lost, concealed with the packet that follows them (Opus: from its FEC)
         self._audio_at: float | None = None  # when the last audio packet arrived
-        self._filled = 0  # samples of silence given in real time since then (not given again for the gap)
-        self.filled_samples = 0
+        self._filled = 0  # ticks of silence given in real time since then (not given again for the gap)
+        self.filled_samples = 0  # in RTP clock ticks
+        self.filled_ms = 0.0
         self.set_plan(plan)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -119,6 +113,11 @@ class RtpLeg(asyncio.DatagramProtocol):
         """A new offer/answer (the first, or a re-INVITE): remote address, direction, codec, keys."""
         old = self.plan
         self.plan = plan
+        if self.stream is None or plan.codec != old.codec:
+            self.stream = audio_stream(plan.codec, self._deliver)
+            self.jitter = JitterBuffer(duration=self.stream.ticks, max_gap=self.stream.clock)
+            self._lost = self._filled = 0
+            self.audio_out.set_send_codec("audio/opus" if plan.codec == "OPUS" else None)
         if plan.sends and not _unspecified(plan.remote_host):
             if self._remote is None or (plan.remote_host, plan.remote_port) != (old.remote_host, old.remote_port):
                 self._remote = (plan.remote_host, plan.remote_port)
@@ -211,7 +210,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         return True
 
     def _measure_jitter(self, now: float, timestamp: int) -> None:
-        arrival = int(now * RTP_CLOCK)
+        arrival = int(now * self.stream.clock)
         if self._last_arrival is not None:
             last_now, last_ts = self._last_arrival
             transit_delta = (arrival - last_now) - ((timestamp - last_ts + 2 ** 31) % 2 ** 32 - 2 ** 31)
@@ -219,41 +218,38 @@ class RtpLeg(asyncio.DatagramProtocol):
         self._last_arrival = (arrival, timestamp)
 
     def _play_in(self, released) -> None:
+        stream = self.stream
         if released.kind == "audio":
-            samples = g711_to_pcm8k(released.payload, self.plan.codec.lower())
-            self.concealer.heard(samples)
+            if self._lost:  # the jitter buffer gives a loss just before the packet that ends it
+                stream.conceal(self._lost, released.payload)
+                self._lost = 0
+            stream.decoded(released.payload)
             self._filled = 0
+            return
+        count = released.samples - self._filled  # a gap partly given as silence already (_fill_silence)
+        self._filled = max(0, self._filled - released.samples)
+        if count <= 0:
+            return
+        if released.kind == "lost":
+            self._lost += count
+            self.concealed_ms += count * 1000 / stream.clock
         else:
-            count = released.samples - self._filled  # a gap partly given as silence already (_fill_silence)
-            self._filled = max(0, self._filled - released.samples)
-            if count <= 0:
-                return
-            if released.kind == "lost":
-                samples = self.concealer.conceal(count)
-                self.concealed_samples += count
-            else:
-                samples = np.zeros(count, dtype=np.int16)
-        self._decode_out(samples)
+            stream.silence(count)
 
     def _fill_silence(self, now: float) -> None:
         """A caller that stops sending (silence suppression, or on hold) is heard as silence in real time, so
         the session's turn detection and idle timeout go on; the gap is not replayed when packets resume."""
         if self._audio_at is None or now - self._audio_at < SILENT_AFTER_S or not self.plan.receives:
             return
-        self._filled += PACKET_SAMPLES
-        self.filled_samples += PACKET_SAMPLES
-        self._decode_out(np.zeros(PACKET_SAMPLES, dtype=np.int16))
+        ticks = self.stream.packet_ticks
+        self._filled += ticks
+        self.filled_samples += ticks
+        self.filled_ms += PACKET_MS
+        self.stream.silence(ticks)
 
-    def _decode_out(self, samples: np.ndarray) -> None:
-        if not samples.size:
-            return
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RTP_CLOCK
-        frame.pts = self._in_pts
-        frame.time_base = fractions.Fraction(1, RTP_CLOCK)
-        self._in_pts += samples.size
-        for out in self._in_resampler.resample(frame):
-            pcm = bytes(out.planes[0])[: out.samples * 2]
+    def _deliver(self, pcm: bytes) -> None:
+        """24 kHz PCM from the codec stream, to the session."""
+        if pcm:
             self._count_in(pcm)
             self._sink(pcm)
 
@@ -272,18 +268,14 @@ class RtpLeg(asyncio.DatagramProtocol):
             self._fill_silence(now)
             self.dtmf.tick(now)
             if not self.plan.sends or self._remote is None:
-                await asyncio.sleep(PACKET_SAMPLES / RTP_CLOCK)  # on hold: the answer waits
+                await asyncio.sleep(PACKET_MS / 1000)  # on hold: the answer waits
                 self._marker = True
                 continue
             frame = await self.audio_out.recv()  # paced: one 20 ms frame per call
             if not self.plan.sends:
                 continue  # put on hold while the frame was due
-            for out in self._out_resampler.resample(frame):
-                self._out_pending += bytes(out.planes[0])[: out.samples * 2]
-            while len(self._out_pending) >= 2 * PACKET_SAMPLES:
-                chunk = np.frombuffer(bytes(self._out_pending[:2 * PACKET_SAMPLES]), dtype="<i2")
-                del self._out_pending[:2 * PACKET_SAMPLES]
-                self._send_packet(pcm8k_to_g711(chunk, self.plan.codec.lower()))
+            for payload in self.stream.encode(frame):
+                self._send_packet(payload)
 
     def _send_packet(self, payload: bytes) -> None:
         header = struct.pack("!BBHII", 0x80, (0x80 if self._marker else 0) | self.plan.payload_type,
@@ -293,7 +285,7 @@ class RtpLeg(asyncio.DatagramProtocol):
             packet = self._srtp_out.protect(packet)
         self._marker = False
         self._seq = (self._seq + 1) & 0xFFFF
-        self._timestamp = (self._timestamp + PACKET_SAMPLES) & 0xFFFFFFFF
+        self._timestamp = (self._timestamp + self.stream.packet_ticks) & 0xFFFFFFFF
         if self._transport is not None and self._remote is not None:
             self._transport.sendto(packet, self._remote)
             self.packets_out += 1
@@ -303,9 +295,9 @@ class RtpLeg(asyncio.DatagramProtocol):
     def stats(self) -> dict:
         return {"packets_in": self.packets_in, "packets_out": self.packets_out, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "lost_in": self.jitter.lost, "late_in": self.jitter.late,
-                "dropped_in": self.dropped, "concealed_ms": self.concealed_samples * 1000 // RTP_CLOCK,
-                "silence_filled_ms": self.filled_samples * 1000 // RTP_CLOCK,
-                "jitter_in_ms": round(self.jitter_ts * 1000 / RTP_CLOCK, 1), "dtmf_keys": self.dtmf.keys,
+                "dropped_in": self.dropped, "concealed_ms": int(self.concealed_ms),
+                "silence_filled_ms": int(self.filled_ms),
+                "jitter_in_ms": round(self.jitter_ts * 1000 / self.stream.clock, 1), "dtmf_keys": self.dtmf.keys,
                 "remote": f"{self._remote[0]}:{self._remote[1]}" if self._remote else None}
 
 

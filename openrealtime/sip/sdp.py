@@ -1,7 +1,9 @@
 """SDP offer/answer for the RTP leg (RFC 3264, RFC 4566; SDES-SRTP RFC 4568; RFC 4733 events).
 
-The answer takes the first codec of the caller's audio section that we implement (PCMU/8000,
-PCMA/8000), adds `telephone-event/8000` when offered, answers RTP/SAVP(F) with our own key for the
+The answer takes Opus (`opus/48000/2`, answered with `useinbandfec=1`, mono both ways) when the
+caller offers it, else the first codec of the caller's audio section that we implement (PCMU/8000,
+PCMA/8000); adds `telephone-event` when offered (at the chosen codec's clock when offered so, else at
+8000), answers RTP/SAVP(F) with our own key for the
 first crypto suite we know (AES_CM_128_HMAC_SHA1_80 or _32; MKI and session parameters refused; keys
 offered on RTP/AVP, "best effort" SRTP, are taken too),
 mirrors the caller's direction (hold: `sendonly` / `inactive` / `c=0.0.0.0` → we stop sending), and
@@ -16,6 +18,7 @@ import secrets
 from dataclasses import dataclass, field
 
 SUPPORTED_CODECS = ("PCMU", "PCMA")
+OPUS_FMTP = "minptime=10;useinbandfec=1;stereo=0;sprop-stereo=0"
 STATIC_PT = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1)}
 SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 SRTP_KEY_BYTES = 30  # 16-byte master key + 14-byte salt
@@ -71,7 +74,7 @@ class SessionDescription:
 class MediaPlan:
     """What was agreed for the audio stream."""
 
-    codec: str  # "PCMU" | "PCMA"
+    codec: str  # "PCMU" | "PCMA" | "OPUS"
     payload_type: int
     clock_rate: int
     dtmf_payload_type: int | None
@@ -82,6 +85,15 @@ class MediaPlan:
     remote_crypto: Crypto | None = None
     local_crypto: Crypto | None = None
     proto: str = "RTP/AVP"
+    dtmf_clock_rate: int = 8000
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.codec == "OPUS" else 1  # opus/48000/2 in SDP (RFC 7587), mono on our side
+
+    @property
+    def fmtp(self) -> str | None:
+        return OPUS_FMTP if self.codec == "OPUS" else None
 
     @property
     def security(self) -> str:
@@ -97,7 +109,7 @@ class MediaPlan:
 
     @property
     def format_type(self) -> str:
-        """The session's audio format type for this codec (audio/pcmu, audio/pcma)."""
+        """The session's audio format type for this codec (audio/pcmu, audio/pcma, audio/opus)."""
         return "audio/" + self.codec.lower()
 
 
@@ -228,8 +240,8 @@ def _plan(offer: SessionDescription, media: MediaSection, keep_codec: str | None
     if media.proto not in ("RTP/AVP", "RTP/AVPF") and not secure:
         reasons.append(f"transport {media.proto} is not supported (RTP/AVP or RTP/SAVP with SDES)")
         return None
-    chosen: tuple[int, str, int] | None = None
-    dtmf: int | None = None
+    offered: list[tuple[int, str, int]] = []
+    events: dict[int, int] = {}  # telephone-event clock rate -> payload type
     for fmt in media.formats:
         if not fmt.isdigit():
             continue
@@ -238,14 +250,17 @@ def _plan(offer: SessionDescription, media: MediaSection, keep_codec: str | None
         if codec is None:
             continue
         name, rate, _channels = codec
-        if name.lower() == "telephone-event" and rate == 8000 and dtmf is None:
-            dtmf = pt
-        elif name.upper() in SUPPORTED_CODECS and rate == 8000:
-            if chosen is None or (keep_codec is not None and name.upper() == keep_codec and chosen[1] != keep_codec):
-                chosen = (pt, name.upper(), rate)
-    if chosen is None:
-        reasons.append("no common codec (PCMU/8000, PCMA/8000)")
+        if name.lower() == "telephone-event":
+            events.setdefault(rate, pt)
+        elif (name.upper() in SUPPORTED_CODECS and rate == 8000) or (name.upper() == "OPUS" and rate == 48000):
+            offered.append((pt, name.upper(), rate))
+    if not offered:
+        reasons.append("no common codec (opus/48000/2, PCMU/8000, PCMA/8000)")
         return None
+    chosen = next((c for c in offered if c[1] == keep_codec), None) \
+        or next((c for c in offered if c[1] == "OPUS"), offered[0])
+    dtmf_rate = chosen[2] if chosen[2] in events else 8000
+    dtmf = events.get(dtmf_rate)
     # SDES keys on RTP/SAVP, or on RTP/AVP ("best effort" SRTP, as baresip and some PBXes offer it)
     remote_crypto = next((c for c in map(parse_crypto, media.crypto) if c is not None), None)
     if secure and remote_crypto is None:
@@ -254,15 +269,15 @@ def _plan(offer: SessionDescription, media: MediaSection, keep_codec: str | None
     host = media.connection or offer.connection
     if host is None:
         raise SdpError("no c= line", 400)
-    offered = media.direction or offer.direction or "sendrecv"
-    if ipaddress.ip_address(host).is_unspecified and offered in ("sendrecv", "recvonly"):  # RFC 2543 hold
-        offered = "sendonly" if offered == "sendrecv" else "inactive"
+    direction = media.direction or offer.direction or "sendrecv"
+    if ipaddress.ip_address(host).is_unspecified and direction in ("sendrecv", "recvonly"):  # RFC 2543 hold
+        direction = "sendonly" if direction == "sendrecv" else "inactive"
     local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite, secrets.token_bytes(SRTP_KEY_BYTES)) \
         if remote_crypto is not None else None
     return MediaPlan(codec=chosen[1], payload_type=chosen[0], clock_rate=chosen[2], dtmf_payload_type=dtmf,
-                     remote_host=host, remote_port=media.port, direction=_ANSWER_DIRECTION[offered],
+                     remote_host=host, remote_port=media.port, direction=_ANSWER_DIRECTION[direction],
                      rtcp_mux=media.rtcp_mux, remote_crypto=remote_crypto, local_crypto=local_crypto,
-                     proto=media.proto)
+                     proto=media.proto, dtmf_clock_rate=dtmf_rate)
 
 
 @dataclass
@@ -289,9 +304,13 @@ def build_answer(offer: SessionDescription, plan: MediaPlan, index: int, *, addr
             continue
         pts = [str(plan.payload_type)] + ([str(plan.dtmf_payload_type)] if plan.dtmf_payload_type is not None else [])
         lines.append(f"m=audio {port} {plan.proto} {' '.join(pts)}")
-        lines.append(f"a=rtpmap:{plan.payload_type} {plan.codec}/{plan.clock_rate}")
+        codec = "opus" if plan.codec == "OPUS" else plan.codec
+        lines.append(f"a=rtpmap:{plan.payload_type} {codec}/{plan.clock_rate}"
+                     + (f"/{plan.channels}" if plan.channels > 1 else ""))
+        if plan.fmtp is not None:
+            lines.append(f"a=fmtp:{plan.payload_type} {plan.fmtp}")
         if plan.dtmf_payload_type is not None:
-            lines.append(f"a=rtpmap:{plan.dtmf_payload_type} telephone-event/8000")
+            lines.append(f"a=rtpmap:{plan.dtmf_payload_type} telephone-event/{plan.dtmf_clock_rate}")
             lines.append(f"a=fmtp:{plan.dtmf_payload_type} 0-16")
         lines.append("a=ptime:20")
         lines.append(f"a={plan.direction}")

@@ -225,6 +225,7 @@ audio_alert\taubridge,nil
 audio_source\taufile,{wav}
 module_path\t/usr/lib/baresip/modules
 module\tg711.so
+module\topus.so
 module\taufile.so
 module\taubridge.so
 module\tsndfile.so
@@ -249,7 +250,8 @@ class Softphone:
         if tls_ca is not None:
             config += f"sip_cafile\t{tls_ca}\n"  # the server's self-signed certificate: verified
         (self.dir / "config").write_text(config)
-        account = f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codec}"
+        codecs = "opus/48000/2" if codec.lower() == "opus" else codec
+        account = f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codecs}"
         (self.dir / "accounts").write_text(account + (f";mediaenc={mediaenc}" if mediaenc else "") + "\n")
         self.log = self.dir / "baresip.log"
         self.process: asyncio.subprocess.Process | None = None
@@ -280,20 +282,24 @@ class Softphone:
             self.process.kill()
 
     def heard(self) -> np.ndarray:
-        """What the softphone played out (its decoder's output, int16 at 8 kHz)."""
+        """What the softphone played out (its decoder's output, int16, the first channel; 8 kHz for G.711,
+        48 kHz for Opus)."""
         dumps = sorted(self.dir.glob("dump-*-dec.wav"))
         assert dumps, f"baresip recorded nothing: {self.log.read_text(errors='replace')[-2000:]}"
         with wave.open(str(dumps[-1])) as w:
-            return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+            return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")[::w.getnchannels()]
 
 
-def phone_wav(path: Path, samples_8k: np.ndarray, *, pad_after_s: float = 0.0) -> Path:
-    """A mono 16-bit 8 kHz WAV (a softphone's microphone), with silence after."""
-    audio = np.concatenate([samples_8k.astype("<i2"), np.zeros(int(8000 * pad_after_s), dtype="<i2")])
+def phone_wav(path: Path, samples: np.ndarray, *, pad_after_s: float = 0.0, rate: int = 8000,
+              channels: int = 1) -> Path:
+    """A 16-bit WAV at `rate` (a softphone's microphone: baresip wants mono 8 kHz for G.711, 48 kHz stereo
+    for Opus), the same samples on each channel, with silence after."""
+    audio = np.concatenate([samples.astype("<i2"), np.zeros(int(rate * pad_after_s), dtype="<i2")])
+    audio = np.repeat(audio, channels)
     with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels)
         w.setsampwidth(2)
-        w.setframerate(8000)
+        w.setframerate(rate)
         w.writeframes(audio.tobytes())
     return path
 

@@ -112,6 +112,42 @@ async def test_two_legs_carry_audio_both_ways():
         await b.stop()
 
 
+async def test_opus_legs_carry_audio_both_ways_and_conceal_a_loss():
+    """Opus on the line: the player encodes (as for WebRTC), the far leg decodes to 24 kHz; a lost packet is rebuilt
+    from the next one's in-band FEC."""
+    opus = dict(codec="OPUS", payload_type=111, clock_rate=48000)
+    heard = bytearray()
+    a = RtpLeg(plan(0, **opus), OutboundAudioTrack(), lambda pcm: None, lambda key: None)
+    b = RtpLeg(plan(0, **opus), OutboundAudioTrack(), heard.extend, lambda key: None)
+    port_a, port_b = await a.open("127.0.0.1"), await b.open("127.0.0.1")
+    a.set_plan(plan(port_b, **opus))
+    b.set_plan(plan(port_a, **opus))
+    sent: list[bytes] = []
+    send = a._transport.sendto
+
+    def lossy(packet, addr):  # the 20th packet never arrives
+        sent.append(packet)
+        if len(sent) != 20:
+            send(packet, addr)
+
+    a._transport.sendto = lossy
+    try:
+        assert a.audio_out.encoder is not None  # Opus encoded by the player itself
+        a.audio_out.write(speech(800), response_id="r1", item_id="i1")
+        a.audio_out.end_response("r1")
+        a.start()
+        b.start()
+        await wait_for(lambda: len(heard) >= 700 * 48 and b.packets_in >= 30, timeout=10, what="opus audio at b")
+        pcm = np.frombuffer(bytes(heard), dtype="<i2")
+        assert np.abs(pcm).max() > 3000 and b.dropped == 0
+        assert parse_rtp(sent[1])[3] - parse_rtp(sent[0])[3] == 960  # 20 ms on the 48 kHz clock
+        await wait_for(lambda: b.jitter.lost == 1, timeout=5, what="the lost packet concealed")
+        assert b.stream.fec_frames + b.stream.plc_frames >= 1 and b.stats()["concealed_ms"] == 20
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_srtp_legs_and_a_wrong_key():
     key_a, key_b = Crypto("1", "AES_CM_128_HMAC_SHA1_80", bytes(range(30))), \
         Crypto("1", "AES_CM_128_HMAC_SHA1_80", bytes(range(30, 60)))

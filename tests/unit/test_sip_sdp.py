@@ -28,11 +28,29 @@ def test_first_offered_codec_with_telephone_event():
     assert audio.direction == "sendrecv"
 
 
+def test_opus_preferred_when_offered():
+    text = offer("audio 4000 RTP/AVP 0 8 111 101 102", "a=rtpmap:111 opus/48000/2", "a=fmtp:111 useinbandfec=1",
+                 "a=rtpmap:101 telephone-event/8000", "a=rtpmap:102 telephone-event/48000")
+    result = negotiate(text)
+    plan = result.plan
+    assert (plan.codec, plan.payload_type, plan.clock_rate, plan.dtmf_payload_type) == ("OPUS", 111, 48000, 102)
+    audio = parse_sdp(result.answer(address="198.51.100.1", port=30000, origin=Origin())).media[0]
+    assert audio.formats == ["111", "102"]
+    assert audio.rtpmap[111] == ("opus", 48000, 2) and audio.rtpmap[102] == ("telephone-event", 48000, 1)
+    assert "useinbandfec=1" in audio.fmtp[111] and "stereo=0" in audio.fmtp[111]
+    # a re-INVITE keeps the codec in use while it is still offered; telephone-event/8000 is taken with Opus too
+    again = negotiate(text, keep_codec="PCMU").plan
+    assert (again.codec, again.dtmf_payload_type) == ("PCMU", 101)
+    only_8k = negotiate(offer("audio 4000 RTP/AVP 111 101", "a=rtpmap:111 opus/48000/2",
+                              "a=rtpmap:101 telephone-event/8000")).plan
+    assert (only_8k.codec, only_8k.dtmf_payload_type, only_8k.dtmf_clock_rate) == ("OPUS", 101, 8000)
+
+
 def test_unsupported_codecs_and_other_sections():
     with pytest.raises(SdpError) as info:
         negotiate(offer("audio 4000 RTP/AVP 9 18", "a=rtpmap:9 G722/8000"))
     assert info.value.status == 488
-    text = offer("audio 4000 RTP/AVP 96 0", "a=rtpmap:96 opus/48000/2",
+    text = offer("audio 4000 RTP/AVP 96 0", "a=rtpmap:96 iLBC/8000",
                  extra="m=video 4002 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n")
     result = negotiate(text)
     assert result.plan.codec == "PCMU"
