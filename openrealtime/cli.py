@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sip-ring-timeout", type=float, default=float(_env("SIP_RING_TIMEOUT", "30")),
                        help="seconds a call rings before it is declined (603) when the app neither accepts nor "
                             "rejects it (OPENREALTIME_SIP_RING_TIMEOUT)")
+    serve.add_argument("--sip-api", choices=["realtime", "live"], default=_env("SIP_API", "realtime"),
+                       help="the API incoming SIP calls are announced for: realtime (realtime.call.incoming, "
+                            "rtc_ ids, /v1/realtime/calls/{id}/accept) or live (live.transport.incoming, live_ ids, "
+                            "/v1/live/sessions/{id}/accept) (OPENREALTIME_SIP_API)")
     serve.add_argument("--webhook-url", default=_env("WEBHOOK_URL"),
                        help="where realtime.call.incoming is POSTed for each incoming SIP call "
                             "(OPENREALTIME_WEBHOOK_URL)")
@@ -251,6 +255,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sip_advertise_ip=getattr(args, "sip_advertise_ip", None),
         sip_allow=(args.sip_allow if getattr(args, "sip_allow", None) is not None else _env_list("SIP_ALLOW")),
         sip_ring_timeout_s=getattr(args, "sip_ring_timeout", 30.0),
+        sip_api=getattr(args, "sip_api", "realtime"),
         webhook_url=getattr(args, "webhook_url", None),
         webhook_secret=getattr(args, "webhook_secret", None) or _env("WEBHOOK_SECRET") or None,
     )

@@ -79,6 +79,7 @@ class Settings:
     sip_advertise_ip: str | None = None  # None: the first advertised IP
     sip_allow: list[str] = field(default_factory=list)  # source IPs/CIDRs of trunks allowed to call; empty: any
     sip_ring_timeout_s: float = 30.0  # no accept/reject by then: 603
+    sip_api: str = "realtime"  # the API incoming calls are announced for: realtime.call.incoming | live.transport.incoming
     webhook_url: str | None = None  # where realtime.call.incoming is POSTed
     webhook_secret: str | None = None  # whsec_…: signs it (Standard Webhooks)
 
@@ -171,6 +172,8 @@ class Settings:
             raise SystemExit(str(exc)) from None
         if self.sip_tls_port is not None and not (self.sip_tls_cert and self.sip_tls_key):
             raise SystemExit("--sip-tls-port needs --sip-tls-cert and --sip-tls-key (PEM files)")
+        if self.sip_api not in ("realtime", "live"):
+            raise SystemExit(f"--sip-api must be realtime or live, not {self.sip_api!r}")
         if self.sip_ring_timeout_s <= 0:
             raise SystemExit(f"--sip-ring-timeout must be positive, not {self.sip_ring_timeout_s}")
         import ipaddress

@@ -10,8 +10,10 @@
   every event, the input audio reflected and the output audio with its times; every command but
   `session.start` and input audio; no data-channel permissions.
 - `POST /v1/live/sessions/{id}/hangup`: ends a WebRTC session (its sidebands get `session.closed`).
-- `accept`, `reject`, `refer` (SIP), `fork` and `content` (stored sessions) answer with errors that say what
-  is missing here.
+- `POST /v1/live/sessions/{id}/accept` (`client.live.sessions.accept`, with `--sip-port`): a ringing SIP call
+  (sip/server.py; announced by `live.transport.incoming` with `--sip-api live`) answered as a LiveSession;
+  `reject` and `refer` act on it as on a Realtime call (api/sip_calls.py); a sideband attaches to it.
+- `fork` and `content` (stored sessions) answer with errors that say what is missing here.
 
 Auth: an API key (`Authorization: Bearer`). A refused handshake is an HTTP reply in OpenAI's error shape:
 401, 404 (unknown session), 429 (`--max-calls`, `--max-conversations`), 503 (loading, draining), 501 on a
@@ -22,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .. import ids
 from ..limits import MAX_EVENT_BYTES
@@ -35,7 +37,7 @@ from ..observability.logs import set_call_id
 from ..protocol.errors import ProtocolError, pydantic_error_to_protocol
 from ..protocol.json_limits import JsonTooDeep
 from ..protocol.json_limits import loads as loads_limited
-from ..protocol.live import LiveCreateRequest, SessionStartedEvent, live_error
+from ..protocol.live import LiveAcceptRequest, LiveCreateRequest, SessionStartedEvent, live_error
 from ..protocol.server_events import to_json
 from ..live.config import check_supported
 from ..live.session import LiveLimits, LiveSession
@@ -43,11 +45,13 @@ from .auth import bearer_token
 from .body import read_body
 from .cluster_routing import client_host
 from .errors import ApiError
+from .sip_calls import as_api_errors, refer_call, reject_call
 from .state import ServerState
 from .websocket import _deny, _read_frames, _serve, _token, serve_direct
 from .ws_transport import WebSocketTransport
 
 log = logging.getLogger("openrealtime.live")
+RequestT = TypeVar("RequestT", bound=BaseModel)
 router = APIRouter()
 
 
@@ -99,16 +103,17 @@ async def live_websocket(websocket: WebSocket) -> None:
 
 
 # ---- WebRTC --------------------------------------------------------------------------------------
-def _create_request(body: bytes) -> LiveCreateRequest:
+def _request(body: bytes, model: type[RequestT], shape: str) -> RequestT:
+    """The JSON body as `model` (strict: unknown fields refused, naming them)."""
     try:
         data = loads_limited(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, JsonTooDeep) as exc:
-        raise ApiError(400, f"The body is not valid JSON: {exc}. Send {{session, transport: {{type: 'webrtc', "
-                            "sdp}}}} as application/json.", code="invalid_json") from None
+        raise ApiError(400, f"The body is not valid JSON: {exc}. Send {shape} as application/json.",
+                       code="invalid_json") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "The body must be a JSON object: {session, transport}.", code="invalid_type")
+        raise ApiError(400, f"The body must be a JSON object: {shape}.", code="invalid_type")
     try:
-        return LiveCreateRequest.model_validate(data, strict=True)
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise ApiError.from_protocol(pydantic_error_to_protocol(exc, data=data)) from None
 
@@ -117,7 +122,8 @@ def _create_request(body: bytes) -> LiveCreateRequest:
 async def create_live_session(request: Request) -> JSONResponse:
     state: ServerState = request.app.state.server
     state.auth(request)
-    created = _create_request(await read_body(request, state.settings.max_body_bytes))
+    created = _request(await read_body(request, state.settings.max_body_bytes), LiveCreateRequest,
+                       "{session, transport: {type: 'webrtc', sdp}}")
     _admit(state, calls=True)
     try:
         check_supported(created.session, "webrtc", state.models)
@@ -163,13 +169,65 @@ async def hangup_live_session(session_id: str, request: Request) -> Response:
     return Response(status_code=200)
 
 
+# ---- SIP (--sip-port) -----------------------------------------------------------------------------
+def _sip(request: Request) -> Any:
+    """The SIP server; without one (no --sip-port) a SIP command is answered 400 sip_not_supported."""
+    sip = getattr(request.app.state, "sip", None)
+    if sip is None:
+        raise ApiError(400, "This server takes no phone calls (start it with --sip-port): accept, reject and refer "
+                            "act on SIP sessions.", code="sip_not_supported", param="session_id")
+    return sip
+
+
+@router.post("/v1/live/sessions/{session_id}/accept")
+async def accept_live_session(session_id: str, request: Request) -> Response:
+    """A ringing SIP call (announced by `live.transport.incoming`, or `realtime.call.incoming`: the first accept
+    chooses the API) answered as a Live session; its events reach sidebands (`…/attach`)."""
+    state: ServerState = request.app.state.server
+    state.auth(request)
+    accepted = _request(await read_body(request, state.settings.max_body_bytes), LiveAcceptRequest,
+                        "{session: {type: 'live', model, ...}}")
+    sip = _sip(request)
+    if not sip.is_sip_call(session_id):
+        if state.calls.get(session_id) is not None:
+            return Response(status_code=200)  # a WebRTC session: started at creation
+        raise ApiError(404, f"Live session '{session_id}' not found: no SIP call rings with this id (start the server "
+                            "with --sip-port; the webhook gives the id).", code="session_not_found",
+                       param="session_id")
+    _require_models(state)
+    try:
+        check_supported(accepted.session, "sip", state.models)
+    except ProtocolError as exc:
+        raise ApiError.from_protocol(exc) from None
+
+    def make_session(transport: Any, plan: Any) -> LiveSession:
+        return LiveSession(transport, models=state.models, runtime=state.runtime, egress=state.egress,
+                           limits=_limits(state), config=accepted.session, session_id=session_id)
+
+    with as_api_errors():
+        await sip.accept(session_id, make_session)
+    log.info("live session=%s transport=sip state=accepted", session_id)
+    return Response(status_code=200)
+
+
+@router.post("/v1/live/sessions/{session_id}/reject")
+async def reject_live_session(session_id: str, request: Request) -> Response:
+    request.app.state.server.auth(request)
+    _sip(request)
+    return await reject_call(session_id, request)
+
+
+@router.post("/v1/live/sessions/{session_id}/refer")
+async def refer_live_session(session_id: str, request: Request) -> Response:
+    request.app.state.server.auth(request)
+    _sip(request)
+    return await refer_call(session_id, request)
+
+
 @router.post("/v1/live/sessions/{session_id}/{action}")
 async def unsupported_live_action(session_id: str, action: str, request: Request) -> Response:
     state: ServerState = request.app.state.server
     state.auth(request)
-    if action in ("accept", "reject", "refer"):
-        raise ApiError(400, f"Live SIP sessions are not available on this server yet: '{action}' has no SIP call to "
-                            "act on.", code="sip_not_supported", param="session_id")
     if action == "fork":
         raise ApiError(400, "Forks need stored sessions (store: true), which this server does not keep yet.",
                        code="fork_not_supported", param="session_id")

@@ -47,7 +47,7 @@ def _sip(request: Request) -> SipServer | None:
 
 
 @contextmanager
-def _as_api_errors() -> Iterator[None]:
+def as_api_errors() -> Iterator[None]:
     """A control request the SIP server cannot do, answered in OpenAI's error shape."""
     try:
         yield
@@ -115,7 +115,7 @@ async def accept_call(call_id: str, request: Request) -> Response:
         return SessionEngine(transport, _with_codec(config, plan), models=state.models, runtime=state.runtime,
                              limits=SessionLimits(max_duration_s=settings.max_call_duration_s), egress=state.egress)
 
-    with _as_api_errors():
+    with as_api_errors():
         await sip.accept(call_id, make_engine)
     return Response(status_code=200)
 
@@ -132,7 +132,7 @@ async def reject_call(call_id: str, request: Request) -> Response:
         raise _not_found(call_id)
     if sip.reject_idempotent(call_id):
         return Response(status_code=200)
-    with _as_api_errors():
+    with as_api_errors():
         sip.reject(call_id, status)
     return Response(status_code=200)
 
@@ -151,7 +151,7 @@ async def refer_call(call_id: str, request: Request) -> Response:
     sip = _sip(request)
     if sip is None:
         raise _not_found(call_id)
-    with _as_api_errors():
+    with as_api_errors():
         await sip.refer(call_id, target)
     return Response(status_code=200)
 
@@ -167,7 +167,7 @@ def sip_settings(state: ServerState) -> SipSettings:
     return SipSettings(host=s.host, port=s.sip_port or 0, advertise_ip=advertise, tls_port=s.sip_tls_port,
                        tls_context=context, ring_timeout_s=s.sip_ring_timeout_s,
                        allow=tuple(ipaddress.ip_network(a, strict=False) for a in s.sip_allow),
-                       max_calls=s.max_calls, max_duration_s=s.max_call_duration_s)
+                       max_calls=s.max_calls, max_duration_s=s.max_call_duration_s, api=s.sip_api)
 
 
 def install(app: FastAPI, state: ServerState) -> None:

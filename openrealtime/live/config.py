@@ -50,7 +50,7 @@ RESPONSES_DELEGATION_NOTE = ("\n\nA backend assistant can do tasks you cannot (i
 
 def resolve(config: LiveSessionConfig, kind: str) -> LiveSessionConfig:
     """The configuration with the server's defaults filled (voice, WebSocket format, delegation)."""
-    data = config.model_dump(exclude_none=True, exclude={"idle_timeout_s", "wake_policy"})
+    data = config.model_dump(exclude_none=True, exclude={"idle_timeout_s", "wake_policy", "type"})
     audio = data.setdefault("audio", {})
     audio.setdefault("output", {}).setdefault("voice", DEFAULT_VOICE)
     if kind == "websocket":
@@ -62,12 +62,13 @@ def resolve(config: LiveSessionConfig, kind: str) -> LiveSessionConfig:
 
 
 def check_supported(config: LiveSessionConfig, kind: str, models: Any) -> None:
-    """Refuse, naming the field, what this server cannot do for a session on `kind` ("websocket" | "webrtc")."""
+    """Refuse, naming the field, what this server cannot do for a session on `kind` ("websocket" | "webrtc" |
+    "sip")."""
     audio = config.audio
-    if kind == "webrtc" and audio is not None and audio.format is not None:
-        raise ProtocolError("WebRTC sessions negotiate their audio format in SDP: leave out audio.format.",
+    if kind != "websocket" and audio is not None and audio.format is not None:
+        raise ProtocolError("WebRTC and SIP sessions negotiate their audio format in SDP: leave out audio.format.",
                             code="invalid_value", param="session.audio.format")
-    if kind == "websocket" and config.client is not None:
+    if kind != "webrtc" and config.client is not None:
         raise ProtocolError("session.client (data channel permissions) applies to WebRTC sessions only.",
                             code="invalid_value", param="session.client")
     if audio is not None and audio.output is not None and isinstance(audio.output.voice, LiveCustomVoice):

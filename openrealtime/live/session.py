@@ -52,6 +52,7 @@ from ..protocol.live import (
     CommentaryAppendEvent,
     DelegationCreatedEvent,
     DelegationObject,
+    DtmfReceivedEvent,
     FixturePlayedEvent,
     FixturePlayEvent,
     FixturePlayingEvent,
@@ -62,7 +63,6 @@ from ..protocol.live import (
     InputAudioUnmutedEvent,
     InputTranscriptDeltaEvent,
     InstructionsAppendEvent,
-    LiveEvent,
     LivePcm,
     LiveSessionConfig,
     LiveSessionResource,
@@ -290,9 +290,10 @@ class LiveSession:
         """The connection is gone or the call ended: tell any sideband why, stop all work."""
         if self.closed:
             return
-        if self.kind == "webrtc" and self.started and not self._closed_sent:
+        if self.kind != "websocket" and self.started and not self._closed_sent:
             self._closed_sent = True
-            self.emit(SessionClosedEvent(reason="close_requested" if reason == "hangup" else "connection_lost",
+            closed = {"hangup": "close_requested", "caller_bye": "remote_hangup"}.get(reason, "connection_lost")
+            self.emit(SessionClosedEvent(reason=closed,
                                          session=self.resource(), usage=self.usage()))
         self._stop_work()
         self.closed = True
@@ -312,9 +313,12 @@ class LiveSession:
             self._paced.close()
 
     # ---- outputs -------------------------------------------------------------------------------
-    def emit(self, event: LiveEvent) -> None:
-        if not self.closed:
-            self.events.publish(event)
+    def emit(self, event: Any) -> None:
+        if self.closed:
+            return
+        if event.type == "input_audio_buffer.dtmf_event_received":  # a caller's key (sip/call.py)
+            event = DtmfReceivedEvent(event=event.event)
+        self.events.publish(event)
 
     def send_error(self, exc: ProtocolError) -> None:
         self.emit(live_error(exc))
@@ -399,17 +403,19 @@ class LiveSession:
 
     def _check_source(self, event: ClientEventBase, sideband: bool) -> None:
         kind = event.type
-        if self.kind == "webrtc" and kind in ("session.start", "session.input_audio.append"):
+        if self.kind != "websocket" and kind in ("session.start", "session.input_audio.append"):
             where = "a sideband" if sideband else "the data channel"
+            starts = "a SIP session starts when it is accepted" if self.kind == "sip" else \
+                "a WebRTC session starts when it is created"
             raise ProtocolError(f"{kind} is not accepted on {where}: "
-                                + ("a WebRTC session starts when it is created." if kind == "session.start" else
-                                   "its audio arrives over RTP."), code="invalid_value", param="type")
+                                + (starts + "." if kind == "session.start" else "its audio arrives over RTP."),
+                                code="invalid_value", param="type")
         if self.kind == "webrtc" and not sideband and not self._permissions.allows_client(kind):
             raise ProtocolError(f"{kind} is not allowed on this data channel (session.client.data_channel."
                                 "allowed_client_events).", code="event_not_allowed", param="type")
         if kind == "transport.dtmf.send":
-            raise ProtocolError("transport.dtmf.send is for SIP sessions, from a sideband; this server has no SIP "
-                                "Live sessions yet.", code="unsupported_transport", param="type")
+            raise ProtocolError("transport.dtmf.send (sending keys on a SIP session) is not available on this server "
+                                "yet.", code="unsupported_transport", param="type")
         if kind != "session.start" and not self.started:
             raise ProtocolError(f"Send session.start first: {kind} needs a started session.",
                                 code="session_not_started", param="type")

@@ -261,6 +261,16 @@ class MediaSessionConfig(LiveSessionConfig):
     wake_policy: WakePolicy | None = None
 
 
+class AcceptSessionConfig(MediaSessionConfig):
+    """`POST /v1/live/sessions/{id}/accept`'s `session` (a SIP call): `type: "live"`, no `audio.format`."""
+
+    type: Literal["live"]
+
+
+class LiveAcceptRequest(_Strict):
+    session: AcceptSessionConfig
+
+
 class LiveSessionUpdate(_Strict):
     """`session.update`'s `session`: only delegation settings (same type, sparse) and triggers."""
 
@@ -495,6 +505,13 @@ class SessionUsageUpdatedEvent(LiveEvent):
 
 
 CloseReason = Literal["close_requested", "expired", "content", "remote_hangup", "connection_lost"]
+
+
+class DtmfReceivedEvent(LiveEvent):
+    """A key the caller pressed on a SIP session (sidebands only)."""
+
+    type: Literal["transport.dtmf.received"] = "transport.dtmf.received"
+    event: str
 
 
 class SessionClosedEvent(LiveEvent):

@@ -55,6 +55,7 @@ class SipSettings:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # empty: any source
     max_calls: int = 64
     max_duration_s: float = 3600.0
+    api: str = "realtime"  # "live": calls are Live sessions (live_ ids, the live.transport.incoming webhook)
     timers: Timers = field(default_factory=Timers)
 
 
@@ -319,7 +320,8 @@ class SipServer:
         via_host = f"{_host(self.settings.advertise_ip)}:{self.transports.local_port(peer.transport)}"
         dialog = Dialog.from_invite(invite, peer, local_tag=local_tag, local_contact=self._contact(peer),
                                     via_host=via_host)
-        call_id = ids.rtc_call_id()
+        live = self.settings.api == "live"
+        call_id = ids.live_session_id() if live else ids.rtc_call_id()
         set_call_id(call_id)
         pending = PendingCall(call_id, invite, tx, peer, dialog, negotiated, headers_as_sent,
                               session_interval=interval)
@@ -329,7 +331,7 @@ class SipServer:
                                                                             *self._capabilities()]))
         loop = asyncio.get_running_loop()
         pending.timers.append(loop.call_later(self.settings.ring_timeout_s, self._ring_timeout, pending))
-        event = incoming_call_event(call_id, headers_as_sent, negotiated.plan.security)
+        event = incoming_call_event(call_id, headers_as_sent, negotiated.plan.security, live=live)
         pending.webhook = self._spawn(self.webhook.deliver(event, lambda: pending.state == "ringing"))
         self.counters["invites"] += 1
         log.info("sip call=%s ringing from=%s source=%s:%s/%s codec=%s media=%s", call_id,

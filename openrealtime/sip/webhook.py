@@ -1,7 +1,8 @@
-"""The `realtime.call.incoming` webhook, signed the way openai-python's `client.webhooks.unwrap()` verifies
-(Standard Webhooks): `webhook-id` (stable across retries), `webhook-timestamp` (Unix seconds of this
-attempt), `webhook-signature: v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`, where the key is the
-base64-decoded part of a `whsec_…` secret (any other secret: its UTF-8 bytes).
+"""The incoming-call webhook (`realtime.call.incoming`, or `live.transport.incoming` with `--sip-api live`),
+signed the way openai-python's `client.webhooks.unwrap()` verifies (Standard Webhooks): `webhook-id` (stable
+across retries), `webhook-timestamp` (Unix seconds of this attempt), `webhook-signature: v1,<base64
+HMAC-SHA256(key, id.timestamp.body)>`, where the key is the base64-decoded part of a `whsec_…` secret (any
+other secret: its UTF-8 bytes).
 
 Delivery is retried with backoff while `still_wanted()` says the call is still ringing; a 2xx ends it.
 The secret never reaches a log line (Settings.secret_values feeds the log redaction as well).
@@ -59,13 +60,15 @@ def sign(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def incoming_call_event(call_id: str, sip_headers: list[tuple[str, str]], media_security: str | None) -> dict:
-    data: dict[str, Any] = {"call_id": call_id,
-                            "sip_headers": [{"name": n, "value": v} for n, v in sip_headers
-                                            if n.lower() not in AUTH_HEADERS]}
+def incoming_call_event(call_id: str, sip_headers: list[tuple[str, str]], media_security: str | None, *,
+                        live: bool = False) -> dict:
+    """`realtime.call.incoming {call_id}`, or for a Live session `live.transport.incoming {session_id, type: sip}`."""
+    data: dict[str, Any] = {"session_id": call_id, "type": "sip"} if live else {"call_id": call_id}
+    data["sip_headers"] = [{"name": n, "value": v} for n, v in sip_headers if n.lower() not in AUTH_HEADERS]
     if media_security is not None:
         data["sip_media_security"] = media_security
-    return {"object": "event", "id": "evt_" + secrets.token_hex(12), "type": "realtime.call.incoming",
+    return {"object": "event", "id": "evt_" + secrets.token_hex(12),
+            "type": "live.transport.incoming" if live else "realtime.call.incoming",
             "created_at": int(time.time()), "data": data}
 
 
