@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sip-allow", dest="sip_allow", action="append", default=None, metavar="IP|CIDR",
                        help="a trunk address allowed to send INVITEs, repeatable; others get 403 "
                             "(OPENREALTIME_SIP_ALLOW=ip1,10.0.0.0/8); default: any")
+    serve.add_argument("--sip-auth", dest="sip_auth", action="append", default=None, metavar="USER:PASSWORD",
+                       help="a trunk's digest account, repeatable: INVITEs must authenticate as one of them "
+                            "(401 challenge, MD5, qop=auth) (OPENREALTIME_SIP_AUTH=user1:pw1,user2:pw2); "
+                            "default: no authentication")
     serve.add_argument("--sip-ring-timeout", type=float, default=float(_env("SIP_RING_TIMEOUT", "30")),
                        help="seconds a call rings before it is declined (603) when the app neither accepts nor "
                             "rejects it (OPENREALTIME_SIP_RING_TIMEOUT)")
@@ -254,6 +258,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sip_tls_key=getattr(args, "sip_tls_key", None),
         sip_advertise_ip=getattr(args, "sip_advertise_ip", None),
         sip_allow=(args.sip_allow if getattr(args, "sip_allow", None) is not None else _env_list("SIP_ALLOW")),
+        sip_auth=(args.sip_auth if getattr(args, "sip_auth", None) is not None else _env_list("SIP_AUTH")),
         sip_ring_timeout_s=getattr(args, "sip_ring_timeout", 30.0),
         sip_api=getattr(args, "sip_api", "realtime"),
         webhook_url=getattr(args, "webhook_url", None),

@@ -78,6 +78,7 @@ class Settings:
     sip_tls_key: str | None = None
     sip_advertise_ip: str | None = None  # None: the first advertised IP
     sip_allow: list[str] = field(default_factory=list)  # source IPs/CIDRs of trunks allowed to call; empty: any
+    sip_auth: list[str] = field(default_factory=list)  # "user:password" digest accounts of trunks; empty: no auth
     sip_ring_timeout_s: float = 30.0  # no accept/reject by then: 603
     sip_api: str = "realtime"  # the API incoming calls are announced for: realtime.call.incoming | live.transport.incoming
     webhook_url: str | None = None  # where realtime.call.incoming is POSTed
@@ -90,10 +91,11 @@ class Settings:
     @property
     def secret_values(self) -> list[str]:
         """Values never to log: the server's API keys, the remote backends' keys, the cluster secret, the
-        Redis password and the webhook secret."""
+        Redis password, the webhook secret and the SIP trunks' digest passwords."""
         redis_password = urlsplit(self.redis_url).password if self.redis_url else None
+        sip_passwords = [spec.split(":", 1)[1] for spec in self.sip_auth if ":" in spec]
         return [*self.api_keys, *(k for k in (self.llm_key, self.stt_key, self.tts_key, self.cluster_secret,
-                                              redis_password, self.webhook_secret) if k)]
+                                              redis_password, self.webhook_secret, *sip_passwords) if k)]
 
     @property
     def cluster_node_id(self) -> str:
@@ -178,6 +180,11 @@ class Settings:
             raise SystemExit(f"--sip-ring-timeout must be positive, not {self.sip_ring_timeout_s}")
         import ipaddress
 
+        for entry in self.sip_auth:
+            user, _, password = entry.partition(":")
+            if not user or not password or any(c in user for c in '"\\ '):
+                raise SystemExit("--sip-auth takes user:password (a user name without quotes, backslashes or "
+                                 "spaces, and a password)")
         for entry in self.sip_allow:
             try:
                 ipaddress.ip_network(entry, strict=False)

@@ -28,6 +28,7 @@ from ..protocol.json_limits import loads as loads_limited
 from ..protocol.session import PcmaFormat, PcmFormat, PcmuFormat, RealtimeSessionConfig, parse_session_config
 from ..session.engine import SessionEngine, SessionLimits
 from ..session.voices import check_session_voice
+from ..sip.digest import DigestAuth
 from ..sip.sdp import MediaPlan
 from ..sip.server import CallControlError, SipServer, SipSettings
 from ..sip.webhook import WebhookSender
@@ -167,6 +168,7 @@ def sip_settings(state: ServerState) -> SipSettings:
     return SipSettings(host=s.host, port=s.sip_port or 0, advertise_ip=advertise, tls_port=s.sip_tls_port,
                        tls_context=context, ring_timeout_s=s.sip_ring_timeout_s,
                        allow=tuple(ipaddress.ip_network(a, strict=False) for a in s.sip_allow),
+                       auth=DigestAuth.from_specs(s.sip_auth),
                        max_calls=s.max_calls, max_duration_s=s.max_call_duration_s, api=s.sip_api)
 
 

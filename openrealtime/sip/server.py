@@ -27,6 +27,7 @@ from ..observability.logs import set_call_id
 from ..protocol.errors import ProtocolError
 from .call import SipCall, SipSessionTransport
 from .dialog import Dialog, new_tag
+from .digest import DigestAuth
 from .dtmf import info_key
 from .message import SipParseError, SipRequest, SipResponse, build_response, parse_name_addr, parse_via, split_list
 from .sdp import MediaPlan, Negotiated, Origin, SdpError, negotiate
@@ -55,6 +56,7 @@ class SipSettings:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # empty: any source
     max_calls: int = 64
     max_duration_s: float = 3600.0
+    auth: DigestAuth | None = None  # digest authentication of new INVITEs (--sip-auth); None: off
     api: str = "realtime"  # "live": calls are Live sessions (live_ ids, the live.transport.incoming webhook)
     timers: Timers = field(default_factory=Timers)
 
@@ -241,6 +243,22 @@ class SipServer:
             return
         handler(pending, request, tx)
 
+    def _authenticated(self, invite: SipRequest, tx: ServerTransaction, peer: Peer) -> bool:
+        """Digest authentication (with --sip-auth): a new INVITE without valid credentials is answered 401 with
+        a challenge; an expired nonce with an otherwise right answer gets a fresh one marked stale."""
+        auth = self.settings.auth
+        if auth is None:
+            return True
+        outcome, user = auth.check("INVITE", invite.headers.get_all("authorization"))
+        if outcome == "ok":
+            return True
+        tx.respond(build_response(invite, 401, to_tag=new_tag(),
+                                  headers=[("WWW-Authenticate", auth.challenge(stale=outcome == "stale"))]))
+        self.counters["auth_failures" if outcome == "bad" else "auth_challenges"] += 1
+        log.info("sip INVITE challenged (401): credentials %s user=%s source=%s:%s", outcome, _short(user),
+                 peer.host, peer.port)
+        return False
+
     def _allowed(self, peer: Peer) -> bool:
         if not self.settings.allow:
             return True
@@ -291,6 +309,8 @@ class SipServer:
         unsupported = [o for o in required if o not in ("timer",)]
         if unsupported:
             tx.respond(build_response(invite, 420, headers=[("Unsupported", ", ".join(unsupported))]))
+            return
+        if not self._authenticated(invite, tx, peer):
             return
         refused = self.admission()
         if refused is not None:

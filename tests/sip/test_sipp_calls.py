@@ -241,3 +241,20 @@ async def test_barge_in_and_truncation_follow_the_rtp_playout(tmp_path):
     assert started < types.index("output_audio_buffer.cleared") < types.index("conversation.item.truncated")
     assert 0 < truncated.audio_end_ms < 150 * 60  # cut where the RTP playout was, not at the answer's end
     assert cleared.response_id == events[started].response_id
+
+
+async def test_digest_authentication(tmp_path, caplog):
+    """`--sip-auth`: the first INVITE is challenged (401, Digest MD5 qop=auth); re-sent with the trunk's credentials
+    it rings and is answered, the Authorization header kept out of the webhook and the password out of the logs."""
+    async with phone_server(sip_auth=["trunk1:s3cret-pw", "trunk2:other"]) as phone:
+        async with Sipp("authenticated.xml", phone.sip_port, tmp_path, user="trunk1", password="s3cret-pw") as sipp:
+            incoming = await phone.app.next_call()
+            assert not any(h.name.lower() == "authorization" for h in incoming.data.sip_headers)
+            await phone.client.realtime.calls.accept(incoming.data.call_id, type="realtime")
+            await sipp.succeeds()
+        assert sipp.received("SIP/2.0 401") == 1 and len(phone.app.deliveries) == 1
+        async with Sipp("auth_refused.xml", phone.sip_port, tmp_path, user="trunk1", password="wrong") as sipp:
+            await sipp.succeeds()
+        assert len(phone.app.deliveries) == 1  # the wrong password never rang
+        assert phone.sip.counters["auth_failures"] == 1
+    assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in sipp.report()
