@@ -15,6 +15,9 @@
   `reject` and `refer` act on it as on a Realtime call (api/sip_calls.py); a sideband attaches to it.
 - `fork` and `content` (stored sessions) answer with errors that say what is missing here.
 
+In a cluster the POST is placed on a node by load and `…/attach` and `…/hangup` reach the session's owner
+from any node (api/cluster_routing.py), as for Realtime calls.
+
 Auth: an API key (`Authorization: Bearer`). A refused handshake is an HTTP reply in OpenAI's error shape:
 401, 404 (unknown session), 429 (`--max-calls`, `--max-conversations`), 503 (loading, draining), 501 on a
 server without a language model (`--engine echo`).
@@ -43,7 +46,7 @@ from ..live.config import check_supported
 from ..live.session import LiveLimits, LiveSession
 from .auth import bearer_token
 from .body import read_body
-from .cluster_routing import client_host
+from .cluster_routing import client_host, pipe_sideband, route_new_call, route_to_owner, websocket_owner
 from .errors import ApiError
 from .sip_calls import as_api_errors, refer_call, reject_call
 from .state import ServerState
@@ -122,8 +125,11 @@ def _request(body: bytes, model: type[RequestT], shape: str) -> RequestT:
 async def create_live_session(request: Request) -> JSONResponse:
     state: ServerState = request.app.state.server
     state.auth(request)
-    created = _request(await read_body(request, state.settings.max_body_bytes), LiveCreateRequest,
-                       "{session, transport: {type: 'webrtc', sdp}}")
+    body = await read_body(request, state.settings.max_body_bytes)
+    placed = await route_new_call(request, body)  # in a cluster: the reply of the node the session is placed on
+    if placed is not None:
+        return placed
+    created = _request(body, LiveCreateRequest, "{session, transport: {type: 'webrtc', sdp}}")
     _admit(state, calls=True)
     try:
         check_supported(created.session, "webrtc", state.models)
@@ -165,6 +171,10 @@ def _live_call(state: ServerState, session_id: str) -> Any:
 async def hangup_live_session(session_id: str, request: Request) -> Response:
     state: ServerState = request.app.state.server
     state.auth(request)
+    if state.calls.get(session_id) is None:
+        owner_reply = await route_to_owner(request, session_id)  # in a cluster: the session's own node
+        if owner_reply is not None:
+            return owner_reply
     await _live_call(state, session_id).hangup("hangup")
     return Response(status_code=200)
 
@@ -247,7 +257,12 @@ async def live_session_content(session_id: str, request: Request) -> Response:
 async def live_sideband(websocket: WebSocket, session_id: str) -> None:
     state: ServerState = websocket.app.state.server
     try:
-        state.auth.check_api_key(bearer_token(websocket))  # type: ignore[arg-type]  # reads .headers only
+        token = bearer_token(websocket)  # type: ignore[arg-type]  # reads .headers only
+        state.auth.check_api_key(token)
+        if state.calls.get(session_id) is None and (owner := await websocket_owner(websocket, session_id,
+                                                                                   token)) is not None:
+            await pipe_sideband(websocket, owner)  # in a cluster: the session's own node serves it
+            return
         call = _live_call(state, session_id)
     except ApiError as exc:
         await _deny(websocket, exc)
