@@ -62,29 +62,29 @@ def chat_tools(config: ResponsesConfig) -> tuple[list[dict[str, Any]], Any]:
 
 def function_call_output(item: dict[str, Any], pending: Any) -> tuple[str, str]:
     """(call_id, output) of a `function_call_output` item for one of the `pending` call ids."""
-    call_id, output = item.get("call_id"), item.get("output")
+    call_id = item.get("call_id")
     if not isinstance(call_id, str) or call_id not in pending:
         raise ProtocolError(f"No function call with call_id '{call_id}' is awaiting an output.",
                             code="invalid_value", param="item.call_id")
-    if isinstance(output, list):
-        output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
-    if not isinstance(output, str):
-        raise ProtocolError("Invalid 'item.output': expected a string or a list of input_text parts.",
-                            code="invalid_type", param="item.output")
-    return call_id, output
+    return call_id, _text_of(item.get("output"), "item.output", "input_text parts")
 
 
 def message_of(item: dict[str, Any]) -> tuple[str, str]:
     """(role, text) of a `message` item."""
-    role, content = item.get("role"), item.get("content")
+    role = item.get("role")
     if role not in ("user", "developer", "system", "assistant"):
         raise ProtocolError(f"Invalid 'item.role': {role!r}.", code="invalid_value", param="item.role")
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if not isinstance(content, str):
-        raise ProtocolError("Invalid 'item.content': expected a string or a list of text parts.",
-                            code="invalid_type", param="item.content")
-    return role, content
+    return role, _text_of(item.get("content"), "item.content", "text parts")
+
+
+def _text_of(value: Any, param: str, parts: str) -> str:
+    """A string, or the text of a list of text parts."""
+    if isinstance(value, list):
+        value = "".join(p.get("text", "") for p in value if isinstance(p, dict))
+    if not isinstance(value, str):
+        raise ProtocolError(f"Invalid '{param}': expected a string or a list of {parts}.", code="invalid_type",
+                            param=param)
+    return value
 
 
 class ResponsesBackend:

@@ -37,6 +37,9 @@ class RoutedLlm:
     def stream_chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[Any]:
         with self.lock:
             self.requests.append(request)
+        yield from self.answer(request)
+
+    def answer(self, request: ChatRequest) -> Iterator[Any]:
         names = {t["function"]["name"] for t in request.tools}
         last = request.messages[-1]
         if "get_weather" in names:
@@ -84,6 +87,33 @@ async def test_client_delegation_then_commentary_is_spoken():
             await reader.next("session.output_audio.delta")
 
 
+def nested(kind: str):
+    return lambda e: e["type"] == "response.event" and e["event"]["type"] == kind
+
+
+async def function_call_answered(conn: Any, reader: Reader) -> dict[str, Any]:
+    """Responses delegation on the wire, whichever model calls the tool: a turn, `session.delegation.created
+    {target: responses}`, the response calling `get_weather` (Responses events in `response.event`),
+    `response.create` refused until the app sends the output, then the output and `response.create`.
+    Returns the delegation."""
+    await send_pcm(conn, TURN)
+    created = (await reader.next("session.delegation.created"))["delegation"]
+    assert created["target"] == "responses" and created["response_id"].startswith("resp_")
+    first = await reader.next(nested("response.created"))
+    assert first["delegation_id"] == created["id"] and first["event"]["response"]["id"] == created["response_id"]
+    done = (await reader.next(nested("response.function_call_arguments.done")))["event"]
+    assert done["name"] == "get_weather" and json.loads(done["arguments"]) == {"city": "Paris"}
+    call = (await reader.next(nested("response.output_item.done")))["event"]["item"]
+    assert call["type"] == "function_call" and call["status"] == "completed"
+    await reader.next(nested("response.completed"))
+    await conn.response.create(event_id="early")  # the output is still missing
+    assert (await reader.next("error"))["error"]["code"] == "function_call_output_missing"
+    await conn.response.item.create(item={"type": "function_call_output", "call_id": call["call_id"],
+                                          "output": json.dumps({"temperature": 21})})
+    await conn.response.create()
+    return created
+
+
 async def test_responses_delegation_calls_the_apps_function_and_speaks_the_answer():
     llm = RoutedLlm()
     delegation = {"type": "responses", "responses": {"model": "gpt-5-mini", "instructions": "You know the weather.",
@@ -93,25 +123,7 @@ async def test_responses_delegation_calls_the_apps_function_and_speaks_the_answe
             reader = Reader(conn)  # validates every nested event as a Responses ResponseStreamEvent
             await conn.session.start(session={**START, "delegation": delegation})
             await reader.next("session.started")
-            await send_pcm(conn, TURN)
-            created = (await reader.next("session.delegation.created"))["delegation"]
-            assert created["target"] == "responses" and created["response_id"].startswith("resp_")
-
-            def nested(kind: str):
-                return lambda e: e["type"] == "response.event" and e["event"]["type"] == kind
-
-            first = await reader.next(nested("response.created"))
-            assert first["delegation_id"] == created["id"] and first["event"]["response"]["id"] == created["response_id"]
-            done = (await reader.next(nested("response.function_call_arguments.done")))["event"]
-            assert done["name"] == "get_weather" and json.loads(done["arguments"]) == {"city": "Paris"}
-            call = (await reader.next(nested("response.output_item.done")))["event"]["item"]
-            assert call["type"] == "function_call" and call["status"] == "completed"
-            await reader.next(nested("response.completed"))
-            await conn.response.create(event_id="early")  # the output is still missing
-            assert (await reader.next("error"))["error"]["code"] == "function_call_output_missing"
-            await conn.response.item.create(item={"type": "function_call_output", "call_id": call["call_id"],
-                                                  "output": json.dumps({"temperature": 21})})
-            await conn.response.create()
+            created = await function_call_answered(conn, reader)
             await reader.next(lambda e: e["type"] == "response.event" and e["event"]["type"] == "response.completed"
                               and e["event"]["response"]["id"] != created["response_id"])
             text = [e["event"]["text"] for e in reader.of("response.event")

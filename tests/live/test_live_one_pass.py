@@ -7,30 +7,20 @@ itself, the answer following on its own."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 from openrealtime.engines.base import ChatRequest
 from tests.live.conftest import START, Reader, client_for, live_server, send_pcm
-from tests.live.test_live_delegation import TURN, WEATHER_TOOL, _call, _text
+from tests.live.test_live_delegation import TURN, WEATHER_TOOL, RoutedLlm, _call, _text, function_call_answered
 from tests.support import running_mcp_server
 
 
-class OnePassLlm:
+class OnePassLlm(RoutedLlm):
     """The voice model of a one-pass session: a user turn calls `get_weather` (whichever tool offers it); a
     tool's output is read out. Records every request."""
 
-    supports_images = False
-
-    def __init__(self) -> None:
-        self.requests: list[ChatRequest] = []
-        self.lock = threading.Lock()
-
-    def stream_chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[Any]:
-        with self.lock:
-            self.requests.append(request)
+    def answer(self, request: ChatRequest) -> Iterator[Any]:
         last = request.messages[-1]
         names = {t["function"]["name"] for t in request.tools}
         if last["role"] == "tool":
@@ -41,10 +31,6 @@ class OnePassLlm:
             yield from _text("One moment.")
 
 
-def nested(kind: str):
-    return lambda e: e["type"] == "response.event" and e["event"]["type"] == kind
-
-
 async def test_one_pass_function_call_then_the_answer_is_spoken():
     llm = OnePassLlm()
     delegation = {"type": "responses", "responses": {"model": "gpt-live-1", "tools": [WEATHER_TOOL]}}
@@ -53,21 +39,7 @@ async def test_one_pass_function_call_then_the_answer_is_spoken():
             reader = Reader(conn)
             await conn.session.start(session={**START, "delegation": delegation})
             await reader.next("session.started")
-            await send_pcm(conn, TURN)
-            created = (await reader.next("session.delegation.created"))["delegation"]
-            assert created["target"] == "responses" and created["response_id"].startswith("resp_")
-            first = await reader.next(nested("response.created"))
-            assert first["delegation_id"] == created["id"] and first["event"]["response"]["id"] == created["response_id"]
-            done = (await reader.next(nested("response.function_call_arguments.done")))["event"]
-            assert done["name"] == "get_weather" and json.loads(done["arguments"]) == {"city": "Paris"}
-            call = (await reader.next(nested("response.output_item.done")))["event"]["item"]
-            assert call["type"] == "function_call" and call["status"] == "completed"
-            await reader.next(nested("response.completed"))
-            await conn.response.create(event_id="early")
-            assert (await reader.next("error"))["error"]["code"] == "function_call_output_missing"
-            await conn.response.item.create(item={"type": "function_call_output", "call_id": call["call_id"],
-                                                  "output": json.dumps({"temperature": 21})})
-            await conn.response.create()
+            created = await function_call_answered(conn, reader)
             second = await reader.next(lambda e: e["type"] == "response.event" and e["event"]["type"] ==
                                        "response.completed" and e["event"]["response"]["id"] != created["response_id"])
             assert second["delegation_id"] == created["id"]
