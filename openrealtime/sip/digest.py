@@ -87,7 +87,9 @@ class DigestAuth:
         except ValueError:
             return "bad"
         stamp, _, mac = raw.partition(b".")
-        if not stamp.isdigit() or not hmac.compare_digest(mac, hmac.new(self._key, stamp, hashlib.sha256).digest()[:16]):
+        if not stamp.isdigit():
+            return "bad"
+        if not hmac.compare_digest(mac, hmac.new(self._key, stamp, hashlib.sha256).digest()[:16]):
             return "bad"
         age = self._clock() - int(stamp)
         return "fresh" if -5 <= age <= self.nonce_ttl_s else "stale"

@@ -6,8 +6,8 @@ are held) for it, then gives up and reports the gap as lost samples, which the l
 concealment (`conceal`). Duplicates and packets later than the play point are dropped. A jump in
 timestamp without a jump in sequence (the caller stopped sending in silence, RFC 3551 §4.1) comes
 out as silence, at most `max_gap` (1 s of the RTP clock). `duration` gives the time a payload covers
-in RTP clock units (its length for G.711; the codec's packet size for Opus). A new SSRC, or a sequence jump no reordering explains,
-restarts the buffer (a transfer or a re-INVITE may reset a stream).
+in RTP clock units (its length for G.711; the codec's packet size for Opus). A new SSRC, or a sequence
+jump no reordering explains, restarts the buffer (a transfer or a re-INVITE may reset a stream).
 """
 
 from __future__ import annotations

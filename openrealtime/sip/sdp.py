@@ -8,6 +8,11 @@ first crypto suite we know (AES_CM_128_HMAC_SHA1_80 or _32; MKI and session para
 offered on RTP/AVP, "best effort" SRTP, are taken too),
 mirrors the caller's direction (hold: `sendonly` / `inactive` / `c=0.0.0.0` → we stop sending), and
 rejects every other m= section with port 0. `SdpError` carries the SIP status to answer (488).
+
+An INVITE without an offer (RFC 3261 §13.2.1 "late offer") gets our offer in the 200 OK (`build_offer`:
+Opus, PCMU, PCMA and telephone-event on RTP/AVP) and the caller's answer in the ACK, read by `negotiate`
+like an offer (its first codec we offered, its address, its direction mirrored); until then the call's
+plan is `awaiting_answer()` (nothing sent).
 """
 
 from __future__ import annotations
@@ -319,3 +324,19 @@ def build_answer(offer: SessionDescription, plan: MediaPlan, index: int, *, addr
         if plan.local_crypto is not None:
             lines.append(plan.local_crypto.line())
     return "\r\n".join(lines) + "\r\n"
+
+
+def build_offer(*, address: str, port: int, origin: Origin) -> str:
+    """Our offer, for an INVITE that came without one (sent in the 200 OK; the ACK answers it)."""
+    family = "IP6" if ":" in address else "IP4"
+    return "\r\n".join([
+        "v=0", f"o=openrealtime {origin.session_id} {origin.next()} IN {family} {address}", "s=openrealtime",
+        f"c=IN {family} {address}", "t=0 0", f"m=audio {port} RTP/AVP 111 0 8 101",
+        "a=rtpmap:111 opus/48000/2", f"a=fmtp:111 {OPUS_FMTP}", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16", "a=ptime:20", "a=sendrecv"]) + "\r\n"
+
+
+def awaiting_answer() -> MediaPlan:
+    """The plan of a call whose INVITE had no offer, until the answer in the ACK: nothing sent, nothing taken."""
+    return MediaPlan(codec="PCMU", payload_type=0, clock_rate=8000, dtmf_payload_type=None, remote_host="0.0.0.0",
+                     remote_port=0, direction="inactive")

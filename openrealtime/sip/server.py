@@ -30,7 +30,8 @@ from .dialog import Dialog, new_tag
 from .digest import DigestAuth
 from .dtmf import info_key
 from .message import SipParseError, SipRequest, SipResponse, build_response, parse_name_addr, parse_via, split_list
-from .sdp import MediaPlan, Negotiated, Origin, SdpError, negotiate
+from .sdp import (MediaPlan, Negotiated, Origin, SdpError, SessionDescription, awaiting_answer, build_offer,
+                  negotiate)
 from .transactions import ServerTransaction, Timers, TransactionLayer
 from .transport import Peer, SipTransports
 from .webhook import WebhookSender, incoming_call_event
@@ -92,6 +93,7 @@ class PendingCall:
     refer: asyncio.Future | None = None
     refer_target: str | None = None
     refresh: asyncio.TimerHandle | None = None
+    late_offer: bool = False  # the INVITE had no SDP: our offer goes in the 200 OK, the caller answers in the ACK
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -325,11 +327,13 @@ class SipServer:
         interval = self._session_interval(invite, tx)
         if interval == -1:
             return
-        if invite.content_type() != "application/sdp" or not invite.body:
-            tx.respond(build_response(invite, 488, "Not Acceptable Here (an SDP offer is required)"))
+        late_offer = not invite.body
+        if not late_offer and invite.content_type() != "application/sdp":
+            tx.respond(build_response(invite, 488, "Not Acceptable Here (the offer must be SDP)"))
             return
         try:
-            negotiated = negotiate(invite.body.decode("utf-8", "replace"))
+            negotiated = Negotiated(awaiting_answer(), SessionDescription(None, None, []), 0) if late_offer \
+                else negotiate(invite.body.decode("utf-8", "replace"))
         except SdpError as exc:
             reason = "Not Acceptable Here" if exc.status == 488 else "Bad Request"
             tx.respond(build_response(invite, exc.status, f"{reason} ({str(exc)[:100]})"))
@@ -344,7 +348,7 @@ class SipServer:
         call_id = ids.live_session_id() if live else ids.rtc_call_id()
         set_call_id(call_id)
         pending = PendingCall(call_id, invite, tx, peer, dialog, negotiated, headers_as_sent,
-                              session_interval=interval)
+                              session_interval=interval, late_offer=late_offer)
         self.calls[call_id] = pending
         self._by_dialog[(dialog.call_id, dialog.remote_tag, local_tag)] = pending
         tx.respond(build_response(invite, 180, to_tag=local_tag, headers=[("Contact", dialog.local_contact),
@@ -355,8 +359,8 @@ class SipServer:
         pending.webhook = self._spawn(self.webhook.deliver(event, lambda: pending.state == "ringing"))
         self.counters["invites"] += 1
         log.info("sip call=%s ringing from=%s source=%s:%s/%s codec=%s media=%s", call_id,
-                 _short(invite.headers.get("from")), peer.host, peer.port, peer.transport, negotiated.plan.codec,
-                 negotiated.plan.security)
+                 _short(invite.headers.get("from")), peer.host, peer.port, peer.transport,
+                 "late-offer" if late_offer else negotiated.plan.codec, negotiated.plan.security)
 
     def _session_interval(self, invite: SipRequest, tx: ServerTransaction) -> int | None:
         """RFC 4028: the interval to run when the caller offers session timers (and refreshes them); -1:
@@ -420,15 +424,25 @@ class SipServer:
             pending.ok = None
             if ack.body and ack.content_type() == "application/sdp" and pending.call is not None:
                 self._apply_late_answer(pending, ack)
+            elif pending.late_offer and pending.call is not None:
+                log.info("sip call=%s ACK without the answer to our offer: hanging up", pending.call_id)
+                pending.call.hangup("media_failed")
 
     def _apply_late_answer(self, pending: PendingCall, ack: SipRequest) -> None:
-        """The answer to the offer our 2xx made (a re-INVITE without SDP)."""
+        """The answer to the offer our 2xx made (an INVITE or re-INVITE without SDP)."""
         assert pending.call is not None
+        first = pending.late_offer
         try:
-            negotiated = negotiate(ack.body.decode("utf-8", "replace"), keep_codec=pending.call.plan.codec)
+            negotiated = negotiate(ack.body.decode("utf-8", "replace"),
+                                   keep_codec=None if first else pending.call.plan.codec)
         except SdpError as exc:
             log.info("sip call=%s unusable SDP in ACK: %s", pending.call_id, exc)
+            if first:
+                pending.call.hangup("media_failed")
             return
+        if first:  # we offered RTP/AVP without keys: keys in the answer are not for that offer
+            negotiated.plan.remote_crypto = negotiated.plan.local_crypto = None
+            pending.late_offer = False
         self._update_media(pending, negotiated)
 
     def _on_bye(self, pending: PendingCall, bye: SipRequest, tx: ServerTransaction) -> None:
@@ -625,7 +639,10 @@ class SipServer:
         pending.call = call
         pending.state = "accepted"
         pending.cancel_timers()
-        body = pending.negotiated.answer(address=self.settings.advertise_ip, port=port, origin=pending.origin)
+        if pending.late_offer:
+            body = build_offer(address=self.settings.advertise_ip, port=port, origin=pending.origin)
+        else:
+            body = pending.negotiated.answer(address=self.settings.advertise_ip, port=port, origin=pending.origin)
         self._answer_2xx(pending, pending.invite, pending.transaction, body.encode())
         self._arm_session_timer(pending)
         self.registry.add(call)

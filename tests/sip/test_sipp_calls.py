@@ -258,3 +258,16 @@ async def test_digest_authentication(tmp_path, caplog):
         assert len(phone.app.deliveries) == 1  # the wrong password never rang
         assert phone.sip.counters["auth_failures"] == 1
     assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in sipp.report()
+
+
+async def test_an_invite_without_an_offer(phone, tmp_path):
+    """Late offer: our offer in the 200 OK, the caller's answer (PCMA) in the ACK; the call hears itself and a key."""
+    async with Sipp("late_offer.xml", phone.sip_port, tmp_path, codec="PCMA", codec_pt=8,
+                    pcap=speech_pcap(tmp_path, "PCMA"), dtmf_pcap=DTMF_5, talk_ms=3000) as sipp:
+        call_id = await answer(phone)
+        call = phone.server.state.calls.get(call_id)
+        events, _ = await sideband_events(phone, call_id)
+        await sipp.succeeds()
+    assert call.plan.codec == "PCMA" and call.leg.packets_in > 50 and call.leg.packets_out > 50
+    assert [e.event for e in events if e.type == "input_audio_buffer.dtmf_event_received"] == ["5"]
+    assert "output_audio_buffer.started" in [e.type for e in events]

@@ -107,3 +107,14 @@ def test_reinvite_keeps_the_codec_and_bumps_the_version():
 def test_bad_offers(text):
     with pytest.raises(SdpError):
         negotiate(text)
+
+
+def test_our_offer_for_an_invite_without_one():
+    from openrealtime.sip.sdp import build_offer
+
+    ours = parse_sdp(build_offer(address="198.51.100.1", port=30000, origin=Origin()))
+    audio = ours.media[0]
+    assert (audio.port, audio.proto, audio.formats) == (30000, "RTP/AVP", ["111", "0", "8", "101"])
+    assert audio.rtpmap[111] == ("opus", 48000, 2) and audio.direction == "sendrecv"
+    plan = negotiate(offer("audio 4000 RTP/AVP 8 101", "a=rtpmap:101 telephone-event/8000")).plan  # their answer
+    assert (plan.codec, plan.dtmf_payload_type, plan.remote_port) == ("PCMA", 101, 4000)
