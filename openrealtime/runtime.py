@@ -189,9 +189,9 @@ class _Entry:
     key: Hashable = field(compare=False, default=None)
 
 
-def deliver(fn_many: Callable[[list[Any]], Sequence[Any]], items: list[tuple[Any, Future]]) -> None:
-    """Run `fn_many` over the items whose callers still wait; each future gets its own result."""
-    live = [(item, future) for item, future in items if future.set_running_or_notify_cancel()]
+def deliver(fn_many: Callable[[list[Any]], Sequence[Any]], live: list[tuple[Any, Any]]) -> None:
+    """Run `fn_many` over the items of `live` (item, future of its caller); each future gets its own
+    result, or every one the exception (futures of concurrent.futures or asyncio)."""
     if not live:
         return
     try:
@@ -204,6 +204,11 @@ def deliver(fn_many: Callable[[list[Any]], Sequence[Any]], items: list[tuple[Any
         return
     for (_item, future), result in zip(live, results):
         future.set_result(result)
+
+
+def still_waiting(items: list[tuple[Any, Future]]) -> list[tuple[Any, Future]]:
+    """The items whose callers still wait, their futures marked running."""
+    return [(item, future) for item, future in items if future.set_running_or_notify_cancel()]
 
 
 class Runtime:
@@ -294,7 +299,7 @@ class Runtime:
             self._track(stage, future)
         context = contextvars.copy_context()  # the worker's log lines keep the call id
         entry = _Entry(not urgent, next(self._seq),
-                       lambda items: deliver(lambda _items: [context.run(fn)], items), [(None, future)])
+                       lambda items: deliver(lambda _items: [context.run(fn)], still_waiting(items)), [(None, future)])
         self._enqueue(stage, entry)
         return future
 
@@ -318,7 +323,8 @@ class Runtime:
                 entry.items.append((item, future))
                 entry = None
             else:
-                entry = _Entry(not urgent, next(self._seq), lambda items: context.run(deliver, fn_many, items),
+                entry = _Entry(not urgent, next(self._seq),
+                               lambda items: context.run(deliver, fn_many, still_waiting(items)),
                                [(item, future)], key=batch_key[1])
                 self._open[batch_key] = entry
         if entry is not None:

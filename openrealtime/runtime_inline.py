@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .engines.foreground import ForegroundGate
-from .runtime import MAX_BATCH, STAGES, Timer, check_stage, spawn_logged
+from .runtime import MAX_BATCH, STAGES, Timer, check_stage, deliver, spawn_logged
 
 T = TypeVar("T")
 _DONE = object()
@@ -198,17 +198,7 @@ class InlineRuntime:
         def run() -> None:
             if self._open.get(batch_key) is items:
                 del self._open[batch_key]
-            live = [(one, waiting) for one, waiting in items if not waiting.done()]
-            try:
-                results = list(fn_many([one for one, _waiting in live])) if live else []
-                if len(results) != len(live):
-                    raise RuntimeError(f"a batch of {len(live)} items gave {len(results)} results")
-            except Exception as exc:  # delivered to every caller of the batch
-                for _one, waiting in live:
-                    waiting.set_exception(exc)
-                return
-            for (_one, waiting), result in zip(live, results):
-                waiting.set_result(result)
+            deliver(fn_many, [(one, waiting) for one, waiting in items if not waiting.done()])
 
         job = self._submit(stage, run, urgent)
         try:
