@@ -77,6 +77,24 @@ async def test_softphone_over_tls(tmp_path):
     assert voiced_frames(softphone.heard()) > 25
 
 
+async def test_softphone_with_digest_authentication(tmp_path):
+    """`--sip-auth`: baresip answers the server's 401 digest challenge from its account and the call goes through."""
+    mic = phone_wav(tmp_path / "mic.wav", speechlike(1.0, rate=8000, steady=True), pad_after_s=15)
+    async with phone_server(sip_auth=["trunk7:pa55-word"]) as phone:
+        softphone = await Softphone(tmp_path, mic, auth=("trunk7", "pa55-word")).dial(phone.sip_port, seconds=60)
+        try:
+            incoming = await phone.app.next_call()
+            await phone.client.realtime.calls.accept(incoming.data.call_id, type="realtime")
+            call = phone.server.state.calls.get(incoming.data.call_id)
+            await wait_for(lambda: call.audio_out.frames_with_audio >= 50, timeout=20, what="1 s played back")
+            assert phone.sip.counters["auth_challenges"] == 1 and phone.sip.counters["auth_failures"] == 0
+            await phone.client.realtime.calls.hangup(incoming.data.call_id)
+            await softphone.quit()
+        finally:
+            softphone.kill()
+    assert voiced_frames(softphone.heard()) > 25
+
+
 QUESTION = "What is the capital of France?"
 
 

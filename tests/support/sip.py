@@ -239,10 +239,11 @@ snd_path\t{dir}
 class Softphone:
     """baresip calling `sip:proj@127.0.0.1:PORT` once with `wav` (mono, 8 kHz, 16-bit) as its microphone.
     `mediaenc`: "srtp-mand" (RTP/SAVP with SDES keys), "srtp" (keys offered on RTP/AVP) or None; `tls_ca`:
-    call over TLS, trusting that certificate."""
+    call over TLS, trusting that certificate; `auth`: (user, password) of its account, answered to a digest
+    challenge."""
 
     def __init__(self, tmp: Path, wav: Path, *, codec: str = "PCMU", mediaenc: str | None = "srtp-mand",
-                 tls_ca: Path | None = None) -> None:
+                 tls_ca: Path | None = None, auth: tuple[str, str] | None = None) -> None:
         self.dir = tmp / "baresip"
         self.dir.mkdir(exist_ok=True)
         self.transport = ";transport=tls" if tls_ca is not None else ""
@@ -251,7 +252,10 @@ class Softphone:
             config += f"sip_cafile\t{tls_ca}\n"  # the server's self-signed certificate: verified
         (self.dir / "config").write_text(config)
         codecs = "opus/48000/2" if codec.lower() == "opus" else codec
-        account = f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codecs}"
+        user = auth[0] if auth else "caller"
+        account = f"<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codecs}"
+        if auth is not None:
+            account += f";auth_user={auth[0]};auth_pass={auth[1]}"
         (self.dir / "accounts").write_text(account + (f";mediaenc={mediaenc}" if mediaenc else "") + "\n")
         self.log = self.dir / "baresip.log"
         self.process: asyncio.subprocess.Process | None = None
