@@ -12,6 +12,12 @@ waits while something is held — never longer than `MAX_PAUSE_S` per call, so a
 cannot starve them. One gate per server (its `Runtime` holds it): the in-process models are shared
 by all sessions.
 
+A hold says what it outranks. A reply's first clause being synthesized outranks everything the
+model computes. A turn's final transcription (`hold(first_words=False)`) outranks the model's other work
+— prompts, warm-ups, answers already being spoken — but not another reply's first words: those are what
+another user is waiting for just as much, so a pause point that is about to compute them
+(`pause_point(first_words=True)`) goes on while only transcriptions are held.
+
 `gate.expect()` announces such work before it can start: the model thread that has just
 written a reply's first clause calls it, because the synthesis only starts after the clause
 has crossed to the event loop and back to a TTS thread, by which time the model would be well
@@ -37,6 +43,7 @@ class ForegroundGate:
     def __init__(self, max_pause_s: float = MAX_PAUSE_S) -> None:
         self.max_pause_s = max_pause_s
         self._held = 0
+        self._held_over_first_words = 0  # the holds that also pause a reply's first words
         self._expected_until = 0.0  # monotonic deadline of an announced hold (0: none)
         self._cond = threading.Condition()
         self.pauses = 0  # pause points that waited, and how long in all (diagnostics, tests)
@@ -51,38 +58,43 @@ class ForegroundGate:
         with self._cond:
             self._expected_until = max(self._expected_until, time.monotonic() + within_s)
 
-    def _waiting_on(self) -> float | None:
+    def _waiting_on(self, first_words: bool) -> float | None:
         """None when pause points may go on; else how long to wait before looking again."""
-        if self._held:
+        if self._held_over_first_words if first_words else self._held:
             return self.max_pause_s
         left = self._expected_until - time.monotonic()
         return left if left > 0 else None
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self, *, first_words: bool = True) -> Iterator[None]:
+        """Foreground work while inside; `first_words=False`: it does not pause a reply's first words."""
         with self._cond:
             self._held += 1
-            self._expected_until = 0.0  # the announced hold has come
+            self._held_over_first_words += first_words
+            if first_words:
+                self._expected_until = 0.0  # the announced hold (a first clause's synthesis) has come
         try:
             yield
         finally:
             with self._cond:
                 self._held -= 1
-                if not self._held:
-                    self._cond.notify_all()
+                self._held_over_first_words -= first_words
+                self._cond.notify_all()
 
-    def pause_point(self) -> float:
-        """Wait while foreground work is held or announced (at most `max_pause_s`); the seconds waited."""
+    def pause_point(self, *, first_words: bool = False) -> float:
+        """Wait while foreground work is held or announced (at most `max_pause_s`); the seconds waited.
+        `first_words`: the caller's next step computes a reply's first words (only a first clause's
+        synthesis makes it wait)."""
         if not self._held and not self._expected_until:  # the common case: no lock taken
             return 0.0
         started = time.monotonic()
         with self._cond:
-            while (wait := self._waiting_on()) is not None:
+            while (wait := self._waiting_on(first_words)) is not None:
                 left = self.max_pause_s - (time.monotonic() - started)
                 if left <= 0:
                     break
                 self._cond.wait(min(wait, left))
-            if not self._held and self._expected_until <= time.monotonic():
+            if not self._held_over_first_words and self._expected_until <= time.monotonic():
                 self._expected_until = 0.0
         waited = time.monotonic() - started
         if waited < 1e-4:

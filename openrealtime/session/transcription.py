@@ -63,7 +63,9 @@ class Transcriber:
         many = getattr(stt, "transcribe_many", None)
 
         def run_many(requests: list[dict[str, Any]]) -> list[Transcript]:
-            with gate.hold():  # the turns' words: the replies wait for them (engines/foreground.py)
+            # the turns' words: their replies wait for them, other replies' first words need not
+            # (engines/foreground.py)
+            with gate.hold(first_words=False):
                 return many(requests) if many is not None else [stt.transcribe(**r) for r in requests]
 
         # final transcriptions queued together (several sessions' turns ending at once) are one batch

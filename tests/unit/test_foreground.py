@@ -46,6 +46,17 @@ def test_a_stuck_holder_cannot_starve_the_background():
     assert not gate.held
 
 
+def test_a_transcription_hold_pauses_the_model_but_not_a_reply_s_first_words():
+    gate = ForegroundGate(max_pause_s=0.05)
+    with gate.hold(first_words=False):  # a turn's final transcription
+        assert gate.held
+        assert gate.pause_point(first_words=True) == 0.0  # another user's first words go on
+        assert gate.pause_point() > 0  # other work waits (here: until max_pause_s)
+        with gate.hold():  # a first clause's synthesis pauses the first words too
+            assert gate.pause_point(first_words=True) > 0
+    assert not gate.held and gate.pauses == 2
+
+
 class RecordingTts(ToneTts):
     def __init__(self, gate: ForegroundGate) -> None:
         self.gate = gate

@@ -298,6 +298,18 @@ def test_while_a_reply_writes_its_first_clause_new_prompts_wait(kv, decoder, gat
     assert young and all(b.get(new.slot.seq, 0) <= PROMPT_CHUNK_URGENT for b in young[:URGENT_TOKENS - 1])
 
 
+def test_a_transcription_hold_does_not_pause_a_reply_s_first_words(kv, decoder, gate):
+    prompt = conversation(5)
+    first = reply(decoder, "sess_1", prompt, max_new=URGENT_TOKENS + 4)
+    tokens = first.tokens()
+    heard = [next(tokens)]
+    with gate.hold(first_words=False):  # another session's final transcription
+        heard += [next(tokens) for _ in range(URGENT_TOKENS - 1)]
+        assert gate.pauses == 0  # its first words were never held up
+    heard += list(tokens)
+    assert heard == answer_alone(prompt, URGENT_TOKENS + 4)
+
+
 def test_the_shared_system_prompt_is_evicted_last():
     kv = ToyKv(n_seq=3)
     decoder = BatchDecoder(kv, snapshots=0)

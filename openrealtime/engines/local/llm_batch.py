@@ -255,7 +255,10 @@ class BatchDecoder:
                 if self._closed:
                     jobs, self._active, self._incoming = self._active + self._incoming, [], []
                     break
-            self.gate.pause_point()  # a reply's first clause is being synthesized: it goes first
+            # a reply's first clause being synthesized goes first; a transcription, unless this step
+            # writes some reply's first words (another user waits for those too)
+            self.gate.pause_point(first_words=any(j.generate and j.pending is not None
+                                                  and j.produced < URGENT_TOKENS for j in self._active))
             try:
                 self._one_step()
             except Exception as exc:  # noqa: BLE001 - delivered to every job in flight; the decoder goes on
