@@ -24,6 +24,7 @@ import heapq
 import itertools
 import threading
 from collections import deque
+from concurrent.futures import Future
 from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -186,7 +187,8 @@ class InlineRuntime:
 
     async def run_batch(self, stage: str, fn_many: Callable[[list[Any]], Sequence[T]], item: Any, *,
                         key: Hashable, urgent: bool = False) -> T:
-        """One job per batch: the items of `key` submitted before it runs (at most `MAX_BATCH`)."""
+        """One job per batch: the items of `key` submitted before it runs (at most `MAX_BATCH`); each
+        caller gets its result when the job's future completes (a subclass may deliver it later)."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         batch_key = (check_stage(stage), (key, urgent))
         items = self._open.get(batch_key)
@@ -195,18 +197,28 @@ class InlineRuntime:
             return await future
         items = self._open[batch_key] = [(item, future)]
 
-        def run() -> None:
+        def run() -> list[tuple[asyncio.Future, Future]]:
             if self._open.get(batch_key) is items:
                 del self._open[batch_key]
-            deliver(fn_many, [(one, waiting) for one, waiting in items if not waiting.done()])
+            live = [(one, waiting) for one, waiting in items if not waiting.done()]
+            outcomes: list[tuple[Any, Future]] = [(one, Future()) for one, _waiting in live]
+            deliver(fn_many, outcomes)  # the results, handed to the callers when this job's future completes
+            return [(waiting, outcome) for (_one, waiting), (_same, outcome) in zip(live, outcomes)]
 
-        job = self._submit(stage, run, urgent)
-        try:
-            await asyncio.shield(job)
-        except asyncio.CancelledError:
-            if not future.done():
-                future.cancel()
-            raise
+        def settled(job: asyncio.Future) -> None:
+            if job.cancelled():
+                for _one, waiting in items:
+                    waiting.cancel()
+                return
+            for waiting, outcome in job.result():
+                if waiting.done():
+                    continue
+                if outcome.exception() is not None:
+                    waiting.set_exception(outcome.exception())
+                else:
+                    waiting.set_result(outcome.result())
+
+        self._submit(stage, run, urgent).add_done_callback(settled)
         return await future
 
     async def stream(self, stage: str, make: Callable[[], Iterator[T]], cancel: threading.Event, *,
