@@ -68,6 +68,8 @@ class Transcriber:
             with gate.hold(first_words=False):
                 return many(requests) if many is not None else [stt.transcribe(**r) for r in requests]
 
+        if many is None:  # e.g. a remote server: each request on its own (a wider pool runs them at once)
+            return (await self.runtime.run("asr", run_many, [request], urgent=True))[0]
         # final transcriptions queued together (several sessions' turns ending at once) are one batch
         return await self.runtime.run_batch("asr", run_many, request, key=("final", stt), urgent=True)
 
