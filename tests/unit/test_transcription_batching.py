@@ -79,7 +79,7 @@ async def test_on_worker_threads_a_final_arriving_while_another_is_decoded_joins
         runtime.close()
 
 
-async def test_a_backend_without_batches_transcribes_each_request_in_the_batch():
+async def test_a_backend_without_batches_gets_each_final_transcription_as_its_own_job():
     runtime = InlineRuntime()
     stt = CountingSTT(runtime.gate)
     stt.transcribe_many = None  # e.g. a remote speech-to-text server
