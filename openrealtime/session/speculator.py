@@ -151,7 +151,7 @@ class Speculator:
         gate = self.runtime.gate
         audio = BufferedStream(self.runtime.stream(
             "tts", lambda: in_foreground(tts.synthesize(clause, voice=voice, speed=speed, cancel=cancel), gate),
-            cancel), self.runtime.spawn)
+            cancel, urgent=True), self.runtime.spawn)  # a first clause: before other sessions' later clauses
         spec.speech = SpeculativeSpeech(clause, voice, speed, audio, cancel)
         self.stats["speech_speculated"] += 1
 
