@@ -64,6 +64,7 @@ from .transcription import Transcriber
 from .transport import Transport
 from .voices import check_session_voice, check_voice
 from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped, TurnComplete
+from .turn_text import last_word_confidence
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,9 @@ class SessionEngine:
         def heard(job: asyncio.Future) -> None:
             if not self.closed:
                 ok = not job.cancelled() and job.exception() is None
-                self.speech.heard(speech_end_ms, job.result().text if ok else None)
+                result = job.result() if ok else None
+                self.speech.heard(speech_end_ms, result.text if result else None,
+                                  last_word_confidence(result.logprobs) if result else None)
 
         asr.add_done_callback(heard)
 

@@ -138,11 +138,11 @@ class SpeechInput:
         """A transcript of the speech before this pause is on its way (semantic_vad)."""
         self.turn.expect_text(speech_end_ms)
 
-    def heard(self, speech_end_ms: int, text: str | None) -> None:
+    def heard(self, speech_end_ms: int, text: str | None, confidence: float | None = None) -> None:
         """The transcript of the speech before the pause that ended speech at `speech_end_ms` (semantic_vad;
-        None: the transcription failed)."""
+        None: the transcription failed) and how sure the transcriber was of its last word, if known."""
         if not self._closed:
-            self._deliver(self.turn.heard(speech_end_ms, text, self.clock_ms))
+            self._deliver(self.turn.heard(speech_end_ms, text, self.clock_ms, confidence))
 
     def feed(self, pcm: bytes) -> None:
         if self._denoise is not None:

@@ -21,6 +21,7 @@ from ..audio.format import BYTES_PER_MS
 from ..engines.base import Transcript
 from ..protocol import server_events as ev
 from ..protocol.items import InputAudioContent, UserMessageItem
+from ..protocol.session import SemanticVad
 from ..runtime import ModelRuntime
 from .conversation import Conversation
 from .response import AUDIO_TOKENS_PER_SECOND
@@ -53,7 +54,12 @@ class Transcriber:
         language = tc.language if tc else None
         prompt = whisper_prompt(tc.prompt, tc.keywords) if tc else None
         audio = pcm24k_to_f32_16k(pcm)
-        extra: dict[str, Any] = {"logprobs": True} if self.wants_logprobs() else {}
+        # semantic_vad judges a pause's words by how sure the transcriber was of the last one (turn_text.py);
+        # the events carry logprobs only when the session asked for them (wants_logprobs)
+        # (a backend that computes them itself; a remote server may refuse them for its model)
+        semantic = isinstance(self._config().audio.input.turn_detection, SemanticVad) \
+            and getattr(stt, "logprobs_on_any_model", False)
+        extra: dict[str, Any] = {"logprobs": True} if self.wants_logprobs() or semantic else {}
         if tc is not None and tc.languages and not language:
             extra["languages"] = list(tc.languages)  # detection limited to them (a backend that cannot: ignores)
         request = dict(audio=audio, language=language, prompt=prompt, **extra)

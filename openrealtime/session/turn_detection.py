@@ -9,8 +9,11 @@ what happened. No model runs here: what needs one is asked for in an event and h
   the detector asks for the turn so far to be scored (`ScoreTurn`, at each silence in `score_at_ms`),
   and the caller hands back the model's P(complete) (`scored`) and the transcript of the speech before
   the pause (`heard`, from the speculative transcription). The turn is judged **incomplete** when the
-  words stop mid-sentence (turn_text.py), **complete** when they read as finished and the model does not
-  rule it out (`text_floor`), or, without a transcript, when the model is confident (`complete_at`).
+  words stop mid-sentence (turn_text.py), **complete** when they read as finished, the transcriber was
+  sure of the last of them (`sure_from`: Whisper completes a cut sentence with a word it did not hear,
+  "…pizza with" → "…with it.", and is unsure of it) and the model does not rule it out (`text_floor`), or,
+  without usable words, when the model is confident (`complete_at`). Finished words the transcriber was
+  unsure of, with a model that does not rule them out, end the turn after the longer `unsure_silence_ms`.
   While a transcript is on its way (`expect_text`) the model alone ends nothing: measured on paused
   speech, Smart Turn takes a pause after "with," or "my," for an end 1 time in 7, the words do not. A complete turn
   ends after `min_silence_ms` of silence (`TurnComplete` first: the answer may start), any turn after
@@ -42,18 +45,20 @@ class SemanticParams:
 
     complete_at: float  # P(complete) from which the model alone ends the turn
     text_floor: float  # words that read as finished end the turn if the model's P is at least this
+    sure_from: float  # ... and if the transcriber was at least this sure of the last word (when known)
+    unsure_silence_ms: int  # finished words it was less sure of, with the model's P above text_floor
     min_silence_ms: int  # silence before a turn judged complete is committed
     max_wait_ms: int  # silence after which the turn ends whatever was judged
     score_at_ms: tuple[int, ...]  # silences at which the model scores the turn so far
 
 
 EAGERNESS: dict[str, SemanticParams] = {
-    "low": SemanticParams(complete_at=0.95, text_floor=0.3, min_silence_ms=400, max_wait_ms=8000,
-                          score_at_ms=(200, 400)),
-    "medium": SemanticParams(complete_at=0.9, text_floor=0.1, min_silence_ms=150, max_wait_ms=4000,
-                             score_at_ms=(128, 320)),
-    "high": SemanticParams(complete_at=0.6, text_floor=0.02, min_silence_ms=100, max_wait_ms=2000,
-                           score_at_ms=(96, 250)),
+    "low": SemanticParams(complete_at=0.95, text_floor=0.3, sure_from=0.7, unsure_silence_ms=3000,
+                          min_silence_ms=400, max_wait_ms=8000, score_at_ms=(200, 400)),
+    "medium": SemanticParams(complete_at=0.9, text_floor=0.1, sure_from=0.6, unsure_silence_ms=1500,
+                             min_silence_ms=150, max_wait_ms=4000, score_at_ms=(128, 320)),
+    "high": SemanticParams(complete_at=0.6, text_floor=0.02, sure_from=0.45, unsure_silence_ms=800,
+                           min_silence_ms=100, max_wait_ms=2000, score_at_ms=(96, 250)),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
 
@@ -131,6 +136,7 @@ class _Pause:
     answered: int = 0  # scores heard back
     best: float | None = None  # highest P(complete) heard back
     text: str | None = None  # the transcript of the speech before the pause
+    confidence: float | None = None  # how sure the transcriber was of its last word (None: unknown)
     awaiting_text: bool = False  # a transcript is on its way: the model alone does not end the turn
     complete: bool | None = None  # the verdict: None while undecided
     announced: bool = False  # TurnComplete sent
@@ -138,14 +144,26 @@ class _Pause:
     def judge(self, params: SemanticParams) -> None:
         if self.text is not None and ends_mid_sentence(self.text):
             self.complete = False
-        elif self.awaiting_text:
+        elif self.awaiting_text or self.unsure(params):
             self.complete = None
         elif self.best is not None and self.best >= params.complete_at:
             self.complete = True
-        elif self.text is not None and self.text.strip() and self.best is not None and self.best >= params.text_floor:
+        elif self.finished(params):
             self.complete = True
         else:
             self.complete = None
+
+    def finished(self, params: SemanticParams) -> bool:
+        """The words read as finished and the model does not rule it out (however sure the transcriber was)."""
+        return bool(self.text is not None and self.text.strip() and not ends_mid_sentence(self.text)
+                    and self.best is not None and self.best >= params.text_floor)
+
+    def unsure(self, params: SemanticParams) -> bool:
+        """Finished-looking words whose last one the transcriber doubted: maybe a word it made up to finish a
+        cut sentence. They neither end the turn nor leave the model to end it alone (measured: Smart Turn
+        gave 0.8-0.99 to the same pauses); the turn ends after `unsure_silence_ms`."""
+        return bool(self.text is not None and self.text.strip() and not ends_mid_sentence(self.text)
+                    and self.confidence is not None and self.confidence < params.sure_from)
 
 
 class TurnDetector:
@@ -248,13 +266,14 @@ class TurnDetector:
         if pause is not None:
             pause.awaiting_text = True
 
-    def heard(self, speech_end_ms: int, text: str | None, now_ms: float) -> list[object]:
+    def heard(self, speech_end_ms: int, text: str | None, now_ms: float, confidence: float | None = None) -> list[object]:
         """The transcript of the speech before the pause that ended speech at `speech_end_ms` (None: it
-        failed; the model decides alone)."""
+        failed; the model decides alone) and how sure the transcriber was of its last word, if known."""
         pause = self._current(speech_end_ms)
         if pause is None:
             return []
         pause.text = text
+        pause.confidence = confidence
         pause.awaiting_text = False
         return self._settle(now_ms)
 
@@ -273,7 +292,8 @@ class TurnDetector:
             pause.announced = True
             events.append(TurnComplete(self._speech_start, pause.speech_end_ms))
         silence = now_ms - self._last_voice_end
-        if (pause.complete and silence >= semantic.min_silence_ms) or silence >= semantic.max_wait_ms:
+        unsure = pause.unsure(semantic) and pause.finished(semantic) and silence >= semantic.unsure_silence_ms
+        if (pause.complete and silence >= semantic.min_silence_ms) or unsure or silence >= semantic.max_wait_ms:
             events.append(self._stop(int(now_ms)))
         return events
 

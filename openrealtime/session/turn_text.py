@@ -7,13 +7,23 @@ full stop and drops most fillers, so punctuation says little; the last word says
 semantic turn detection (turn_detection.py) beside the end-of-turn model, which hears prosody but is
 sometimes fooled by a pause after a function word.
 
+`last_word_confidence(logprobs)`: how sure the transcriber was of the transcript's last word and the
+punctuation after it (the lowest probability among their tokens). Whisper finishes a sentence that stops
+mid-way with a likely word it did not hear ("…a large pizza with" → "…with it.", "about the" → "about
+them.", "my favourite colour is" → "my favorite colors."), and gives that word and the full stop after it a
+low probability (0.25-0.6, measured in bench/turn_taking.py's paused set) where words it heard score
+0.6-0.99: finished-looking words are only believed when it was sure of them.
+
 `takes_the_turn(text)`: a short sound while the agent speaks is an interruption ("wait", "stop", or four
 words and more), not a listener's "mm-hm", "yeah", "okay" or a cough (barge_in.py lets the agent go on).
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
+from typing import Any
 
 _WORD = re.compile(r"[a-z']+")
 _TRAILING = re.compile(r"(\.\.\.|…|,|-|—|–)\s*$")
@@ -43,6 +53,7 @@ sure alright all i see got it cool nice great wow true totally exactly indeed re
 INTERRUPTING = frozenset("""
 stop wait hold hang no nope sorry excuse actually but hey listen pause repeat again cancel enough quiet shut
 """.split())
+_PUNCTUATION = re.compile(r"^[\s.,!?;:…\"'()\-–—¿¡]*$")
 _NOTE = re.compile(r"[\[(*][^\])*]*[\])*]")
 
 
@@ -70,3 +81,22 @@ def ends_mid_sentence(text: str) -> bool:
         return True
     word = last_word(stripped)
     return word is not None and word in CONTINUING
+
+
+def last_word_confidence(logprobs: Sequence[dict[str, Any]] | None) -> float | None:
+    """The lowest probability among the tokens of a transcript's last word and the punctuation after it
+    (`logprobs`: [{"token", "logprob"}] per token, as Whisper's short path gives them); None when unknown."""
+    if not logprobs:
+        return None
+    i = len(logprobs) - 1
+    chosen: list[float] = []
+    while i >= 0 and _PUNCTUATION.match(str(logprobs[i]["token"])):  # the full stop, "?", "..."
+        chosen.append(float(logprobs[i]["logprob"]))
+        i -= 1
+    while i >= 0:  # the word's pieces, back to the one that starts it (a leading space, or the first)
+        piece = str(logprobs[i]["token"])
+        chosen.append(float(logprobs[i]["logprob"]))
+        i -= 1
+        if piece.startswith(" ") or not piece.strip():
+            break
+    return math.exp(min(chosen)) if chosen else None

@@ -3,6 +3,7 @@ events as server_vad, commits when the model (or the words) say the turn is over
 answer started at that verdict and adopted at the commit."""
 
 import json
+import math
 
 from openrealtime.protocol.session import parse_session_config
 from openrealtime.runtime_inline import InlineRuntime
@@ -79,3 +80,40 @@ async def test_session_update_switches_between_server_and_semantic_vad():
     await feed(engine, silence(400) + speech(800) + silence(700))
     stopped = t.of("input_audio_buffer.speech_stopped")[0]
     assert stopped["audio_end_ms"] - speech_end(t) >= 500 and turn.heard_s == [], "server_vad: silence only"
+
+
+class DoubtfulStt(ScriptedStt):
+    """A transcriber that computes logprobs itself (as local Whisper does) and doubts its last word."""
+
+    logprobs_on_any_model = True
+
+    def __init__(self, text: str, last_word_p: float) -> None:
+        super().__init__(text)
+        self.last_word_p = last_word_p
+        self.asked_logprobs: list[bool] = []
+
+    def transcribe(self, audio, *, logprobs=False, **kw):
+        self.asked_logprobs.append(logprobs)
+        result = super().transcribe(audio, logprobs=logprobs, **kw)
+        if result.logprobs:
+            result.logprobs[-1]["logprob"] = math.log(self.last_word_p)
+        return result
+
+
+async def test_words_the_transcriber_doubted_wait_for_the_longer_silence():
+    stt = DoubtfulStt("My favorite colors.", 0.3)  # Whisper finishing "My favourite colour is,"
+    engine, t = semantic_engine(ScriptedTurn(0.97), stt=stt)
+    await feed(engine, silence(400) + speech(800) + silence(EAGERNESS["auto"].unsure_silence_ms + 300), chunk_ms=40)
+    stopped = t.of("input_audio_buffer.speech_stopped")[0]
+    wait = stopped["audio_end_ms"] - speech_end(t)
+    assert EAGERNESS["auto"].unsure_silence_ms <= wait < EAGERNESS["auto"].unsure_silence_ms + 100, stopped
+    assert stt.asked_logprobs and all(stt.asked_logprobs), "semantic_vad asks for the words' logprobs"
+    done = t.of("conversation.item.input_audio_transcription.completed")[0]
+    assert not done.get("logprobs"), "the session did not include logprobs: the events carry none"
+    assert t.of("response.done"), "answered once committed"
+
+    sure_stt = DoubtfulStt("What is the capital of France?", 0.95)
+    engine, t = semantic_engine(ScriptedTurn(0.97), stt=sure_stt)
+    await feed(engine, silence(400) + speech(800) + silence(600))
+    stopped = t.of("input_audio_buffer.speech_stopped")[0]
+    assert stopped["audio_end_ms"] - speech_end(t) < 400, "words it was sure of: the minimum silence"

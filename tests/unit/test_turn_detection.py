@@ -14,7 +14,7 @@ from openrealtime.session.turn_detection import (
     TurnDetector,
     VadParams,
 )
-from openrealtime.session.turn_text import ends_mid_sentence
+from openrealtime.session.turn_text import ends_mid_sentence, last_word_confidence
 
 FRAME = 32
 AUTO = EAGERNESS["auto"]
@@ -43,10 +43,10 @@ class Script:
     def score(self, p: float) -> None:
         self.events += [(self.t, e) for e in self.turn.scored(self.asked()[-1].speech_end_ms, p, self.t)]
 
-    def hear(self, text: str) -> None:
+    def hear(self, text: str, confidence: float | None = None) -> None:
         pause = self.turn.pause
         assert pause is not None
-        self.events += [(self.t, e) for e in self.turn.heard(pause.speech_end_ms, text, self.t)]
+        self.events += [(self.t, e) for e in self.turn.heard(pause.speech_end_ms, text, self.t, confidence)]
 
     def of(self, kind: type) -> list:
         return [e for _t, e in self.events if isinstance(e, kind)]
@@ -136,6 +136,59 @@ def test_a_transcript_on_its_way_outranks_a_confident_model():
     failed.events += [(failed.t, e) for e in failed.turn.heard(failed.turn.pause.speech_end_ms, None, failed.t)]
     failed.quiet(AUTO.min_silence_ms)
     assert failed.of(TurnComplete) and failed.of(SpeechStopped), "no transcript after all: the model decides alone"
+
+
+def test_finished_words_the_transcriber_doubted_wait_for_the_longer_silence():
+    s = Script()
+    s.speak()
+    speech_end = s.t
+    s.quiet(64)
+    s.turn.expect_text(speech_end)  # the speculative transcription started at SilenceBegan
+    s.quiet(FIRST_SCORE - 64)
+    s.score(0.97)  # Smart Turn fooled by "My favourite colour is," ...
+    s.hear("My favorite colors.", confidence=AUTO.sure_from - 0.15)  # ... and Whisper finishing the sentence
+    s.quiet(AUTO.score_at_ms[-1])
+    s.score(0.99)
+    s.quiet(AUTO.unsure_silence_ms - AUTO.score_at_ms[-1] - FIRST_SCORE - FRAME)
+    assert not s.of(TurnComplete) and not s.of(SpeechStopped), "neither the words nor the model end it"
+    s.quiet(2 * FRAME)
+    assert not s.of(TurnComplete), "no answer was started on a guess"
+    assert 0 <= s.at(SpeechStopped)[0] - speech_end - AUTO.unsure_silence_ms < FRAME
+    assert AUTO.unsure_silence_ms < AUTO.max_wait_ms
+
+    sure = Script()
+    sure.speak()
+    sure.quiet(FIRST_SCORE)
+    sure.score(0.4)
+    sure.hear("What is the capital of France?", confidence=AUTO.sure_from + 0.1)
+    sure.quiet(AUTO.min_silence_ms)
+    assert sure.of(TurnComplete) and sure.of(SpeechStopped), "words it was sure of end the turn"
+
+    ruled_out = Script()
+    ruled_out.speak()
+    ruled_out.quiet(FIRST_SCORE)
+    ruled_out.score(AUTO.text_floor / 2)
+    ruled_out.hear("My favorite colors.", confidence=0.3)
+    ruled_out.quiet(AUTO.unsure_silence_ms + 100)
+    assert not ruled_out.of(SpeechStopped), "doubted words and a model that rules the end out: keep listening"
+
+
+def test_the_confidence_of_the_last_word_and_its_punctuation():
+    def lp(*pairs):
+        import math
+        return [{"token": t, "logprob": math.log(p)} for t, p in pairs]
+
+    # Whisper base on "My favourite colour is," (bench/turn_taking.py's paused set)
+    doubted = lp((" My", 0.64), (" favorite", 0.92), (" colors", 0.78), (".", 0.59))
+    assert abs(last_word_confidence(doubted) - 0.59) < 1e-6
+    made_up = lp((" pizza", 0.97), (" with", 0.96), (" it", 0.31), (".", 0.85))
+    assert abs(last_word_confidence(made_up) - 0.31) < 1e-6
+    heard = lp((" of", 0.99), (" flour", 0.96), ("?", 0.96))
+    assert abs(last_word_confidence(heard) - 0.96) < 1e-6
+    pieces = lp((" Romeo", 0.9), (" and", 0.98), (" Jul", 0.95), ("iet", 0.5), (".", 0.9))  # a word in pieces
+    assert abs(last_word_confidence(pieces) - 0.5) < 1e-6
+    assert abs(last_word_confidence(lp(("Yes", 0.7))) - 0.7) < 1e-6, "the first word has no leading space"
+    assert last_word_confidence(None) is None and last_word_confidence([]) is None
 
 
 def test_speech_resuming_drops_the_pause_and_its_late_verdicts():

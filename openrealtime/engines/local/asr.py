@@ -88,6 +88,7 @@ class WhisperSTT:
     """`SpeechToText` backed by faster-whisper."""
 
     sample_rate = SAMPLE_RATE
+    logprobs_on_any_model = True  # computed here from the decoder's logits (session/transcription.py)
 
     def __init__(
         self,
