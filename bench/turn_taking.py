@@ -307,7 +307,39 @@ async def barge_rows(stack, sounds, backgrounds: dict[str, tuple[np.ndarray | No
 
 
 # ---- transcripts in noise --------------------------------------------------------------------------------
-def wer_rows(stack, clips: list[Clip], noises: dict[str, np.ndarray]) -> list[dict]:
+KEPT_HEAD_MS = 150  # of a committed item: the prefix padding before the voice, clear of its onset (300 - 150)
+KEPT_TAIL_MS = 250  # and the silence after it, clear of its decay (500 - 250)
+PRE_ROLL = 4  # times the clip's 1 s noise lead played first (the suppressor has adapted by the turn)
+
+
+async def kept_floor(stack, scene: np.ndarray, noise_only: np.ndarray) -> float | None:
+    """The noise floor of what a session keeps (conversation.item.retrieve's audio: near_field noise
+    reduction, server_vad 500 ms, prefix padding 300 ms) in the pauses of the committed turn, in dB below
+    the `noise_only` input; None if nothing was committed. The turn comes after `PRE_ROLL` more of the noise:
+    DeepFilterNet3 takes noise down furthest in its first second and settles at 8-15 dB."""
+    import base64
+
+    session = {"type": "realtime", "audio": {"input": {
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500, "create_response": False},
+        "noise_reduction": {"type": "near_field"}}}}
+    async with session_on(stack, session) as (engine, runtime, transport):
+        for pcm in chunks(np.concatenate([np.tile(noise_only, PRE_ROLL), scene, noise_only[: int(0.8 * RATE)]])):
+            engine.feed_audio(pcm)
+            await runtime.advance(CHUNK_S)
+            if transport.of("input_audio_buffer.committed"):
+                break
+        committed = transport.of("input_audio_buffer.committed")
+        if not committed:
+            return None
+        engine.handle_message(json.dumps({"type": "conversation.item.retrieve", "item_id": committed[0][1]["item_id"]}))
+        item = transport.of("conversation.item.retrieved")[-1][1]["item"]
+    kept = np.frombuffer(base64.b64decode(item["content"][0]["audio"]), "<i2").astype(np.float32) / 32768
+    head, tail = int(KEPT_HEAD_MS * RATE / 1000), int(KEPT_TAIL_MS * RATE / 1000)
+    pauses = np.concatenate([kept[:head], kept[-tail:]])
+    return float(10 * np.log10(np.mean(noise_only ** 2) / (np.mean(pauses ** 2) + 1e-12)))
+
+
+async def wer_rows(stack, clips: list[Clip], noises: dict[str, np.ndarray]) -> list[dict]:
     rows = []
     settings = settings_for(NoiseReduction(type="near_field"))
     assert settings is not None
@@ -315,7 +347,7 @@ def wer_rows(stack, clips: list[Clip], noises: dict[str, np.ndarray]) -> list[di
         for snr in (20, 10, 5, 0):
             for nr in (False, True):
                 errors = total = 0
-                floors = []
+                floors, kept_floors = [], []
                 for clip in clips:
                     lead = int(LEAD_S * 2 * RATE)
                     scene = mix(clip.audio, noise, snr, at=lead)
@@ -326,15 +358,24 @@ def wer_rows(stack, clips: list[Clip], noises: dict[str, np.ndarray]) -> list[di
                         skip = int(0.3 * RATE)  # the suppressor's first moments, while it adapts
                         floors.append(10 * np.log10(np.mean(scene[skip:lead] ** 2) / (np.mean(kept[skip:lead] ** 2)
                                                                                       + 1e-12)))
+                        if noise_name == "steady":  # in babble the VAD hears voices: no pauses to measure
+                            floor = await kept_floor(stack, scene, scene[:lead])
+                            if floor is not None:
+                                kept_floors.append(floor)
                     else:
                         kept = scene
                     text = stack.stt.transcribe(resample(kept, RATE, 16000), language="en").text
                     e, n = word_errors(clip.text, text)
                     errors, total = errors + e, total + n
                 row = {"noise": noise_name, "snr": snr, "nr": nr, "wer": errors / max(1, total),
-                       "floor_db": float(np.mean(floors)) if floors else None}
+                       "floor_db": float(np.mean(floors)) if floors else None,
+                       "kept_floor_db": float(np.mean(kept_floors)) if kept_floors else None,
+                       "kept_measured": len(kept_floors)}
                 rows.append(row)
-                floor = f"  noise floor -{row['floor_db']:.1f} dB" if nr else ""
+                floor = f"  noise floor: suppressor -{row['floor_db']:.1f} dB" if nr else ""
+                if row["kept_floor_db"] is not None:
+                    floor += (f", kept audio's pauses -{row['kept_floor_db']:.1f} dB "
+                              f"({len(kept_floors)}/{len(clips)} turns committed)")
                 print(f"  {noise_name:7} {snr:3} dB  noise reduction {'on ' if nr else 'off'}  WER "
                       f"{100 * row['wer']:5.1f} %{floor}", flush=True)
     return rows
@@ -386,7 +427,7 @@ async def main_async(args) -> None:
         results["barge"] = await barge_rows(stack, sounds, backgrounds, modes)
     if "wer" in parts:
         print("\ntranscripts in noise (Whisper " + args.asr + "), complete clips:")
-        results["wer"] = wer_rows(stack, complete[: 6 if args.quick else 12], noises)
+        results["wer"] = await wer_rows(stack, complete[: 6 if args.quick else 12], noises)
     results["load_average_end"] = load_average()
     print(f"\ndone in {time.monotonic() - t0:.0f} s; load average {load_average()}")
     if args.json:

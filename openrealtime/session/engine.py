@@ -64,7 +64,6 @@ from .transcription import Transcriber
 from .transport import Transport
 from .voices import check_session_voice, check_voice
 from .turn_detection import SilenceBegan, SpeechResumed, SpeechStarted, SpeechStopped, TurnComplete
-from .turn_text import last_word_confidence
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +339,7 @@ class SessionEngine:
             self._pending_item_id = None
             self.emit(ev.InputAudioBufferSpeechStoppedEvent(audio_end_ms=event.audio_end_ms, item_id=item_id))
             spec = self.speculator.take(event.audio_start_ms, event.speech_end_ms)
-            pcm = self.buffer.take(event.audio_start_ms, event.audio_end_ms)
+            pcm = self.speech.take(event.audio_start_ms, event.audio_end_ms)
             self._commit_audio(pcm, item_id, speculative=spec.asr if spec else None)
             if td is not None and td.create_response and isinstance(self.config, RealtimeSessionConfig):
                 self._auto_response(spec)
@@ -358,8 +357,7 @@ class SessionEngine:
             if not self.closed:
                 ok = not job.cancelled() and job.exception() is None
                 result = job.result() if ok else None
-                self.speech.heard(speech_end_ms, result.text if result else None,
-                                  last_word_confidence(result.logprobs) if result else None)
+                self.speech.heard(speech_end_ms, result.text if result else None, result.logprobs if result else None)
 
         asr.add_done_callback(heard)
 
@@ -384,7 +382,7 @@ class SessionEngine:
         self._idle_anchor_ms = None
         item_id = ids.item_id()
         self.emit(ev.InputAudioBufferTimeoutTriggeredEvent(audio_start_ms=start, audio_end_ms=now, item_id=item_id))
-        self._commit_audio(self.buffer.take(start, now), item_id)
+        self._commit_audio(self.speech.take(start, now), item_id)
         if isinstance(self.config, RealtimeSessionConfig):
             self._auto_response()
 
@@ -482,7 +480,7 @@ class SessionEngine:
         self._pending_item_id = None
         self.barge_in.drop()
         self.speech.turn.reset()
-        self._commit_audio(self.buffer.take(), item_id)
+        self._commit_audio(self.speech.take(), item_id)
 
     def _on_input_audio_buffer_clear(self, event: ce.InputAudioBufferClearEvent) -> None:
         self.speech.discard_pending()

@@ -7,6 +7,14 @@ detection on (as OpenAI documents: the processed audio). `near_field` and `far_f
 noise may be taken away (`ATTENUATION_DB`, times `strength`); far field also turns on the post-filter.
 `null` (or strength 0) passes audio through untouched.
 
+What the session keeps of a committed turn (the item's audio, `conversation.item.retrieve`) also has its
+pauses quieted by `PauseGate`: DeepFilterNet3 takes steady noise down by only 8-15 dB (measured on pink
+noise: bench/README "turn_taking"), so where the VAD heard no voice on the processed audio, the kept audio
+is `GATE_DB` (times `strength`) quieter still, with `GATE_PRE_MS` before each voiced stretch and
+`GATE_HOLD_MS` after it left as they are (onsets, trailing consonants) and `GATE_RAMP_MS` fades. The
+voice itself is never touched, and nothing the VAD has not judged yet (a manual commit of audio VAD never
+saw) is gated. The speculative transcription reads the buffer before the gate.
+
 Its cost is bounded: one stream per session, at most the suppressor's `max_streams` at once (beyond
 that the session runs without, said in the log and /metrics), and when the stage falls behind by more
 than `MAX_BACKLOG_MS` the oldest audio goes through unprocessed (counted) rather than delaying turns.
@@ -33,6 +41,10 @@ ATTENUATION_DB = {"near_field": 24.0, "far_field": 30.0}  # at strength 1 (measu
 POST_FILTER = {"near_field": 0.0, "far_field": 0.02}
 MAX_ATTENUATION_DB = 100.0  # DeepFilterNet's "no limit"
 MAX_BACKLOG_MS = 500
+GATE_DB = 20.0  # at strength 1: how much quieter the pauses of the kept audio are made
+GATE_PRE_MS = 100  # kept as is before a voiced stretch (the VAD hears an onset a frame late)
+GATE_HOLD_MS = 200  # and after it (decays, trailing consonants)
+GATE_RAMP_MS = 20  # fades in and out of the gate
 
 
 def settings_for(noise_reduction: Any) -> tuple[float, float] | None:
@@ -41,6 +53,63 @@ def settings_for(noise_reduction: Any) -> tuple[float, float] | None:
         return None
     kind = noise_reduction.type
     return min(MAX_ATTENUATION_DB, ATTENUATION_DB[kind] * noise_reduction.strength), POST_FILTER[kind]
+
+
+def gate_db_for(noise_reduction: Any) -> float:
+    """How much the pauses of the kept audio are quieted for a session's `noise_reduction` (0: not at all)."""
+    if settings_for(noise_reduction) is None:
+        return 0.0
+    return min(2 * GATE_DB, GATE_DB * noise_reduction.strength)
+
+
+class PauseGate:
+    """Where the VAD heard voice on the processed audio, and the kept audio's pauses quieted (module doc).
+    Positions are ms on the session's audio clock."""
+
+    def __init__(self) -> None:
+        self.db = 0.0  # 0: off
+        self.spans: list[list[float]] = []  # voiced stretches [start, end], in order, merged
+        self.judged_ms = 0.0  # the VAD has judged the audio up to here
+
+    def frame(self, end_ms: float, frame_ms: float, voiced: bool) -> None:
+        self.judged_ms = end_ms
+        if not voiced:
+            return
+        start = end_ms - frame_ms
+        if self.spans and start <= self.spans[-1][1] + 1:
+            self.spans[-1][1] = end_ms
+        else:
+            self.spans.append([start, end_ms])
+
+    def forget_before(self, ms: float) -> None:
+        """Spans that can no longer matter to audio at or after `ms`."""
+        keep = ms - GATE_HOLD_MS - GATE_RAMP_MS
+        self.spans = [span for span in self.spans if span[1] >= keep]
+
+    def apply(self, pcm: bytes, start_ms: float) -> bytes:
+        """`pcm` (canonical, starting at `start_ms`) with its judged pauses quieted by `db`."""
+        if self.db <= 0 or len(pcm) < 2:
+            return pcm
+        samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
+        per_ms = BYTES_PER_MS // 2
+        n_ms = -(-len(samples) // per_ms)
+        floor = 10 ** (-self.db / 20)
+        gain = np.full(n_ms + 2 * GATE_RAMP_MS, floor, dtype=np.float32)  # 1 ms steps, ramp margin each side
+        judged = int(self.judged_ms - start_ms)
+        if judged < n_ms:  # not judged yet: left as it is
+            gain[max(0, judged) + GATE_RAMP_MS:] = 1.0
+        for begin, end in self.spans:
+            a = int(begin - GATE_PRE_MS - start_ms) + GATE_RAMP_MS
+            b = int(end + GATE_HOLD_MS - start_ms) + GATE_RAMP_MS
+            if b > 0 and a < len(gain):
+                gain[max(0, a):max(0, b)] = 1.0
+        if gain.min() >= 1.0:
+            return pcm
+        ramp = np.hanning(GATE_RAMP_MS + 2)[1:-1].astype(np.float32)
+        smooth = np.convolve(gain, ramp / ramp.sum(), mode="same")[GATE_RAMP_MS:GATE_RAMP_MS + n_ms]
+        smooth = np.maximum(smooth, gain[GATE_RAMP_MS:GATE_RAMP_MS + n_ms])  # fades happen in the pauses only
+        envelope = np.repeat(smooth, per_ms)[: len(samples)]
+        return (samples.astype(np.float32) * envelope).round().astype("<i2").tobytes()
 
 
 class InputDenoiser:
@@ -69,6 +138,11 @@ class InputDenoiser:
     @property
     def active(self) -> bool:
         return self._settings is not None
+
+    @property
+    def processing(self) -> bool:
+        """Noise reduction is on and this session has a stream (not refused at capacity)."""
+        return self._settings is not None and not self._refused
 
     def configure(self, noise_reduction: Any) -> None:
         self._settings = settings_for(noise_reduction)

@@ -9,7 +9,7 @@ batch outside speech (where an idle timeout may fire). It knows nothing of respo
 
 With `audio.input.noise_reduction` on a stack with a noise suppressor, the audio first goes through
 the session's `InputDenoiser` (noise_reduction.py): the buffer, the VAD and everything after them get
-the processed audio.
+the processed audio, and what a commit `take`s has its pauses quieted (`PauseGate`).
 
 For semantic_vad on a stack with an end-of-turn model (`EndOfTurnModel`), it keeps the latest seconds
 of the 16 kHz audio the VAD judged and, when the detector asks (`ScoreTurn`), scores the turn so far in
@@ -34,9 +34,10 @@ from ..audio.frame_resampler import FrameResampler
 from ..engines.base import EndOfTurnModel, NoiseSuppressor, VoiceActivityDetector
 from ..runtime import ModelRuntime
 from .audio_buffer import InputAudioBuffer
-from .noise_reduction import InputDenoiser
+from .noise_reduction import InputDenoiser, PauseGate, gate_db_for
 from .transport import OutputAudio
-from .turn_detection import ScoreTurn, TurnDetector, VadParams
+from .turn_detection import HYSTERESIS, ScoreTurn, TurnDetector, VadParams
+from .turn_text import continuing_alternative, last_word_confidence
 
 VAD_RATE = 16000
 
@@ -92,6 +93,7 @@ class SpeechInput:
                  end_of_turn: EndOfTurnModel | None = None, denoiser: NoiseSuppressor | None = None) -> None:
         self.buffer = buffer
         self._denoise = InputDenoiser(denoiser, runtime, stats, self._accept) if denoiser is not None else None
+        self._gate = PauseGate()
         self.turn = TurnDetector(VadParams())
         self._end_of_turn = end_of_turn
         self._recent = AudioRing(end_of_turn.window_s) if end_of_turn is not None else None
@@ -120,6 +122,16 @@ class SpeechInput:
         """The session's `audio.input.noise_reduction` (None: off). Without a suppressor: no effect."""
         if self._denoise is not None:
             self._denoise.configure(noise_reduction)
+            self._gate.db = gate_db_for(noise_reduction)
+
+    def take(self, start_ms: int | None = None, end_ms: int | None = None) -> bytes:
+        """Commit `[start_ms, end_ms)` of the buffer (default: all of it): the audio the session keeps, its
+        pauses quieted while noise reduction runs (noise_reduction.py `PauseGate`)."""
+        begin = self.buffer.start_ms if start_ms is None else max(start_ms, self.buffer.start_ms)
+        pcm = self.buffer.take(start_ms, end_ms)
+        if self._denoise is None or not self._denoise.processing:
+            return pcm
+        return self._gate.apply(pcm, begin)
 
     def when_heard(self, callback: Callable[[], None]) -> bool:
         """Run `callback` once all audio fed so far is in the buffer (noise reduction may hold some);
@@ -138,11 +150,12 @@ class SpeechInput:
         """A transcript of the speech before this pause is on its way (semantic_vad)."""
         self.turn.expect_text(speech_end_ms)
 
-    def heard(self, speech_end_ms: int, text: str | None, confidence: float | None = None) -> None:
+    def heard(self, speech_end_ms: int, text: str | None, logprobs: list[dict[str, Any]] | None = None) -> None:
         """The transcript of the speech before the pause that ended speech at `speech_end_ms` (semantic_vad;
-        None: the transcription failed) and how sure the transcriber was of its last word, if known."""
+        None: the transcription failed) with its tokens' logprobs, if known (how sure the transcriber was)."""
         if not self._closed:
-            self._deliver(self.turn.heard(speech_end_ms, text, self.clock_ms, confidence))
+            self._deliver(self.turn.heard(speech_end_ms, text, self.clock_ms, last_word_confidence(logprobs),
+                                          continuing_alternative(logprobs)))
 
     def feed(self, pcm: bytes) -> None:
         if self._denoise is not None:
@@ -203,6 +216,7 @@ class SpeechInput:
                 break
             if self._recent is not None:
                 self._recent.write(frame)
+            self._gate.frame(self.clock_ms, frame_ms, prob >= self.turn.params.threshold - HYSTERESIS)
             for event in self.turn.feed(prob, self.clock_ms, frame_ms):
                 self._turn_event(event)
             # at each frame, not once per batch: a batch may hold a whole utterance when the VAD thread
@@ -215,6 +229,7 @@ class SpeechInput:
         if not self.turn.speaking:
             keep_from = int(self.clock_ms) - self.turn.params.prefix_padding_ms - 200
             self.buffer.trim_before(keep_from)
+            self._gate.forget_before(self.buffer.start_ms)
             self._on_pause()
 
     def _turn_event(self, event: object) -> None:

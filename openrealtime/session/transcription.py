@@ -122,8 +122,8 @@ class Transcriber:
 
     def _report(self, item: UserMessageItem, content_index: int, text: str, result: Transcript, pcm: bytes) -> None:
         audio_tokens = int(len(pcm) / BYTES_PER_MS * AUDIO_TOKENS_PER_SECOND / 1000)
-        logprobs = [ev.LogProb(**lp) for lp in result.logprobs] \
-            if self.wants_logprobs() and result.logprobs is not None else None
+        logprobs = [ev.LogProb(token=lp["token"], bytes=lp["bytes"], logprob=lp["logprob"])
+                    for lp in result.logprobs] if self.wants_logprobs() and result.logprobs is not None else None
         tc = self._config().audio.input.transcription
         languages = None
         if tc is not None and tc.languages is not None:

@@ -11,7 +11,8 @@ what happened. No model runs here: what needs one is asked for in an event and h
   the pause (`heard`, from the speculative transcription). The turn is judged **incomplete** when the
   words stop mid-sentence (turn_text.py), **complete** when they read as finished, the transcriber was
   sure of the last of them (`sure_from`: Whisper completes a cut sentence with a word it did not hear,
-  "…pizza with" → "…with it.", and is unsure of it) and the model does not rule it out (`text_floor`), or,
+  "…pizza with" → "…with it.", and is unsure of it; or heard a function word in its place, `cut_from`:
+  "about them." where it also heard "about the") and the model does not rule it out (`text_floor`), or,
   without usable words, when the model is confident (`complete_at`). Finished words the transcriber was
   unsure of, with a model that does not rule them out, end the turn after the longer `unsure_silence_ms`.
   While a transcript is on its way (`expect_text`) the model alone ends nothing: measured on paused
@@ -46,6 +47,7 @@ class SemanticParams:
     complete_at: float  # P(complete) from which the model alone ends the turn
     text_floor: float  # words that read as finished end the turn if the model's P is at least this
     sure_from: float  # ... and if the transcriber was at least this sure of the last word (when known)
+    cut_from: float  # ... and gave less than this to a function word in its place
     unsure_silence_ms: int  # finished words it was less sure of, with the model's P above text_floor
     min_silence_ms: int  # silence before a turn judged complete is committed
     max_wait_ms: int  # silence after which the turn ends whatever was judged
@@ -53,12 +55,12 @@ class SemanticParams:
 
 
 EAGERNESS: dict[str, SemanticParams] = {
-    "low": SemanticParams(complete_at=0.95, text_floor=0.3, sure_from=0.7, unsure_silence_ms=3000,
-                          min_silence_ms=400, max_wait_ms=8000, score_at_ms=(200, 400)),
-    "medium": SemanticParams(complete_at=0.9, text_floor=0.1, sure_from=0.6, unsure_silence_ms=1500,
-                             min_silence_ms=150, max_wait_ms=4000, score_at_ms=(128, 320)),
-    "high": SemanticParams(complete_at=0.6, text_floor=0.02, sure_from=0.45, unsure_silence_ms=800,
-                           min_silence_ms=100, max_wait_ms=2000, score_at_ms=(96, 250)),
+    "low": SemanticParams(complete_at=0.95, text_floor=0.3, sure_from=0.7, cut_from=0.1,
+                          unsure_silence_ms=3000, min_silence_ms=400, max_wait_ms=8000, score_at_ms=(200, 400)),
+    "medium": SemanticParams(complete_at=0.9, text_floor=0.1, sure_from=0.6, cut_from=0.15,
+                             unsure_silence_ms=1500, min_silence_ms=150, max_wait_ms=4000, score_at_ms=(128, 320)),
+    "high": SemanticParams(complete_at=0.6, text_floor=0.02, sure_from=0.45, cut_from=0.3,
+                           unsure_silence_ms=800, min_silence_ms=100, max_wait_ms=2000, score_at_ms=(96, 250)),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
 
@@ -137,6 +139,7 @@ class _Pause:
     best: float | None = None  # highest P(complete) heard back
     text: str | None = None  # the transcript of the speech before the pause
     confidence: float | None = None  # how sure the transcriber was of its last word (None: unknown)
+    continuing: float = 0.0  # what it gave to a function word in the last word's place
     awaiting_text: bool = False  # a transcript is on its way: the model alone does not end the turn
     complete: bool | None = None  # the verdict: None while undecided
     announced: bool = False  # TurnComplete sent
@@ -163,7 +166,8 @@ class _Pause:
         cut sentence. They neither end the turn nor leave the model to end it alone (measured: Smart Turn
         gave 0.8-0.99 to the same pauses); the turn ends after `unsure_silence_ms`."""
         return bool(self.text is not None and self.text.strip() and not ends_mid_sentence(self.text)
-                    and self.confidence is not None and self.confidence < params.sure_from)
+                    and ((self.confidence is not None and self.confidence < params.sure_from)
+                         or self.continuing >= params.cut_from))
 
 
 class TurnDetector:
@@ -266,14 +270,17 @@ class TurnDetector:
         if pause is not None:
             pause.awaiting_text = True
 
-    def heard(self, speech_end_ms: int, text: str | None, now_ms: float, confidence: float | None = None) -> list[object]:
+    def heard(self, speech_end_ms: int, text: str | None, now_ms: float, confidence: float | None = None,
+              continuing: float = 0.0) -> list[object]:
         """The transcript of the speech before the pause that ended speech at `speech_end_ms` (None: it
-        failed; the model decides alone) and how sure the transcriber was of its last word, if known."""
+        failed; the model decides alone), how sure the transcriber was of its last word, if known, and the
+        probability it gave to a function word in that word's place (turn_text.py)."""
         pause = self._current(speech_end_ms)
         if pause is None:
             return []
         pause.text = text
         pause.confidence = confidence
+        pause.continuing = continuing
         pause.awaiting_text = False
         return self._settle(now_ms)
 

@@ -13,6 +13,8 @@ mid-way with a likely word it did not hear ("…a large pizza with" → "…with
 them.", "my favourite colour is" → "my favorite colors."), and gives that word and the full stop after it a
 low probability (0.25-0.6, measured in bench/turn_taking.py's paused set) where words it heard score
 0.6-0.99: finished-looking words are only believed when it was sure of them.
+`continuing_alternative(logprobs)`: the probability it gave, in the last word's place, to words a sentence
+does not end on ("to them." where it also heard "to the": 0.24-0.45; 0.00-0.02 for finished questions).
 
 `takes_the_turn(text)`: a short sound while the agent speaks is an interruption ("wait", "stop", or four
 words and more), not a listener's "mm-hm", "yeah", "okay" or a cough (barge_in.py lets the agent go on).
@@ -83,20 +85,38 @@ def ends_mid_sentence(text: str) -> bool:
     return word is not None and word in CONTINUING
 
 
+def _last_word(logprobs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(index of the last word's first token, index of the first token of the punctuation after it)."""
+    end = len(logprobs)
+    while end > 0 and _PUNCTUATION.match(str(logprobs[end - 1]["token"])):  # the full stop, "?", "..."
+        end -= 1
+    start = end
+    while start > 0:  # the word's pieces, back to the one that starts it (a leading space, or the first)
+        start -= 1
+        piece = str(logprobs[start]["token"])
+        if piece.startswith(" ") or not piece.strip():
+            break
+    return start, end
+
+
 def last_word_confidence(logprobs: Sequence[dict[str, Any]] | None) -> float | None:
     """The lowest probability among the tokens of a transcript's last word and the punctuation after it
     (`logprobs`: [{"token", "logprob"}] per token, as Whisper's short path gives them); None when unknown."""
     if not logprobs:
         return None
-    i = len(logprobs) - 1
-    chosen: list[float] = []
-    while i >= 0 and _PUNCTUATION.match(str(logprobs[i]["token"])):  # the full stop, "?", "..."
-        chosen.append(float(logprobs[i]["logprob"]))
-        i -= 1
-    while i >= 0:  # the word's pieces, back to the one that starts it (a leading space, or the first)
-        piece = str(logprobs[i]["token"])
-        chosen.append(float(logprobs[i]["logprob"]))
-        i -= 1
-        if piece.startswith(" ") or not piece.strip():
-            break
-    return math.exp(min(chosen)) if chosen else None
+    start, _end = _last_word(logprobs)
+    return math.exp(min(float(lp["logprob"]) for lp in logprobs[start:]))
+
+
+def continuing_alternative(logprobs: Sequence[dict[str, Any]] | None) -> float:
+    """The probability the transcriber gave, in place of the last word, to words a sentence does not end
+    on (from the step's `top_logprobs`; 0 when not known)."""
+    if not logprobs:
+        return 0.0
+    start, end = _last_word(logprobs)
+    if start >= end:
+        return 0.0
+    step = logprobs[start]
+    chosen = str(step["token"]).strip().lower()
+    return sum(math.exp(float(alt["logprob"])) for alt in step.get("top_logprobs") or ()
+               if str(alt["token"]).strip().lower() in CONTINUING and str(alt["token"]).strip().lower() != chosen)

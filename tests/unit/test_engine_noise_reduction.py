@@ -10,7 +10,7 @@ import numpy as np
 from openrealtime.protocol.session import parse_session_config
 from openrealtime.runtime_inline import InlineRuntime
 from openrealtime.session.engine import SessionEngine
-from openrealtime.session.noise_reduction import MAX_BACKLOG_MS
+from openrealtime.session.noise_reduction import GATE_DB, GATE_HOLD_MS, GATE_PRE_MS, MAX_BACKLOG_MS, PauseGate
 from tests.support import QuietingSuppressor, RecordingTransport, fake_stack, silence, speech
 from tests.unit.test_engine_turns import feed
 
@@ -134,3 +134,54 @@ async def test_a_backlog_goes_through_unprocessed_rather_than_delaying_the_turn(
     engine.runtime.resume("denoise")
     await engine.runtime.settle()
     assert engine.buffer.duration_ms >= 1960
+
+
+def hiss(ms: int, level: int = 200) -> bytes:
+    """Steady low noise (well under the energy VAD's threshold) as PCM16 at 24 kHz."""
+    rng = np.random.default_rng(ms)
+    return rng.integers(-level, level, 24 * ms, endpoint=True).astype("<i2").tobytes()
+
+
+def rms(pcm: bytes) -> float:
+    return float(np.sqrt(np.mean(np.frombuffer(pcm, "<i2").astype(np.float64) ** 2)))
+
+
+def test_the_pause_gate_quiets_judged_pauses_and_nothing_else():
+    gate = PauseGate()
+    gate.db = 20.0
+    for k in range(1, 51):  # 50 frames of 32 ms judged: voiced from 640 to 960 ms
+        gate.frame(32.0 * k, 32.0, 640 < 32 * k <= 960)
+    pcm = hiss(2000, 1000)
+    out = gate.apply(pcm, 0)
+    ms = 48  # bytes per ms
+    assert out[640 * ms:960 * ms] == pcm[640 * ms:960 * ms], "the voice is untouched"
+    assert out[(640 - GATE_PRE_MS) * ms:640 * ms] == pcm[(640 - GATE_PRE_MS) * ms:640 * ms], "nor its onset"
+    assert out[960 * ms:(960 + GATE_HOLD_MS) * ms] == pcm[960 * ms:(960 + GATE_HOLD_MS) * ms], "nor its decay"
+    quiet = 20 * np.log10(rms(pcm[:400 * ms]) / rms(out[:400 * ms]))
+    assert abs(quiet - 20.0) < 0.5, quiet
+    after = 20 * np.log10(rms(pcm[1250 * ms:1550 * ms]) / rms(out[1250 * ms:1550 * ms]))
+    assert abs(after - 20.0) < 0.5, after
+    assert out[1650 * ms:] == pcm[1650 * ms:], "audio the VAD has not judged yet is left as it is"
+    gate.db = 0.0
+    assert gate.apply(pcm, 0) == pcm
+
+
+async def test_the_kept_audio_has_its_pauses_quieted_while_noise_reduction_runs():
+    said = speech(800)
+    heard = hiss(700) + said + hiss(700)
+    kept = {}
+    for name, noise_reduction in (("on", {"type": "near_field"}), ("half", {"type": "near_field", "strength": 0.5}),
+                                  ("off", None)):
+        engine, t = engine_with(QuietingSuppressor(gain=1.0), noise_reduction,
+                                {"type": "server_vad", "silence_duration_ms": 500, "prefix_padding_ms": 500})
+        await feed(engine, heard)
+        kept[name] = retrieved_audio(engine, t, t.of("input_audio_buffer.committed")[0]["item_id"])
+        assert kept[name], name
+    ms = 48
+    pause = slice(0, (500 - GATE_PRE_MS - 60) * ms)  # the prefix padding before the voice, clear of its onset
+    raw = kept["off"]
+    assert 20 * np.log10(rms(raw[pause]) / rms(kept["on"][pause])) > GATE_DB - 1
+    assert abs(20 * np.log10(rms(raw[pause]) / rms(kept["half"][pause])) - GATE_DB / 2) < 1
+    voice = slice(520 * ms, 1280 * ms)
+    difference = np.frombuffer(kept["on"][voice], "<i2").astype(int) - np.frombuffer(raw[voice], "<i2").astype(int)
+    assert np.abs(difference).max() <= 1, "the voice is as the suppressor (gain 1, rounding) left it"

@@ -14,7 +14,7 @@ from openrealtime.session.turn_detection import (
     TurnDetector,
     VadParams,
 )
-from openrealtime.session.turn_text import ends_mid_sentence, last_word_confidence
+from openrealtime.session.turn_text import continuing_alternative, ends_mid_sentence, last_word_confidence
 
 FRAME = 32
 AUTO = EAGERNESS["auto"]
@@ -43,10 +43,11 @@ class Script:
     def score(self, p: float) -> None:
         self.events += [(self.t, e) for e in self.turn.scored(self.asked()[-1].speech_end_ms, p, self.t)]
 
-    def hear(self, text: str, confidence: float | None = None) -> None:
+    def hear(self, text: str, confidence: float | None = None, continuing: float = 0.0) -> None:
         pause = self.turn.pause
         assert pause is not None
-        self.events += [(self.t, e) for e in self.turn.heard(pause.speech_end_ms, text, self.t, confidence)]
+        self.events += [(self.t, e) for e in self.turn.heard(pause.speech_end_ms, text, self.t, confidence,
+                                                              continuing)]
 
     def of(self, kind: type) -> list:
         return [e for _t, e in self.events if isinstance(e, kind)]
@@ -164,6 +165,14 @@ def test_finished_words_the_transcriber_doubted_wait_for_the_longer_silence():
     sure.quiet(AUTO.min_silence_ms)
     assert sure.of(TurnComplete) and sure.of(SpeechStopped), "words it was sure of end the turn"
 
+    other = Script()
+    other.speak()
+    other.quiet(FIRST_SCORE)
+    other.score(0.4)
+    other.hear("I want to go to them.", confidence=0.74, continuing=AUTO.cut_from + 0.1)  # it also heard "the"
+    other.quiet(AUTO.min_silence_ms + 200)
+    assert not other.of(SpeechStopped), "a function word in the last word's place: maybe cut off"
+
     ruled_out = Script()
     ruled_out.speak()
     ruled_out.quiet(FIRST_SCORE)
@@ -259,3 +268,19 @@ def test_short_utterances_that_take_the_turn():
     for text in ("Mm-hmm.", "Yeah.", "Okay, okay.", "Uh-huh.", "Right.", "[coughing]", "(cough)", "", "Thank you.",
                  "In my mom.", "Ow!", "What's your name?"):
         assert not takes_the_turn(text), text
+
+
+def test_the_function_words_heard_in_place_of_the_last_word():
+    import math
+
+    def step(token, p, *alternatives):
+        return {"token": token, "logprob": math.log(p),
+                "top_logprobs": [{"token": t, "logprob": math.log(q)} for t, q in ((token, p), *alternatives)]}
+
+    # Whisper base on "I want to go to the, uh," (bench/turn_taking.py's paused set)
+    them = [step(" to", 0.97), step(" them", 0.52, (" the", 0.4), (" that", 0.05)), step(".", 0.7)]
+    assert abs(continuing_alternative(them) - 0.45) < 1e-6
+    france = [step(" of", 0.99), step(" France", 0.93, (" friends", 0.05)), step("?", 0.95)]
+    assert continuing_alternative(france) == 0.0
+    assert continuing_alternative(None) == 0.0
+    assert continuing_alternative([{"token": " them", "logprob": -0.6}]) == 0.0, "no alternatives known"

@@ -323,13 +323,21 @@ class WhisperSTT:
         self._model = None  # type: ignore[assignment]
 
 
+TOP_ALTERNATIVES = 5
+
+
 def _token_logprobs(tokenizer: Any, tokens: list[int], step_logits: list[Any]) -> list[dict[str, Any]]:
-    """Log probability of each chosen token, from the decoder's logits at its step."""
+    """Log probability of each chosen token, from the decoder's logits at its step, and the step's
+    `TOP_ALTERNATIVES` most likely tokens (`top_logprobs`: what else Whisper thought it heard)."""
     out = []
     for token, logits in zip(tokens, step_logits):
         scores = np.asarray(logits, dtype=np.float64)
         top = scores.max()
-        logprob = float(scores[token] - top - np.log(np.exp(scores - top).sum()))
+        norm = top + np.log(np.exp(scores - top).sum())
         piece = tokenizer.decode([token])
-        out.append({"token": piece, "logprob": logprob, "bytes": list(piece.encode("utf-8"))})
+        best = np.argpartition(scores, -TOP_ALTERNATIVES)[-TOP_ALTERNATIVES:]
+        alternatives = [{"token": tokenizer.decode([int(i)]), "logprob": float(scores[i] - norm)}
+                        for i in best[np.argsort(scores[best])[::-1]]]
+        out.append({"token": piece, "logprob": float(scores[token] - norm), "bytes": list(piece.encode("utf-8")),
+                    "top_logprobs": alternatives})
     return out
