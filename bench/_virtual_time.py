@@ -21,6 +21,7 @@ class TimedRuntime(InlineRuntime):
         super().__init__()
         self._free_at: dict[str, float] = {}
         self.compute_s: dict[str, float] = {}  # wall time of each stage's work
+        self._waiting: set[asyncio.Future] = set()  # results not delivered yet
 
     def _submit(self, stage: str, fn: Callable[[], Any], *args: Any, **kwargs: Any) -> asyncio.Future:
         took: list[float] = []
@@ -60,7 +61,16 @@ class TimedRuntime(InlineRuntime):
 
         inner.add_done_callback(finished)
         outer.add_done_callback(lambda o: inner.cancel() if o.cancelled() else None)
+        self._waiting.add(outer)
+        outer.add_done_callback(self._waiting.discard)
         return outer
+
+    def close(self) -> None:
+        """Also cancel the results still due on the clock (their timers go with the runtime)."""
+        waiting, self._waiting = list(self._waiting), set()
+        super().close()
+        for outer in waiting:
+            outer.cancel()
 
     def busy(self, stage: str) -> bool:
         return super().busy(stage) or self._free_at.get(stage, 0.0) > self.now()

@@ -54,9 +54,9 @@ class Transcriber:
         language = tc.language if tc else None
         prompt = whisper_prompt(tc.prompt, tc.keywords) if tc else None
         audio = pcm24k_to_f32_16k(pcm)
-        # semantic_vad judges a pause's words by how sure the transcriber was of the last one (turn_text.py);
-        # the events carry logprobs only when the session asked for them (wants_logprobs)
-        # (a backend that computes them itself; a remote server may refuse them for its model)
+        # semantic_vad judges a pause's words by how sure the transcriber was of them (turn_text.py): asked of a
+        # backend that computes logprobs itself (a remote server may refuse them for its model); the events
+        # carry them only when the session asked (wants_logprobs)
         semantic = isinstance(self._config().audio.input.turn_detection, SemanticVad) \
             and getattr(stt, "logprobs_on_any_model", False)
         extra: dict[str, Any] = {"logprobs": True} if self.wants_logprobs() or semantic else {}

@@ -156,18 +156,19 @@ class _Pause:
         else:
             self.complete = None
 
+    def reads_finished(self) -> bool:
+        return bool(self.text is not None and self.text.strip() and not ends_mid_sentence(self.text))
+
     def finished(self, params: SemanticParams) -> bool:
         """The words read as finished and the model does not rule it out (however sure the transcriber was)."""
-        return bool(self.text is not None and self.text.strip() and not ends_mid_sentence(self.text)
-                    and self.best is not None and self.best >= params.text_floor)
+        return self.reads_finished() and self.best is not None and self.best >= params.text_floor
 
     def unsure(self, params: SemanticParams) -> bool:
         """Finished-looking words whose last one the transcriber doubted: maybe a word it made up to finish a
         cut sentence. They neither end the turn nor leave the model to end it alone (measured: Smart Turn
         gave 0.8-0.99 to the same pauses); the turn ends after `unsure_silence_ms`."""
-        return bool(self.text is not None and self.text.strip() and not ends_mid_sentence(self.text)
-                    and ((self.confidence is not None and self.confidence < params.sure_from)
-                         or self.continuing >= params.cut_from))
+        doubted = self.confidence is not None and self.confidence < params.sure_from
+        return self.reads_finished() and (doubted or self.continuing >= params.cut_from)
 
 
 class TurnDetector:
