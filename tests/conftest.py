@@ -1,3 +1,6 @@
+import asyncio
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(lane)
             if lane == "unit" and any(path.match(pattern) for pattern in ENGINE_MODULES):
                 item.add_marker("engine")
+
+
+@pytest.hookimpl(hookwrapper=True, optionalhook=True)  # pytest-timeout's hook
+def pytest_timeout_set_timer(item, settings):
+    """A test stopped by its timeout also prints the stack of every asyncio task of its loop (pytest-timeout
+    prints the threads only, and a hung async test's main thread just sits in the loop's select)."""
+    yield
+    if settings.method != "signal" or signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return
+    fail = signal.getsignal(signal.SIGALRM)
+
+    def dump_tasks_then_fail(signum, frame):
+        try:
+            tasks = asyncio.all_tasks(asyncio.get_running_loop())
+        except RuntimeError:  # no loop running in this thread: nothing more to show
+            tasks = set()
+        for task in tasks:
+            print(f"~~~~~ asyncio task {task.get_name()}: {task.get_coro()!r}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+        fail(signum, frame)
+
+    signal.signal(signal.SIGALRM, dump_tasks_then_fail)
 
 
 @pytest.fixture

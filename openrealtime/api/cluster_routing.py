@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ..cluster.auth import SIGNATURE_HEADER, NodeAuthError, NodeSigner, NodeVerifier
+from ..cluster.cancellation import raise_if_cancelled
 from ..cluster.placement import RecentPlacements, placement_order
 from ..cluster.store import ClusterStore, NodeRecord, StoreUnavailable
 from ..limits import WS_MAX_FRAME_BYTES
@@ -104,6 +105,7 @@ class ClusterRouter:
     async def _refresh_loop(self) -> None:
         while True:
             await self.refresh()
+            raise_if_cancelled()
             await asyncio.sleep(TABLE_REFRESH_S)
 
     @property

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .cancellation import raise_if_cancelled
 from .store import ClusterStore, NodeRecord, StoreUnavailable, check_node_ttl
 
 log = logging.getLogger("openrealtime.cluster")
@@ -58,6 +59,7 @@ class NodeAgent:
         self._lag_s = 0.0  # the largest event-loop lag read since the last heartbeat written
         self._published: tuple[bool, bool, int] | None = None  # (ready, draining, calls) of the last heartbeat
         self._task: asyncio.Task | None = None
+        self._stopping = False  # the heartbeat loop ends at its next turn even if a cancellation was swallowed
         self._writes: set[asyncio.Task] = set()
         self._write_order = asyncio.Lock()  # FIFO: a call's removal never overtakes its addition
 
@@ -68,13 +70,14 @@ class NodeAgent:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             try:
                 await self.beat()
             except Exception:  # noqa: BLE001 - a bug here must not end the heartbeats
                 log.exception("cluster heartbeat failed node=%s", self.node_id)
+            raise_if_cancelled()
             due = loop.time() + self.interval_s
-            while loop.time() < due and self._published == self._state_of(self._read_status()):
+            while not self._stopping and loop.time() < due and self._published == self._state_of(self._read_status()):
                 await asyncio.sleep(min(STATE_POLL_S, max(0.0, due - loop.time())))
 
     async def beat(self) -> bool:
@@ -151,12 +154,18 @@ class NodeAgent:
     # ---- leaving -----------------------------------------------------------------------------
     async def stop(self) -> None:
         """Stop heartbeating and remove the node (with its calls and leases) from the store."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # the Redis client can swallow a cancellation that lands inside a command (redis-py#2028): the
+            # flag ends the loop at its next turn, and the wait is bounded whatever happens
+            self._stopping = True
+            task.cancel()
+            _done, pending = await asyncio.wait({task}, timeout=DEREGISTER_TIMEOUT_S)
+            if pending:
+                log.warning("cluster heartbeat did not stop in %g s node=%s; leaving it", DEREGISTER_TIMEOUT_S,
+                            self.node_id)
         if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+            await asyncio.wait(set(self._writes), timeout=DEREGISTER_TIMEOUT_S)
         try:
             await asyncio.wait_for(self.store.deregister(self.node_id), DEREGISTER_TIMEOUT_S)
         except (StoreUnavailable, TimeoutError) as exc:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
+from .cancellation import raise_if_cancelled
 from .store import Lease, StoreUnavailable, check_lease_args
 
 log = logging.getLogger("openrealtime.cluster")
@@ -252,6 +253,7 @@ class ModelPools:
                 await self.renew_all()
             except Exception:  # noqa: BLE001 - a bug here must not end the renewals
                 log.exception("model pool leases not renewed")
+            raise_if_cancelled()
 
     async def renew_all(self) -> bool:
         """Renew every held lease, take the missing ones, read the pools' counts. False: the store is unreachable."""

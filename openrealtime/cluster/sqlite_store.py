@@ -59,9 +59,20 @@ class SqliteStore:
         if self._db is None:
             db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                  check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable enough for routing facts, no fsync per write
-            db.executescript(_SCHEMA)
+            # several processes opening a new database at once: switching it to WAL takes a lock that SQLite
+            # does not wait for (no busy handler there), so the setup is retried within the busy timeout
+            deadline = time.monotonic() + max(self.busy_timeout_s, 1.0)
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable enough for routing facts
+                    db.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        db.close()
+                        raise
+                    time.sleep(0.01)
             self._db = db
         return self._db
 

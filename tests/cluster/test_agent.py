@@ -3,12 +3,14 @@ the store could not be written."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
 
 from openrealtime.cluster.agent import NodeAgent, NodeStatus
 from openrealtime.cluster.sqlite_store import SqliteStore
+from openrealtime.cluster.store import StoreUnavailable
 from tests.support import wait_for
 
 
@@ -103,3 +105,43 @@ async def test_writes_the_store_missed_are_redone_at_the_next_heartbeat(store, t
     assert await agent.beat() and agent.reachable
     assert await store.call_node("rtc_old") is None
     assert await store.call_node("rtc_new") == "n1"
+
+
+class SwallowingStore:
+    """A store whose heartbeat turns a cancellation into a connection error, as redis-py can (redis-py#2028)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.inside = asyncio.Event()  # a heartbeat is in its store call
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def heartbeat(self, record, ttl_s):
+        self.inside.set()
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            raise StoreUnavailable("Redis is unreachable (heartbeat): ConnectionError") from None
+        finally:
+            self.inside.clear()
+        return await self.store.heartbeat(record, ttl_s)
+
+
+async def test_a_cancellation_the_store_swallowed_still_ends_the_heartbeats(store):
+    swallowing = SwallowingStore(store)
+    agent = agent_for(swallowing, Node(), interval_s=0.1)
+    agent.start()
+    await asyncio.wait_for(swallowing.inside.wait(), 5)
+    task = agent._task
+    task.cancel()  # lands inside the store call, as at the serving loop's close
+    await asyncio.wait({task}, timeout=5)
+    assert task.done(), "the heartbeat loop went on after its cancellation was swallowed"
+    agent._task = None
+
+    stopping_store = SwallowingStore(store)
+    stopping = agent_for(stopping_store, Node(), interval_s=0.1)
+    stopping.start()
+    await asyncio.wait_for(stopping_store.inside.wait(), 5)
+    await asyncio.wait_for(stopping.stop(), 10)  # returns, and the node leaves the store
+    assert await record(store) is None
