@@ -62,7 +62,11 @@ async def embedded_server(settings: Settings, *, wait_ready: bool = True, models
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
-            task.result()
+            try:
+                task.result()
+            except SystemExit as exc:  # uvicorn's way to fail a startup; it would end the embedding program
+                raise RuntimeError(f"the server could not start (uvicorn exit status {exc.code}; its log says "
+                                   f"why)") from None
             raise RuntimeError("server exited during startup")
         await asyncio.sleep(0.02)
     handle = EmbeddedServer(settings, state, server)
