@@ -4,6 +4,7 @@ and one call end to end on the real local models where the caller hears the agen
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 
 import numpy as np
@@ -127,9 +128,13 @@ async def test_a_phone_call_hears_the_agent(tmp_path, model_stack, model_runtime
         finally:
             softphone.kill()
     assert heard_question and "capital" in heard_question.lower(), heard_question
-    assert answer and "paris" in answer.lower(), answer
+    assert answer, answer
+    if "france" in heard_question.lower():  # over G.711 Whisper now and then hears "friends" (a CI run did)
+        assert "paris" in answer.lower(), answer
     heard = softphone.heard()
     assert voiced_frames(heard) > 25
     audio16k = resample(pcm16_to_f32(heard.tobytes()), 8000, 16000)
     transcript = model_stack.stt.transcribe(audio16k, language="en").text.lower()
-    assert "paris" in transcript, (transcript, answer)  # the softphone played the agent's answer
+    said = {w for w in re.findall(r"[a-z]+", answer.lower()) if len(w) >= 4}
+    played = said & set(re.findall(r"[a-z]+", transcript))
+    assert 2 * len(played) >= len(said), (transcript, answer)  # the softphone played the agent's answer
