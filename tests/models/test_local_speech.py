@@ -190,6 +190,12 @@ def test_keywords_bias_the_transcript_towards_them(tts, whisper):
     """`transcription.keywords` reach Whisper as its prompt's keyword list (session/transcription.py)."""
     from openrealtime.session.transcription import whisper_prompt
 
-    audio = speak16k(tts, "Please book a table at Kwik Byte.")
+    # Piper draws noise for every synthesis (a CI run's clip was heard "a table equipped by" even with the
+    # keyword); without it the clip is the same every run: unbiased "a quick bite", biased "at Kwik Byte".
+    steady = PiperTTS()
+    steady.noise_scale = steady.noise_w = 0.0
+    audio = speak16k(steady, "Please book a table at Kwik Byte.")
+    unbiased = words(whisper.transcribe(audio).text)
     biased = words(whisper.transcribe(audio, prompt=whisper_prompt(None, ["Kwik Byte"])).text)
-    assert "kwik byte" in biased, biased  # unbiased, Whisper base hears "I quit by"
+    assert "kwik byte" not in unbiased, unbiased
+    assert "kwik byte" in biased, (biased, unbiased)
