@@ -11,6 +11,7 @@ from openrealtime.engines.base import SpeechToText, TextToSpeech
 from openrealtime.engines.local.asr import WhisperSTT
 from openrealtime.audio.resample import resample
 from openrealtime.engines.local.tts import EspeakTTS, PiperTTS
+from tests.support.audio import steady_voice
 
 pytestmark = pytest.mark.models
 
@@ -26,7 +27,7 @@ def whisper() -> WhisperSTT:
 
 
 def speak16k(tts, text: str) -> np.ndarray:
-    audio = np.concatenate(list(tts.synthesize(text, voice="alloy", speed=1.0, cancel=threading.Event())))
+    audio = np.concatenate(list(steady_voice(tts).synthesize(text, voice="alloy", speed=1.0, cancel=threading.Event())))
     return resample(audio, tts.sample_rate, 16000)
 
 
@@ -192,9 +193,7 @@ def test_keywords_bias_the_transcript_towards_them(tts, whisper):
 
     # Piper draws noise for every synthesis (a CI run's clip was heard "a table equipped by" even with the
     # keyword); without it the clip is the same every run: unbiased "a quick bite", biased "at Kwik Byte".
-    steady = PiperTTS()
-    steady.noise_scale = steady.noise_w = 0.0
-    audio = speak16k(steady, "Please book a table at Kwik Byte.")
+    audio = speak16k(steady_voice(tts), "Please book a table at Kwik Byte.")
     unbiased = words(whisper.transcribe(audio).text)
     biased = words(whisper.transcribe(audio, prompt=whisper_prompt(None, ["Kwik Byte"])).text)
     assert "kwik byte" not in unbiased, unbiased
