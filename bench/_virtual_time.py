@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from openrealtime.runtime import pass_outcome
 from openrealtime.runtime_inline import InlineRuntime
 
 
@@ -46,18 +47,10 @@ class TimedRuntime(InlineRuntime):
             done_at = max(submitted, self._free_at.get(stage, 0.0)) + spent
             self._free_at[stage] = done_at
 
-            def deliver() -> None:
-                if outer.done():
-                    return
-                if job.exception() is not None:
-                    outer.set_exception(job.exception())
-                else:
-                    outer.set_result(job.result())
-
             if done_at > self.now():
-                self.call_later(done_at - self.now(), deliver)
+                self.call_later(done_at - self.now(), lambda: pass_outcome(job, outer))
             else:
-                deliver()
+                pass_outcome(job, outer)
 
         inner.add_done_callback(finished)
         outer.add_done_callback(lambda o: inner.cancel() if o.cancelled() else None)

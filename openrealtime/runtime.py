@@ -159,6 +159,12 @@ def _settle(future: asyncio.Future, error: BaseException | None, result: Any) ->
         future.set_result(result)
 
 
+def pass_outcome(source: asyncio.Future | Future, target: asyncio.Future) -> None:
+    """`target` gets the result or exception of `source` (done, not cancelled), unless it is done already."""
+    error = source.exception()
+    _settle(target, error, None if error is not None else source.result())
+
+
 def call_in_model_thread(fn: Callable[[], T]) -> T:
     """Blocking variant of `run_in_model_thread` for code without an event loop (tests, tools)."""
     box: dict[str, Any] = {}

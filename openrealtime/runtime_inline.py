@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .engines.foreground import ForegroundGate
-from .runtime import MAX_BATCH, STAGES, Timer, check_stage, deliver, spawn_logged
+from .runtime import MAX_BATCH, STAGES, Timer, check_stage, deliver, pass_outcome, spawn_logged
 
 T = TypeVar("T")
 _DONE = object()
@@ -211,12 +211,7 @@ class InlineRuntime:
                     waiting.cancel()
                 return
             for waiting, outcome in job.result():
-                if waiting.done():
-                    continue
-                if outcome.exception() is not None:
-                    waiting.set_exception(outcome.exception())
-                else:
-                    waiting.set_result(outcome.result())
+                pass_outcome(outcome, waiting)
 
         self._submit(stage, run, urgent).add_done_callback(settled)
         return await future

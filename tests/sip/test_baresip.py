@@ -36,7 +36,7 @@ async def test_softphone_hears_its_echo(tmp_path, mediaenc, security, codec):
     async with phone_server() as phone:
         softphone = await Softphone(tmp_path, mic, codec=codec, mediaenc=mediaenc).dial(phone.sip_port, seconds=60)
         try:
-            incoming = await phone.app.next_call()
+            incoming = await softphone.next_call_to(phone.app)
             assert incoming.data.sip_media_security == security
             call_id = incoming.data.call_id
             await phone.client.realtime.calls.accept(call_id, type="realtime")
@@ -63,7 +63,7 @@ async def test_softphone_over_tls(tmp_path):
     async with phone_server(sip_tls_port=tls_port, sip_tls_cert=str(cert), sip_tls_key=str(key)) as phone:
         softphone = await Softphone(tmp_path, mic, tls_ca=cert).dial(tls_port, seconds=60)
         try:
-            incoming = await phone.app.next_call()
+            incoming = await softphone.next_call_to(phone.app)
             assert incoming.data.sip_headers[0].value.startswith("SIP/2.0/TLS")
             call_id = incoming.data.call_id
             await phone.client.realtime.calls.accept(call_id, type="realtime")
@@ -84,7 +84,7 @@ async def test_softphone_with_digest_authentication(tmp_path):
     async with phone_server(sip_auth=["trunk7:pa55-word"]) as phone:
         softphone = await Softphone(tmp_path, mic, auth=("trunk7", "pa55-word")).dial(phone.sip_port, seconds=60)
         try:
-            incoming = await phone.app.next_call()
+            incoming = await softphone.next_call_to(phone.app)
             await phone.client.realtime.calls.accept(incoming.data.call_id, type="realtime")
             call = phone.server.state.calls.get(incoming.data.call_id)
             await wait_for(lambda: call.audio_out.frames_with_audio >= 50, timeout=20, what="1 s played back")
@@ -108,7 +108,7 @@ async def test_a_phone_call_hears_the_agent(tmp_path, model_stack, model_runtime
     async with phone_server(engine="local", models=model_stack, runtime=model_runtime) as phone:
         softphone = await Softphone(tmp_path, mic).dial(phone.sip_port, seconds=120)
         try:
-            call_id = (await phone.app.next_call()).data.call_id
+            call_id = (await softphone.next_call_to(phone.app)).data.call_id
             await phone.client.realtime.calls.accept(
                 call_id, type="realtime", instructions="You answer the phone. Answer in one short sentence.",
                 audio={"input": {"transcription": {"model": "whisper-1"},

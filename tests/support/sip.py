@@ -285,11 +285,22 @@ class Softphone:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
 
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no baresip log)"
+
+    async def next_call_to(self, app: "PhoneApp", timeout: float = 60.0) -> Any:
+        """The application's next incoming call, or a failure that shows what baresip did meanwhile."""
+        try:
+            return await app.next_call(timeout)
+        except queue.Empty:
+            raise AssertionError(f"no call reached the application in {timeout:.0f} s; baresip (exit "
+                                 f"{self.process.returncode if self.process else None}):\n{self.log_tail()}") from None
+
     def heard(self) -> np.ndarray:
         """What the softphone played out (its decoder's output, int16, the first channel; 8 kHz for G.711,
         48 kHz for Opus)."""
         dumps = sorted(self.dir.glob("dump-*-dec.wav"))
-        assert dumps, f"baresip recorded nothing: {self.log.read_text(errors='replace')[-2000:]}"
+        assert dumps, f"baresip recorded nothing: {self.log_tail(2000)}"
         with wave.open(str(dumps[-1])) as w:
             return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")[::w.getnchannels()]
 
