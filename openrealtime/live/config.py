@@ -39,11 +39,11 @@ from ..session.voices import check_voice
 DELEGATE = "delegate"
 DEFAULT_INSTRUCTIONS = ("You are a helpful, friendly voice assistant running on a self-hosted server. Answer in one "
                         "or two short spoken sentences. Do not use markdown, lists or emoji.")
-# Measured on the default local model (Qwen2.5-Coder-1.5B-Instruct, "What is the capital of France?" with the instructions "Answer in
-# one short sentence."): told only to delegate "something the application should handle", it answered 27/30 and
-# spoke the other three as instructions ("call the `delegate` function with the task ..."); told to answer all
-# other requests itself, 46/46. The price: a booking the instructions give to the application is delegated 3-5/16
-# times instead of 7-10/16 (a remote model, or responses delegation, for applications that rely on it).
+# Measured on the default local model (Qwen2.5-Coder-1.5B-Instruct; "What is the capital of France?" under the
+# instructions "Answer in one short sentence."): told only to delegate "something the application should handle",
+# it answered 27/30 and spoke the other three as instructions ("call the `delegate` function with the task ...");
+# told to answer all other requests itself, 46/46. The price: a booking the instructions give to the application
+# is delegated 3-5/16 times instead of 7-10/16 (a larger or remote model for applications that rely on it).
 CLIENT_DELEGATION_NOTE = ("\n\nYou talk with the user directly. For requests the instructions above give to the "
                           "application, always call `delegate` with the task in one sentence, then wait for the "
                           "application's answer. Answer all other requests yourself, directly.")
